@@ -1,0 +1,39 @@
+"""Writing files and folders so that a reader never sees them half-written."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_dir(final_dir: str):
+    """Yields an empty temporary folder beside `final_dir` that replaces it when the block succeeds.
+
+    On an exception the temporary folder is removed and `final_dir` is left as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.tmp-", dir=parent)
+    try:
+        yield temporary
+        if os.path.exists(final_dir):
+            previous = f"{temporary}.old"
+            os.rename(final_dir, previous)
+            os.rename(temporary, final_dir)
+            shutil.rmtree(previous)
+        else:
+            os.rename(temporary, final_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_json(path: str, value) -> None:
+    """Writes `value` as indented JSON through a temporary file and a rename."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as json_file:
+        json.dump(value, json_file, indent=2)
+        json_file.write("\n")
+    os.replace(temporary, path)

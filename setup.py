@@ -1,0 +1,24 @@
+"""longbert-tf: ICD coding of long clinical notes with segment-wise BERT and label attention."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+ROOT = pathlib.Path(__file__).parent
+REQUIREMENTS = [
+    line.strip()
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+setup(
+    name="longbert-tf",
+    version="0.1.0",
+    description="ICD coding of long clinical notes with BERT segments and label attention",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["longbert_tf", "data_prep", "experiments"]),
+    install_requires=REQUIREMENTS,
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+)
