@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny synthetic dataset and a tiny TF-Hub-format encoder built from it."""
+
+import pytest
+
+from data_prep import synthetic
+from longbert_tf import data, encoders, tokenization
+from longbert_tf.bert import BertArchitecture
+
+TINY_SYNTHETIC = synthetic.SyntheticConfig(
+    num_codes=12,
+    num_train=24,
+    num_dev=8,
+    num_test=8,
+    median_tokens=200,
+    max_tokens=900,
+    min_codes_per_note=1,
+    max_codes_per_note=4,
+    seed=3,
+)
+TINY_ARCH = BertArchitecture(
+    num_layers=1,
+    hidden_size=16,
+    num_heads=2,
+    intermediate_size=32,
+    vocab_size=600,
+    max_positions=128,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """A data dir holding `synthetic/`: 24/8/8 notes of about 200 tokens, 12 codes."""
+    data_dir = tmp_path_factory.mktemp("data")
+    synthetic.prepare(str(data_dir), TINY_SYNTHETIC)
+    return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_dir(tiny_data_dir):
+    return f"{tiny_data_dir}/synthetic"
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tiny_dataset_dir, tmp_path_factory):
+    """A TF-Hub-format BERT (L-1, H-16, 128 positions) with a vocabulary learned from the notes."""
+    out_dir = str(tmp_path_factory.mktemp("encoder") / "tiny_bert")
+    texts = data.read_notes(tiny_dataset_dir, "train").text
+    vocab = tokenization.learn_vocab(texts, TINY_ARCH.vocab_size)
+    encoders.build_random_encoder(TINY_ARCH, vocab, out_dir, seed=0)
+    return out_dir
