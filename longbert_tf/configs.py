@@ -1,0 +1,190 @@
+"""Experiment configuration: frozen dataclasses and the dataset presets."""
+
+import dataclasses
+import os
+
+PAPER_ENCODER = "https://tfhub.dev/tensorflow/small_bert/bert_en_uncased_L-2_H-256_A-4/2"
+RANDOM_ENCODER = "random:L-2_H-256_A-4"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetPreset:
+    """Defaults of one dataset.
+
+    Attributes:
+      num_labels: codes in the paper's Table 1 (None where the paper has no
+        such dataset); a prepared `labels.txt` always takes precedence.
+      learning_rate: Adam's; the paper's 2e-4 except where a randomly
+        initialised encoder must learn within a CPU budget.
+      prepare_command: how to create the dataset folder, with DATA_DIR standing
+        for `--data_dir`.
+    """
+
+    name: str
+    num_labels: int | None
+    seq_len: int
+    encoder: str
+    train_steps: int
+    eval_every: int
+    prepare_command: str
+    learning_rate: float = 2e-4
+
+
+PRESETS = {
+    preset.name: preset
+    for preset in [
+        DatasetPreset(
+            name="synthetic",
+            num_labels=50,
+            seq_len=2048,
+            encoder=RANDOM_ENCODER,
+            train_steps=500,
+            eval_every=100,
+            prepare_command="python -m data_prep.synthetic --out_dir=DATA_DIR",
+            learning_rate=1e-3,
+        ),
+        DatasetPreset(
+            name="mimic3_full",
+            num_labels=8921,
+            seq_len=4096,
+            encoder=PAPER_ENCODER,
+            train_steps=1_000_000,
+            eval_every=10_000,
+            prepare_command=(
+                "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
+                "--out_dir=DATA_DIR"
+            ),
+        ),
+        DatasetPreset(
+            name="mimic3_50",
+            num_labels=50,
+            seq_len=4096,
+            encoder=PAPER_ENCODER,
+            train_steps=1_000_000,
+            eval_every=10_000,
+            prepare_command=(
+                "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
+                "--out_dir=DATA_DIR"
+            ),
+        ),
+        DatasetPreset(
+            name="mimic4_dx",
+            num_labels=72748,
+            seq_len=4096,
+            encoder=PAPER_ENCODER,
+            train_steps=1_000_000,
+            eval_every=10_000,
+            prepare_command="python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir=DATA_DIR",
+        ),
+        DatasetPreset(
+            name="codiesp_dx",
+            num_labels=None,
+            seq_len=1024,
+            encoder=RANDOM_ENCODER,
+            train_steps=2000,
+            eval_every=250,
+            prepare_command=(
+                "python -m data_prep.codiesp --codiesp_dir=../shared/data/codiesp "
+                "--out_dir=DATA_DIR"
+            ),
+            learning_rate=1e-3,
+        ),
+    ]
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentConfig:
+    """How a note's WordPiece tokens become encoder segments.
+
+    Each segment is one BERT input of `segment_length` positions:
+    `[CLS]`, up to `segment_length - 2` note tokens, `[SEP]`, then padding.
+    `seq_len` counts encoder positions, so a note is read through at most
+    `seq_len // segment_length` segments. Consecutive segments start
+    `segment_stride` note tokens apart; a stride below `segment_length - 2`
+    makes them overlap.
+    """
+
+    seq_len: int
+    segment_length: int = 512
+    segment_stride: int | None = None
+
+    def __post_init__(self):
+        if self.segment_length < 3:
+            raise ValueError(f"segment_length={self.segment_length} leaves no room for tokens")
+        if self.seq_len < self.segment_length or self.seq_len % self.segment_length:
+            multiple = max(1, round(self.seq_len / self.segment_length)) * self.segment_length
+            raise ValueError(
+                f"seq_len={self.seq_len} is not a positive multiple of segment_length="
+                f"{self.segment_length}; use e.g. seq_len={multiple}"
+            )
+        if not 1 <= self.stride <= self.content_length:
+            raise ValueError(
+                f"segment_stride={self.segment_stride} must be between 1 and "
+                f"segment_length - 2 = {self.content_length}"
+            )
+
+    @property
+    def content_length(self) -> int:
+        """Note tokens per segment (the rest is `[CLS]` and `[SEP]`)."""
+        return self.segment_length - 2
+
+    @property
+    def stride(self) -> int:
+        return self.segment_stride or self.content_length
+
+    @property
+    def max_segments(self) -> int:
+        return self.seq_len // self.segment_length
+
+    @property
+    def max_note_tokens(self) -> int:
+        """Leading note tokens that can be read; the rest of a note is cut off."""
+        return (self.max_segments - 1) * self.stride + self.content_length
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one training and evaluation run depends on."""
+
+    dataset: str
+    data_dir: str
+    model_dir: str
+    encoder: str
+    segments: SegmentConfig
+    batch_size: int
+    learning_rate: float
+    train_steps: int
+    eval_every: int
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.dataset not in PRESETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose from {sorted(PRESETS)}")
+        for name in ("batch_size", "train_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate={self.learning_rate} must be positive")
+
+    @property
+    def preset(self) -> DatasetPreset:
+        return PRESETS[self.dataset]
+
+    @property
+    def dataset_dir(self) -> str:
+        return os.path.join(self.data_dir, self.dataset)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ExperimentConfig":
+        values = dict(values)
+        values["segments"] = SegmentConfig(**values["segments"])
+        return cls(**values)
+
+
+def paper_batch_size(seq_len: int) -> int:
+    """The paper's batch size: 4 notes, 2 at 8,192 tokens."""
+    return 2 if seq_len >= 8192 else 4

@@ -1,0 +1,330 @@
+"""Dataset format, tokenization cache and the tf.data segment pipeline.
+
+A prepared dataset is a folder holding `labels.txt` (one code a line, in
+label-index order) and, per split, `{split}.jsonl.gz`: one JSON object a line
+with `note_id` (str), `subject_id` (str), `text` (str) and `codes` (list of str,
+each listed in `labels.txt`). An empty text is allowed (it becomes a single
+`[CLS] [SEP]` segment), and so is an empty code list (a note with no codes is a
+negative for every code). Every `data_prep` module writes this format.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+
+import numpy as np
+import pandas as pd
+from absl import logging
+
+from longbert_tf import files, tokenization
+from longbert_tf.configs import SegmentConfig
+from longbert_tf.framework import tf
+
+SPLITS = ("train", "dev", "test")
+NOTE_COLUMNS = ("note_id", "subject_id", "text", "codes")
+LABELS_FILE = "labels.txt"
+TOKEN_CACHE_DIR = "token_cache"
+TOKENIZE_BATCH_SIZE = 64
+
+
+def notes_path(dataset_dir: str, split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
+    return os.path.join(dataset_dir, f"{split}.jsonl.gz")
+
+
+def _check_note(record, path: str, line_number: int) -> None:
+    where = f"{path}, line {line_number}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for column in NOTE_COLUMNS:
+        if column not in record:
+            raise ValueError(f"{where}: field {column!r} is missing")
+    for column in ("note_id", "subject_id", "text"):
+        if not isinstance(record[column], str):
+            raise ValueError(
+                f"{where}: field {column!r} must be a string, got {record[column]!r:.80}"
+            )
+    codes = record["codes"]
+    if not isinstance(codes, list) or not all(isinstance(code, str) for code in codes):
+        raise ValueError(f"{where}: field 'codes' must be a list of strings, got {codes!r:.80}")
+
+
+def read_notes(dataset_dir: str, split: str) -> pd.DataFrame:
+    """Reads one split: columns `note_id`, `subject_id`, `text` (str) and `codes` (list of str)."""
+    path = notes_path(dataset_dir, split)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: prepare the dataset with one of the data_prep modules"
+        )
+    records = []
+    first_line = {}
+    with gzip.open(path, "rt", encoding="utf-8") as notes_file:
+        for line_number, line in enumerate(notes_file, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error})") from None
+            _check_note(record, path, line_number)
+            note_id = record["note_id"]
+            if note_id in first_line:
+                raise ValueError(
+                    f"{path}, line {line_number}: note_id {note_id!r} repeats line "
+                    f"{first_line[note_id]}"
+                )
+            first_line[note_id] = line_number
+            records.append([record[column] for column in NOTE_COLUMNS])
+    return pd.DataFrame(records, columns=list(NOTE_COLUMNS))
+
+
+def read_labels(dataset_dir: str) -> list:
+    """Reads `labels.txt`: the codes in label-index order."""
+    path = os.path.join(dataset_dir, LABELS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: prepare the dataset with one of the data_prep modules"
+        )
+    with open(path, encoding="utf-8") as labels_file:
+        labels = labels_file.read().splitlines()
+    first_line = {}
+    for line_number, code in enumerate(labels, start=1):
+        if not code.strip() or code != code.strip():
+            raise ValueError(f"{path}, line {line_number}: blank or padded code {code!r}")
+        if code in first_line:
+            raise ValueError(
+                f"{path}, line {line_number}: code {code!r} repeats line {first_line[code]}"
+            )
+        first_line[code] = line_number
+    if not labels:
+        raise ValueError(f"{path} lists no codes")
+    return labels
+
+
+def label_ids(notes: pd.DataFrame, labels: list, source: str) -> list:
+    """Maps each note's codes to sorted, unique label indices.
+
+    Raises ValueError naming the note and code when a code is not in `labels`.
+    """
+    index = {code: position for position, code in enumerate(labels)}
+    ids = []
+    for row, (note_id, codes) in enumerate(zip(notes.note_id, notes.codes), start=1):
+        unknown = [code for code in codes if code not in index]
+        if unknown:
+            raise ValueError(
+                f"{source}, note {row} (note_id {note_id!r}): codes {unknown} are not in "
+                f"{LABELS_FILE}; add them there or drop them when preparing the data"
+            )
+        ids.append(sorted({index[code] for code in codes}))
+    return ids
+
+
+def write_dataset(dataset_dir: str, splits: dict, labels: list) -> str:
+    """Writes `{split: notes DataFrame}` and `labels` in the dataset format, atomically.
+
+    The folder appears complete or not at all; an existing one is replaced,
+    keeping its token caches (they are keyed by content, so stale ones are
+    rebuilt when used).
+    """
+    label_ids(pd.concat(list(splits.values())), labels, source="notes to write")
+    with files.atomic_dir(dataset_dir) as temporary:
+        with open(os.path.join(temporary, LABELS_FILE), "w", encoding="utf-8") as labels_file:
+            labels_file.writelines(f"{code}\n" for code in labels)
+        for split, notes in splits.items():
+            with gzip.open(notes_path(temporary, split), "wt", encoding="utf-8") as notes_file:
+                records = notes[list(NOTE_COLUMNS)].to_dict("records")
+                for row, record in enumerate(records, start=1):
+                    _check_note(record, f"{split} notes to write", row)
+                    notes_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if os.path.isdir(os.path.join(dataset_dir, TOKEN_CACHE_DIR)):
+            os.rename(
+                os.path.join(dataset_dir, TOKEN_CACHE_DIR), os.path.join(temporary, TOKEN_CACHE_DIR)
+            )
+    return dataset_dir
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def token_cache(dataset_dir: str, split: str, vocab: tokenization.Vocab) -> str:
+    """Returns the TFRecord file of one split tokenized with `vocab`, writing it if needed.
+
+    The cache lives in `dataset_dir/token_cache/<vocab fingerprint>/` and holds,
+    per note, the token ids of the whole note (no special tokens) and its label
+    ids. It is rebuilt when the notes, the labels or the vocabulary change.
+    """
+    cache_dir = os.path.join(dataset_dir, TOKEN_CACHE_DIR, vocab.fingerprint)
+    records_path = os.path.join(cache_dir, f"{split}.tfrecord")
+    info_path = os.path.join(cache_dir, f"{split}.json")
+    source = dict(
+        notes_sha256=_file_sha256(notes_path(dataset_dir, split)),
+        labels_sha256=_file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
+        vocab_fingerprint=vocab.fingerprint,
+    )
+    if os.path.exists(info_path) and os.path.exists(records_path):
+        with open(info_path) as info_file:
+            if json.load(info_file)["source"] == source:
+                return records_path
+
+    notes = read_notes(dataset_dir, split)
+    ids = label_ids(notes, read_labels(dataset_dir), source=notes_path(dataset_dir, split))
+    tokenizer = tokenization.make_tokenizer(vocab)
+    os.makedirs(cache_dir, exist_ok=True)
+    lengths = []
+    temporary = f"{records_path}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(temporary) as writer:
+        for start in range(0, len(notes), TOKENIZE_BATCH_SIZE):
+            texts = notes.text.iloc[start : start + TOKENIZE_BATCH_SIZE].tolist()
+            tokens = tokenizer.tokenize(tf.constant(texts))
+            for offset, token_ids in enumerate(tokens.to_list()):
+                note_index = start + offset
+                lengths.append(len(token_ids))
+                features = dict(
+                    note_index=_int64_feature([note_index]),
+                    token_ids=_int64_feature(token_ids),
+                    label_ids=_int64_feature(ids[note_index]),
+                )
+                example = tf.train.Example(features=tf.train.Features(feature=features))
+                writer.write(example.SerializeToString())
+    os.replace(temporary, records_path)
+    info = dict(
+        source=source,
+        num_notes=len(notes),
+        empty_notes=int(sum(length == 0 for length in lengths)),
+        notes_without_codes=int(sum(not note_ids for note_ids in ids)),
+        token_percentiles={
+            str(q): float(np.percentile(lengths, q)) if lengths else 0.0
+            for q in (10, 25, 50, 75, 90, 99, 100)
+        },
+    )
+    files.write_json(info_path, info)
+    logging.info("Tokenized %s/%s: %s", dataset_dir, split, info)
+    return records_path
+
+
+def _int64_feature(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def count_records(records_path: str) -> int:
+    with open(records_path.replace(".tfrecord", ".json")) as info_file:
+        return json.load(info_file)["num_notes"]
+
+
+def label_counts(records_path: str, num_labels: int) -> np.ndarray:
+    """Number of notes of a token cache that carry each code, int64 `[num_labels]`."""
+    spec = dict(label_ids=tf.io.VarLenFeature(tf.int64))
+    dataset = tf.data.TFRecordDataset(records_path).map(
+        lambda serialized: tf.io.parse_single_example(serialized, spec)["label_ids"].values
+    )
+    counts = dataset.reduce(
+        tf.zeros([num_labels], tf.int64),
+        lambda total, ids: (
+            total
+            + tf.math.bincount(ids, minlength=num_labels, maxlength=num_labels, dtype=tf.int64)
+        ),
+    )
+    return counts.numpy()
+
+
+def segment_tokens(token_ids, segments: SegmentConfig, cls_id: int, sep_id: int, pad_id: int):
+    """Splits one note into BERT segments.
+
+    Args:
+      token_ids: int32 `[num_tokens]`, the note's WordPiece ids without special tokens.
+
+    Returns:
+      `(word_ids, mask)`, both int32 `[num_segments, segment_length]` where
+      `num_segments = 1 + ceil(max(0, n - content_length) / stride)` for the
+      `n = min(num_tokens, max_note_tokens)` tokens kept. Segment k holds
+      `[CLS]`, tokens `k * stride ...` (at most `content_length`), `[SEP]`,
+      then `[PAD]`; `mask` is 1 on `[CLS]`, tokens and `[SEP]`.
+    """
+    token_ids = tf.cast(token_ids[: segments.max_note_tokens], tf.int32)
+    num_tokens = tf.size(token_ids)
+    remainder = tf.maximum(num_tokens - segments.content_length, 0)
+    num_segments = 1 + (remainder + segments.stride - 1) // segments.stride
+    starts = tf.range(num_segments) * segments.stride  # [num_segments]
+    lengths = tf.minimum(num_tokens - starts, segments.content_length)  # tokens per segment
+    positions = tf.range(segments.segment_length)[tf.newaxis, :]  # [1, segment_length]
+    token_index = starts[:, tf.newaxis] + positions - 1
+    is_token = (positions >= 1) & (positions <= lengths[:, tf.newaxis])
+    gathered = tf.gather(
+        tf.concat([token_ids, [pad_id]], 0), tf.where(is_token, token_index, num_tokens)
+    )
+    word_ids = tf.where(positions == 0, cls_id, gathered)
+    is_sep = positions == lengths[:, tf.newaxis] + 1
+    word_ids = tf.where(is_sep, sep_id, word_ids)
+    mask = tf.cast(positions <= lengths[:, tf.newaxis] + 1, tf.int32)
+    return word_ids, mask
+
+
+def segment_dataset(
+    records_path: str,
+    segments: SegmentConfig,
+    vocab: tokenization.Vocab,
+    num_labels: int,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Batches of segmented notes from a token cache.
+
+    Yields `(features, labels)`: `features` has `input_word_ids` and
+    `input_mask` (int32 `[batch, num_segments, segment_width]`) and `note_index`
+    (int64 `[batch]`); `labels` is float32 multi-hot `[batch, num_labels]`.
+    Notes are bucketed by their number of segments and a batch is padded only
+    to its longest note: `num_segments` is the batch maximum and
+    `segment_width` is `segment_length`, or less when every note of the batch
+    fits in a shorter single segment. Padding has `input_mask` 0.
+
+    With `training`, notes are shuffled (seeded, reshuffled every epoch) and
+    repeated forever; otherwise every note is yielded once.
+    """
+    feature_spec = dict(
+        note_index=tf.io.FixedLenFeature([], tf.int64),
+        token_ids=tf.io.VarLenFeature(tf.int64),
+        label_ids=tf.io.VarLenFeature(tf.int64),
+    )
+    cls_id, sep_id, pad_id = vocab.cls_id, vocab.sep_id, vocab.pad_id
+
+    def parse(serialized):
+        example = tf.io.parse_single_example(serialized, feature_spec)
+        word_ids, mask = segment_tokens(
+            tf.sparse.to_dense(example["token_ids"]), segments, cls_id, sep_id, pad_id
+        )
+        labels = tf.scatter_nd(
+            example["label_ids"].values[:, tf.newaxis],
+            tf.ones_like(example["label_ids"].values, tf.float32),
+            [num_labels],
+        )
+        features = dict(input_word_ids=word_ids, input_mask=mask, note_index=example["note_index"])
+        return features, labels
+
+    def trim_width(features, labels):
+        width = tf.reduce_max(tf.reduce_sum(features["input_mask"], -1))
+        features = dict(features)
+        for key in ("input_word_ids", "input_mask"):
+            features[key] = features[key][:, :, :width]
+        return features, labels
+
+    dataset = tf.data.TFRecordDataset(records_path)
+    if training:
+        dataset = dataset.shuffle(count_records(records_path), seed=seed).repeat()
+    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    num_buckets = segments.max_segments
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda features, labels: tf.shape(features["input_word_ids"])[0],
+        bucket_boundaries=list(range(2, num_buckets + 1)),
+        bucket_batch_sizes=[batch_size] * num_buckets,
+        padding_values=(
+            dict(input_word_ids=pad_id, input_mask=0, note_index=tf.constant(-1, tf.int64)),
+            0.0,
+        ),
+    )
+    return dataset.map(trim_width).prefetch(tf.data.AUTOTUNE)
