@@ -1,0 +1,82 @@
+"""LongBERT: a BERT encoder run on every segment of a note, then label attention."""
+
+import numpy as np
+
+from longbert_tf.framework import keras, tf
+from longbert_tf.layers import LabelAttention
+
+
+class LongBERT(keras.Model):
+    """Segment-wise BERT with label attention over all tokens of a note.
+
+    The encoder runs on all segments of the batch in one call
+    (`[batch, num_segments, width]` -> `[batch * num_segments, width]`); the
+    token representations of a note's segments are concatenated and
+    `LabelAttention` turns them into one logit per code. BERT-baseline is this
+    model with a single segment (seq_len 512).
+
+    Args:
+      encoder: a `hub.KerasLayer` over a TF-Hub BERT encoder.
+      num_labels: number of codes.
+      seed: seed of the label attention initializers.
+
+    Call arguments: a dict with `input_word_ids` and `input_mask`, int32
+    `[batch, num_segments, width]` (mask 0 on padding). Returns float32 logits
+    `[batch, num_labels]`.
+    """
+
+    def __init__(self, encoder, num_labels, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.num_labels = num_labels
+        self.seed = seed
+        self.label_attention = LabelAttention(num_labels, seed=seed, name="label_attention")
+
+    def build_label_priors(self, label_counts, num_notes: int) -> None:
+        """Builds the model and starts each code's bias at the log-odds of its training frequency.
+
+        With thousands of rare codes, zero biases start every code at
+        probability 0.5 and the first thousands of Adam steps go into pulling
+        them down; the prior (add-one smoothed) starts the classifier where
+        those steps would have taken it.
+        """
+        prior = (np.asarray(label_counts, np.float64) + 1) / (num_notes + 2)
+        probe = tf.zeros([1, 1, 2], tf.int32)
+        self(dict(input_word_ids=probe, input_mask=probe + 1))
+        self.label_attention.label_biases.assign(np.log(prior / (1 - prior)))
+
+    def call(self, inputs, training=None):
+        word_ids = inputs["input_word_ids"]
+        mask = inputs["input_mask"]
+        shape = tf.shape(word_ids)
+        batch_size, num_segments, width = shape[0], shape[1], shape[2]
+        flat_ids = tf.reshape(word_ids, [batch_size * num_segments, width])
+        flat_mask = tf.reshape(mask, [batch_size * num_segments, width])
+        outputs = self.encoder(
+            dict(
+                input_word_ids=flat_ids,
+                input_mask=flat_mask,
+                input_type_ids=tf.zeros_like(flat_ids),
+            ),
+            training=training,
+        )
+        sequence = outputs["sequence_output"]
+        tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
+        token_mask = tf.reshape(mask, [batch_size, num_segments * width])
+        return self.label_attention(tokens, token_mask)
+
+
+def parameter_breakdown(encoder_parameters: int, hidden_size: int, num_labels: int) -> dict:
+    """The paper's Table 1 rows, counted on a real `LabelAttention` of that size."""
+    layer = LabelAttention(num_labels)
+    layer.build([None, None, hidden_size])
+    attention = layer.label_queries.shape.num_elements()
+    classification = (
+        layer.label_weights.shape.num_elements() + layer.label_biases.shape.num_elements()
+    )
+    return {
+        "language model": encoder_parameters,
+        "attention layer": attention,
+        "classification layer": classification,
+        "total": encoder_parameters + attention + classification,
+    }

@@ -1,0 +1,104 @@
+"""LabelAttention and the BERT building blocks against NumPy re-derivations."""
+
+import numpy as np
+import pytest
+
+from longbert_tf.bert import PositionEmbedding, SelfAttention
+from longbert_tf.framework import keras, tf
+from longbert_tf.layers import LabelAttention
+from tests.layer_checks import check_layer
+
+
+def numpy_label_attention(tokens, mask, queries, weights, biases):
+    """Eq. 1 of the paper, note by note and code by code."""
+    batch_size, _, _ = tokens.shape
+    logits = np.zeros((batch_size, len(queries)))
+    for b in range(batch_size):
+        real = tokens[b][mask[b] == 1]
+        for c in range(len(queries)):
+            scores = real @ queries[c]
+            attention = np.exp(scores - scores.max())
+            attention /= attention.sum()
+            logits[b, c] = (attention @ real) @ weights[c] + biases[c]
+    return logits
+
+
+@pytest.fixture
+def token_batch():
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(3, 10, 8)).astype(np.float32)
+    mask = np.ones((3, 10), np.int32)
+    mask[0, 6:] = 0
+    mask[2, 1:] = 0
+    return tokens, mask
+
+
+def test_label_attention_matches_numpy(token_batch):
+    tokens, mask = token_batch
+    layer = LabelAttention(num_labels=5, seed=1)
+    logits = check_layer(layer, dict(tokens=tf.constant(tokens), mask=tf.constant(mask)))
+    # check_layer trained the layer one step; compare with its current weights.
+    queries, weights, biases = (w.numpy() for w in layer.weights)
+    expected = numpy_label_attention(tokens, mask, queries, weights, biases)
+    np.testing.assert_allclose(layer(tokens, mask).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert logits.dtype == tf.float32 and logits.shape == (3, 5)
+
+
+def test_label_attention_gives_padding_no_weight(token_batch):
+    tokens, mask = token_batch
+    layer = LabelAttention(num_labels=4)
+    logits = layer(tokens, mask)
+    noisy = np.where(mask[..., None] == 1, tokens, 1e4).astype(np.float32)
+    np.testing.assert_array_equal(layer(noisy, mask).numpy(), logits.numpy())
+
+
+def test_label_attention_is_stable_for_large_scores_and_empty_rows():
+    layer = LabelAttention(num_labels=2)
+    tokens = np.full((2, 4, 3), 300.0, np.float32)  # scores far beyond exp's float32 range
+    mask = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], np.int32)
+    logits = layer(tokens, mask).numpy()
+    assert np.isfinite(logits).all()
+    np.testing.assert_allclose(logits[1], layer.label_biases.numpy())  # z_c = 0 without tokens
+
+
+def test_label_attention_computes_in_float32_for_bfloat16_tokens(token_batch):
+    tokens, mask = token_batch
+    layer = LabelAttention(num_labels=3)
+    logits = layer(tf.cast(tokens, tf.bfloat16), mask)
+    assert logits.dtype == tf.float32
+
+
+def numpy_self_attention(hidden, mask, layer, num_heads):
+    query, key, value, output = (
+        (d.kernel.numpy(), d.bias.numpy())
+        for d in (layer.query, layer.key, layer.value, layer.attention_output)
+    )
+    batch_size, length, width = hidden.shape
+    head_size = width // num_heads
+
+    def heads(projection):
+        x = hidden @ projection[0] + projection[1]
+        return x.reshape(batch_size, length, num_heads, head_size).transpose(0, 2, 1, 3)
+
+    scores = heads(query) @ heads(key).transpose(0, 1, 3, 2) / np.sqrt(head_size)
+    scores = scores + (1 - mask[:, None, None, :]) * -10000.0
+    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    context = (probabilities @ heads(value)).transpose(0, 2, 1, 3).reshape(hidden.shape)
+    return context @ output[0] + output[1]
+
+
+def test_self_attention_matches_numpy(token_batch):
+    hidden, mask = token_batch
+    initializers = [keras.initializers.GlorotUniform(seed=s) for s in range(4)]
+    layer = SelfAttention(num_heads=2, dropout_rate=0.0, initializers=initializers)
+    check_layer(layer, dict(hidden=tf.constant(hidden), mask=tf.constant(mask)))
+    expected = numpy_self_attention(hidden, mask, layer, num_heads=2)
+    np.testing.assert_allclose(layer(hidden, mask).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_position_embedding_slices_to_the_input_length():
+    layer = PositionEmbedding(max_positions=16, initializer="glorot_uniform")
+    inputs = tf.zeros([2, 5, 4])
+    assert check_layer(layer, dict(inputs=inputs)).shape == (1, 5, 4)
+    np.testing.assert_array_equal(layer(inputs)[0].numpy(), layer.embeddings.numpy()[:5])

@@ -1,0 +1,92 @@
+"""LongBERT: segment loop, masking, parameter breakdown and a training step."""
+
+import numpy as np
+import pytest
+
+from longbert_tf import encoders, models, training
+from longbert_tf.framework import keras, tf
+from tests.test_layers import numpy_label_attention
+
+NUM_LABELS = 6
+
+
+@pytest.fixture(scope="module")
+def model(tiny_encoder_dir):
+    encoder = encoders.load(tiny_encoder_dir, segment_length=32)
+    return models.LongBERT(encoder.layer, num_labels=NUM_LABELS, seed=4)
+
+
+@pytest.fixture
+def batch():
+    """Two notes: three full segments, and one segment of 10 real positions then padding."""
+    rng = np.random.default_rng(1)
+    word_ids = rng.integers(5, 600, size=(2, 3, 32)).astype(np.int32)
+    mask = np.ones((2, 3, 32), np.int32)
+    mask[1, 0, 10:] = 0
+    mask[1, 1:] = 0
+    word_ids[mask == 0] = 0
+    return dict(input_word_ids=word_ids, input_mask=mask)
+
+
+def test_changing_padded_tokens_leaves_logits_unchanged(model, batch):
+    logits = model(batch).numpy()
+    noisy = dict(batch)
+    rng = np.random.default_rng(2)
+    noisy["input_word_ids"] = np.where(
+        batch["input_mask"] == 1, batch["input_word_ids"], rng.integers(5, 600, (2, 3, 32))
+    ).astype(np.int32)
+    np.testing.assert_allclose(model(noisy).numpy(), logits, rtol=1e-6, atol=1e-6)
+    # The first note alone gives the same logits: the other note's padding never leaks in.
+    alone = {key: value[:1] for key, value in batch.items()}
+    np.testing.assert_allclose(model(alone).numpy(), logits[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_segments_are_encoded_separately_and_concatenated(model, batch):
+    segment_outputs = [
+        model.encoder(
+            dict(
+                input_word_ids=batch["input_word_ids"][:, k],
+                input_mask=batch["input_mask"][:, k],
+                input_type_ids=np.zeros_like(batch["input_word_ids"][:, k]),
+            )
+        )["sequence_output"].numpy()
+        for k in range(3)
+    ]
+    tokens = np.concatenate(segment_outputs, axis=1)  # [batch, 3 * 32, hidden]
+    queries, weights, biases = (w.numpy() for w in model.label_attention.weights)
+    expected = numpy_label_attention(
+        tokens, batch["input_mask"].reshape(2, -1), queries, weights, biases
+    )
+    np.testing.assert_allclose(model(batch).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_parameter_breakdown_counts_the_model(model):
+    breakdown = models.parameter_breakdown(
+        sum(w.shape.num_elements() for w in model.encoder.trainable_weights), 16, NUM_LABELS
+    )
+    assert breakdown["attention layer"] == NUM_LABELS * 16
+    assert breakdown["classification layer"] == NUM_LABELS * 17
+    assert breakdown["total"] == sum(w.shape.num_elements() for w in model.trainable_weights)
+
+
+def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
+    keras.utils.set_random_seed(0)
+    encoder = encoders.load(tiny_encoder_dir, segment_length=32)
+    model = models.LongBERT(encoder.layer, num_labels=NUM_LABELS)
+    labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
+    spec = (
+        dict(
+            input_word_ids=tf.TensorSpec([None, None, None], tf.int32),
+            input_mask=tf.TensorSpec([None, None, None], tf.int32),
+        ),
+        tf.TensorSpec([None, NUM_LABELS], tf.float32),
+    )
+    train_step = training.make_train_step(model, keras.optimizers.Adam(2e-4), spec)
+
+    def loss():
+        logits = model(batch, training=False)
+        return float(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)))
+
+    before = loss()
+    train_step(batch, labels)
+    assert loss() < before
