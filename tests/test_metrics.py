@@ -1,0 +1,114 @@
+"""Metrics against scikit-learn and hand-computed values."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from longbert_tf import metrics
+
+
+@pytest.fixture
+def multilabel():
+    """Scores correlated with 0/1 labels; codes 3 and 7 lack positives, code 5 negatives."""
+    rng = np.random.default_rng(7)
+    y_true = (rng.random((60, 12)) < 0.25).astype(int)
+    y_true[:, [3, 7]] = 0
+    y_true[:, 5] = 1
+    y_prob = np.clip(0.35 * y_true + rng.random(y_true.shape) * 0.7, 0, 1)
+    y_prob[:5] = np.round(y_prob[:5], 1)  # ties
+    return y_true, y_prob
+
+
+def test_micro_precision_recall_f1_match_sklearn(multilabel):
+    y_true, y_prob = multilabel
+    for threshold in (0.2, 0.5, 0.8, 1.01):
+        predicted = (y_prob >= threshold).astype(int)
+        expected = (
+            sk.precision_score(y_true, predicted, average="micro", zero_division=0),
+            sk.recall_score(y_true, predicted, average="micro", zero_division=0),
+            sk.f1_score(y_true, predicted, average="micro", zero_division=0),
+        )
+        np.testing.assert_allclose(
+            metrics.micro_precision_recall_f1(y_true, y_prob, threshold), expected
+        )
+
+
+def test_tune_threshold_finds_the_best_grid_threshold(multilabel):
+    y_true, y_prob = multilabel
+    grid = np.round(np.arange(0.05, 1.0, 0.05), 2)
+    f1s = [
+        sk.f1_score(y_true, (y_prob >= t).astype(int), average="micro", zero_division=0)
+        for t in grid
+    ]
+    threshold, f1 = metrics.tune_threshold(y_true, y_prob, grid)
+    assert threshold == grid[int(np.argmax(f1s))]
+    assert f1 == pytest.approx(max(f1s))
+
+
+def test_tune_threshold_counts_a_probability_equal_to_the_threshold_as_positive():
+    y_true = np.array([[1, 0, 1, 0]])
+    y_prob = np.array([[0.3, 0.2, 0.3, 0.1]])
+    assert metrics.tune_threshold(y_true, y_prob, [0.1, 0.2, 0.3, 0.4]) == (0.3, 1.0)
+
+
+def test_aucs_match_sklearn(multilabel):
+    y_true, y_prob = multilabel
+    assert metrics.average_precision(y_true, y_prob) == pytest.approx(
+        sk.average_precision_score(y_true, y_prob, average="micro")
+    )
+    assert metrics.roc_auc(y_true, y_prob) == pytest.approx(
+        sk.roc_auc_score(y_true, y_prob, average="micro")
+    )
+    defined = [c for c in range(y_true.shape[1]) if 0 < y_true[:, c].sum() < len(y_true)]
+    assert metrics.macro_roc_auc(y_true, y_prob) == pytest.approx(
+        sk.roc_auc_score(y_true[:, defined], y_prob[:, defined], average="macro")
+    )
+
+
+def test_macro_f1_averages_codes_with_positives(multilabel):
+    y_true, y_prob = multilabel
+    with_positives = y_true.any(axis=0)
+    predicted = (y_prob >= 0.5).astype(int)
+    expected = sk.f1_score(
+        y_true[:, with_positives], predicted[:, with_positives], average="macro", zero_division=0
+    )
+    assert metrics.macro_f1(y_true, y_prob, 0.5) == pytest.approx(expected)
+
+
+def test_precision_at_k_by_hand():
+    y_true = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 1]])
+    y_score = np.array([[0.9, 0.8, 0.7, 0.1, 0.0], [0.5, 0.4, 0.3, 0.2, 0.1]])
+    # Note 1: top 2 = codes 0, 1 -> 1/2; note 2: top 2 = codes 0, 1 -> 0/2.
+    assert metrics.precision_at_k(y_true, y_score, 2) == pytest.approx(0.25)
+    # Note 1: top 3 -> 2/3; note 2: top 3 -> 0.
+    assert metrics.precision_at_k(y_true, y_score, 3) == pytest.approx(1 / 3)
+
+
+def test_undefined_aucs_are_nan():
+    y_true = np.zeros((4, 3))
+    y_prob = np.full((4, 3), 0.5)
+    assert np.isnan(metrics.average_precision(y_true, y_prob))
+    assert np.isnan(metrics.roc_auc(y_true, y_prob))
+    assert np.isnan(metrics.macro_roc_auc(y_true, y_prob))
+    assert metrics.micro_precision_recall_f1(y_true, y_prob, 0.5) == (0.0, 0.0, 0.0)
+
+
+def test_evaluate_reports_every_metric(multilabel):
+    y_true, y_prob = multilabel
+    results = metrics.evaluate(y_true, y_prob, 0.5)
+    assert set(results) == {
+        "threshold",
+        "micro_f1",
+        "micro_precision",
+        "micro_recall",
+        "micro_pr_auc",
+        "micro_roc_auc",
+        "macro_f1",
+        "macro_roc_auc",
+        "num_notes",
+        "precision_at_5",
+        "precision_at_8",
+        "precision_at_15",
+    }
+    assert results["num_notes"] == 60
+    assert results["precision_at_15"] == pytest.approx(y_true.sum() / (60 * 12))
