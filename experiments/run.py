@@ -1,0 +1,134 @@
+"""Trains and evaluates LongBERT (or BERT-baseline at --seq_len=512) on one dataset.
+
+    python -m experiments.run                      # synthetic demo, no network needed
+    python -m experiments.run --dataset=mimic3_full --seq_len=4096
+    python -m experiments.run --dataset=mimic4_dx --dry_run   # Table 1 parameter counts
+
+Unset flags take the dataset preset's value (`longbert_tf.configs.PRESETS`).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from longbert_tf import configs, data, encoders, models, training
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
+flags.DEFINE_integer(
+    "seq_len", None, "Encoder positions per note (multiple of --segment_length); preset default."
+)
+flags.DEFINE_integer(
+    "segment_length",
+    512,
+    "Positions per segment, [CLS] and [SEP] included; at most the encoder's position limit.",
+)
+flags.DEFINE_integer(
+    "segment_stride",
+    None,
+    "Note tokens between segment starts, 1 to segment_length - 2; "
+    "smaller values overlap segments. Default: segment_length - 2 (no overlap).",
+)
+flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets (DATA_DIR/DATASET).")
+flags.DEFINE_string("model_dir", None, "Run folder; default runs/DATASET_seqSEQ_LEN.")
+flags.DEFINE_string(
+    "encoder",
+    None,
+    "TF-Hub handle, local TF-Hub-format SavedModel folder, or random:L-*_H-*_A-*; preset default.",
+)
+flags.DEFINE_integer("train_steps", None, "Training steps; preset default.")
+flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
+flags.DEFINE_integer("batch_size", None, "Notes per batch; default 4, or 2 at seq_len >= 8192.")
+flags.DEFINE_float(
+    "learning_rate", None, "Adam learning rate; preset default (the paper's 2e-4 for MIMIC)."
+)
+flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the random encoder.")
+flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; needs no data.")
+
+
+def resolve_config() -> configs.ExperimentConfig:
+    """Fills unset flags from the dataset preset and checks them together."""
+    preset = configs.PRESETS[FLAGS.dataset]
+    seq_len = FLAGS.seq_len or preset.seq_len
+    return configs.ExperimentConfig(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        model_dir=FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}_seq{seq_len}"),
+        encoder=FLAGS.encoder or preset.encoder,
+        segments=configs.SegmentConfig(seq_len, FLAGS.segment_length, FLAGS.segment_stride),
+        batch_size=FLAGS.batch_size or configs.paper_batch_size(seq_len),
+        learning_rate=FLAGS.learning_rate or preset.learning_rate,
+        train_steps=FLAGS.train_steps or preset.train_steps,
+        eval_every=FLAGS.eval_every or preset.eval_every,
+        seed=FLAGS.seed,
+    )
+
+
+def ensure_prepared(config: configs.ExperimentConfig) -> None:
+    """Generates the synthetic dataset when missing; for the others says how to prepare them."""
+    if os.path.exists(os.path.join(config.dataset_dir, data.LABELS_FILE)):
+        return
+    if config.dataset == "synthetic":
+        from data_prep import synthetic
+
+        synthetic.prepare(config.data_dir, synthetic.SyntheticConfig(seed=config.seed))
+        return
+    command = config.preset.prepare_command.replace("DATA_DIR", config.data_dir)
+    raise SystemExit(
+        f"Dataset {config.dataset} is not prepared in {config.dataset_dir}: run\n  {command}"
+    )
+
+
+def dry_run(config: configs.ExperimentConfig) -> str:
+    """The paper's Table 1 breakdown for this dataset and encoder, as text."""
+    labels_path = os.path.join(config.dataset_dir, data.LABELS_FILE)
+    if os.path.exists(labels_path):
+        num_labels, label_source = len(data.read_labels(config.dataset_dir)), labels_path
+    else:
+        num_labels, label_source = config.preset.num_labels, "the preset's label count"
+    if num_labels is None:
+        raise SystemExit(f"{config.dataset} is not prepared, so its number of codes is unknown")
+    encoder_parameters, hidden_size, encoder_source = encoders.count_parameters(
+        config.encoder, config.dataset_dir, config.segments.segment_length, config.seed
+    )
+    rows = models.parameter_breakdown(encoder_parameters, hidden_size, num_labels)
+    lines = [
+        f"{config.dataset}: {num_labels:,} codes ({label_source}), encoder {encoder_source}",
+        *(f"  {name:<22}{count:>12,}" for name, count in rows.items()),
+    ]
+    return "\n".join(lines)
+
+
+def table_row(config: configs.ExperimentConfig, results: dict) -> str:
+    """One row of the paper's results tables (test split, dev-tuned threshold)."""
+    test = results["test"]
+    model = "BERT-baseline" if config.segments.max_segments == 1 else "LongBERT"
+    header = "| Model | Seq. length | Micro F1 | Precision | Recall | PR-AUC | ROC-AUC |"
+    values = [test[key] for key in ("micro_f1", "micro_precision", "micro_recall")]
+    values += [test["micro_pr_auc"], test["micro_roc_auc"]]
+    row = f"| {model} | {config.segments.seq_len} | " + " | ".join(f"{v:.3f}" for v in values)
+    return "\n".join([header, "|---" * 7 + "|", row + " |"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = resolve_config()
+    if FLAGS.dry_run:
+        print(dry_run(config))
+        return
+    ensure_prepared(config)
+    logging.info("Config: %s", config)
+    results = training.train_and_evaluate(config)
+    print(
+        f"dev micro F1 {results['dev']['micro_f1']:.4f}, test micro F1 "
+        f"{results['test']['micro_f1']:.4f} (threshold {results['dev']['threshold']:.2f}, "
+        f"best step {results['best_step']}); metrics in {config.model_dir}/metrics.json"
+    )
+    print(table_row(config, results))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,117 @@
+"""experiments.run: the default run's wiring on a tiny config, resume, dry run and errors."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import run
+from longbert_tf import configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = [
+    "--encoder=random:L-1_H-16_A-2",
+    "--seq_len=256",
+    "--segment_length=128",
+    "--train_steps=6",
+    "--eval_every=3",
+    "--batch_size=2",
+]
+
+
+def run_experiment(*flags):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data_dir, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    flags = [f"--data_dir={tiny_data_dir}", f"--model_dir={model_dir}", *TINY_FLAGS]
+    result = run_experiment(*flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, flags, result
+
+
+def test_run_trains_evaluates_and_writes_its_outputs(finished_run):
+    model_dir, _, result = finished_run
+    with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
+        results = json.load(metrics_file)
+    assert results["dataset"] == "synthetic" and results["seq_len"] == 256
+    assert results["dev"]["num_notes"] == 8 and results["test"]["num_notes"] == 8
+    assert results["test"]["threshold"] == results["dev"]["threshold"]
+    assert results["best_step"] in (3, 6)
+    assert 0 <= results["test"]["micro_f1"] <= 1 and 0 <= results["test"]["micro_pr_auc"] <= 1
+    assert f"test micro F1 {results['test']['micro_f1']:.4f}" in result.stdout
+    assert "| LongBERT | 256 |" in result.stdout
+    with open(os.path.join(model_dir, "config.json")) as config_file:
+        config = configs.ExperimentConfig.from_dict(json.load(config_file))
+    assert config.segments == configs.SegmentConfig(256, 128) and config.train_steps == 6
+    for events in ("train", "dev"):
+        assert glob.glob(os.path.join(model_dir, events, "events.out.tfevents.*"))
+    assert glob.glob(os.path.join(model_dir, "best", "ckpt-*.index"))
+    assert glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-6.index"))
+
+
+def test_a_finished_run_is_not_retrained(finished_run):
+    model_dir, flags, first = finished_run
+    second = run_experiment(*flags)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "is finished" in second.stderr
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
+    assert not glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-7*"))
+
+
+def test_a_changed_config_cannot_reuse_the_model_dir(finished_run):
+    _, flags, _ = finished_run
+    result = run_experiment(*flags, "--learning_rate=0.01")
+    assert result.returncode != 0
+    assert "holds a run with a different config (['learning_rate'])" in result.stderr
+
+
+def test_bad_flags_are_refused_before_any_work(tmp_path):
+    result = run_experiment(f"--data_dir={tmp_path}", "--seq_len=1000")
+    assert result.returncode != 0
+    assert "seq_len=1000 is not a positive multiple of segment_length=512" in result.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_unprepared_datasets_name_the_command_that_prepares_them(tmp_path):
+    config = configs.ExperimentConfig(
+        dataset="mimic3_full",
+        data_dir=str(tmp_path),
+        model_dir=str(tmp_path / "run"),
+        encoder=configs.PAPER_ENCODER,
+        segments=configs.SegmentConfig(4096),
+        batch_size=4,
+        learning_rate=2e-4,
+        train_steps=1,
+        eval_every=1,
+    )
+    with pytest.raises(SystemExit, match=f"python -m data_prep.mimic3 .* --out_dir={tmp_path}"):
+        run.ensure_prepared(config)
+
+
+@pytest.mark.parametrize(
+    "dataset, counts",
+    [
+        ("mimic3_full", ["9,591,040", "2,283,776", "2,292,697", "14,167,513"]),
+        ("mimic3_50", ["9,591,040", "12,800", "12,850", "9,616,690"]),
+        ("mimic4_dx", ["9,591,040", "18,623,488", "18,696,236", "46,910,764"]),
+    ],
+)
+def test_dry_run_prints_table_1(dataset, counts, tmp_path):
+    result = run_experiment(f"--dataset={dataset}", f"--data_dir={tmp_path}", "--dry_run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = result.stdout.strip().splitlines()[1:]
+    names = ["language model", "attention layer", "classification layer", "total"]
+    assert [row.split()[-1] for row in rows] == counts
+    assert [" ".join(row.split()[:-1]) for row in rows] == names
