@@ -38,7 +38,7 @@ PRESETS = {
             num_labels=50,
             seq_len=2048,
             encoder=RANDOM_ENCODER,
-            train_steps=500,
+            train_steps=400,
             eval_every=100,
             prepare_command="python -m data_prep.synthetic --out_dir=DATA_DIR",
             learning_rate=1e-3,
