@@ -1,0 +1,107 @@
+"""data_prep.codiesp on the real CodiEsp data (../shared/data/codiesp) and on generated layouts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_prep import codiesp
+from longbert_tf import data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CODIESP_DIR = os.path.join(ROOT, "..", "shared", "data", "codiesp")
+needs_codiesp = pytest.mark.skipif(
+    not os.path.isdir(CODIESP_DIR), reason=f"CodiEsp data is not at {CODIESP_DIR}"
+)
+
+
+def write_release(root, splits):
+    """A CodiEsp-layout folder: splits maps split -> {case_id: (text, [codes])}."""
+    for split, cases in splits.items():
+        os.makedirs(f"{root}/{split}/text_files_en")
+        with open(f"{root}/{split}/{split}D.tsv", "w") as labels_file:
+            for case_id, (text, codes) in cases.items():
+                (open(f"{root}/{split}/text_files_en/{case_id}.txt", "w")).write(text)
+                labels_file.writelines(f"{case_id}\t{code}\n" for code in codes)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    if not os.path.isdir(CODIESP_DIR):
+        pytest.skip(f"CodiEsp data is not at {CODIESP_DIR}")
+    out_dir = tmp_path_factory.mktemp("codiesp")
+    return str(out_dir), codiesp.prepare(CODIESP_DIR, str(out_dir))
+
+
+@needs_codiesp
+def test_real_release_train_and_dev(real):
+    out_dir, result = real
+    dataset_dir = f"{out_dir}/codiesp_dx"
+    counts = {split: result["splits"][split]["notes"] for split in data.SPLITS}
+    assert counts["dev"] == 250 and counts["train"] + counts["test"] == 500
+    assert 70 <= counts["test"] <= 130  # a fifth of train, held out by hash
+    train = data.read_notes(dataset_dir, "train")
+    test = data.read_notes(dataset_dir, "test")
+    assert not set(train.note_id) & set(test.note_id)
+    notes = {row.note_id: row for notes in (train, test) for row in notes.itertuples()}
+    case = notes["S0004-06142005000700014-1"]
+    assert {"N44.8", "Z20.818", "R60.9"} <= set(case.codes)
+    assert case.text.startswith("We describe the case of a 37-year-old man")
+    labels = data.read_labels(dataset_dir)
+    assert len(labels) == 2194 and all(code == code.upper() for code in labels)
+    assert result["preparation"]["test"].startswith("20% of release train/")
+
+
+@needs_codiesp
+def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
+    out_dir, _ = real
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
+            f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
+            "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
+            "--train_steps=4", "--eval_every=4", "--batch_size=4",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| LongBERT | 256 |" in result.stdout
+    assert (tmp_path / "run/metrics.json").exists()
+
+
+def test_release_with_all_splits_keeps_them(tmp_path):
+    write_release(
+        tmp_path / "release",
+        {
+            "train": {"a": ("Chest pain.", ["i20.9", "r07.9"]), "b": ("Nothing coded.", [])},
+            "dev": {"c": ("Fever.", ["r50.9", "r50.9"])},
+            "test": {"d": ("Cough.", ["r05"])},
+        },
+    )
+    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    dataset_dir = str(tmp_path / "out/codiesp_dx")
+    train = data.read_notes(dataset_dir, "train")
+    assert train.note_id.tolist() == ["a", "b"] and train.codes.tolist() == [["I20.9", "R07.9"], []]
+    assert data.read_notes(dataset_dir, "dev").codes.tolist() == [["R50.9"]]
+    assert data.read_notes(dataset_dir, "test").text.tolist() == ["Cough."]
+    assert data.read_labels(dataset_dir) == ["I20.9", "R05", "R07.9", "R50.9"]
+    assert result["preparation"]["skipped"] == {"dev: duplicate code of a case": 1}
+
+
+def test_train_only_release_holds_out_dev_and_test(tmp_path):
+    cases = {f"case-{i:03d}": (f"Note {i}.", [f"a{i % 7:02d}.1"]) for i in range(200)}
+    write_release(tmp_path / "release", {"train": cases})
+    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    sizes = [result["splits"][split]["notes"] for split in data.SPLITS]
+    assert sum(sizes) == 200 and 20 <= sizes[1] <= 60 and 20 <= sizes[2] <= 60
+
+
+def test_malformed_label_line_is_named(tmp_path):
+    write_release(tmp_path / "release", {"train": {"a": ("x", ["r05"])}})
+    with open(tmp_path / "release/train/trainD.tsv", "a") as labels_file:
+        labels_file.write("only-one-field\n")
+    with pytest.raises(ValueError, match=r"trainD.tsv, line 2: expected 'case-id<TAB>code'"):
+        codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="not a CodiEsp release folder"):
+        codiesp.prepare(str(tmp_path), str(tmp_path / "out"))
