@@ -216,6 +216,22 @@ def count_records(records_path: str) -> int:
         return json.load(info_file)["num_notes"]
 
 
+def token_lengths(records_path: str) -> np.ndarray:
+    """WordPiece tokens per note of a token cache, in note order (no special tokens)."""
+    spec = dict(
+        note_index=tf.io.FixedLenFeature([], tf.int64), token_ids=tf.io.VarLenFeature(tf.int64)
+    )
+
+    def length(serialized):
+        example = tf.io.parse_single_example(serialized, spec)
+        return example["note_index"], tf.size(example["token_ids"].values)
+
+    pairs = np.array(list(tf.data.TFRecordDataset(records_path).map(length).as_numpy_iterator()))
+    if not len(pairs):
+        return np.zeros([0], np.int64)
+    return pairs[np.argsort(pairs[:, 0]), 1]
+
+
 def label_counts(records_path: str, num_labels: int) -> np.ndarray:
     """Number of notes of a token cache that carry each code, int64 `[num_labels]`."""
     spec = dict(label_ids=tf.io.VarLenFeature(tf.int64))

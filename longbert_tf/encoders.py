@@ -83,6 +83,23 @@ def resolve(spec: str, dataset_dir: str, seed: int = 0) -> str:
     return spec
 
 
+def _vocab_of(resolved, handle: str) -> tokenization.Vocab:
+    if not hasattr(resolved, "vocab_file") or not hasattr(resolved, "do_lower_case"):
+        raise ValueError(
+            f"encoder {handle} has no vocab_file/do_lower_case attributes: it is not a "
+            "TF-Hub BERT encoder SavedModel"
+        )
+    return tokenization.Vocab(
+        path=resolved.vocab_file.asset_path.numpy().decode("utf-8"),
+        lower_case=bool(resolved.do_lower_case.numpy()),
+    )
+
+
+def load_vocab(handle: str) -> tokenization.Vocab:
+    """The vocabulary and lower-casing flag of an encoder, without building a Keras layer."""
+    return _vocab_of(hub.load(handle), handle)
+
+
 def load(handle: str, segment_length: int) -> Encoder:
     """Loads an encoder through `hub.KerasLayer` (trainable) and checks it can read segments.
 
@@ -90,16 +107,7 @@ def load(handle: str, segment_length: int) -> Encoder:
     attributes or when `segment_length` exceeds its position embeddings.
     """
     layer = hub.KerasLayer(handle, trainable=True, name="encoder")
-    resolved = layer.resolved_object
-    if not hasattr(resolved, "vocab_file") or not hasattr(resolved, "do_lower_case"):
-        raise ValueError(
-            f"encoder {handle} has no vocab_file/do_lower_case attributes: it is not a "
-            "TF-Hub BERT encoder SavedModel"
-        )
-    vocab = tokenization.Vocab(
-        path=resolved.vocab_file.asset_path.numpy().decode("utf-8"),
-        lower_case=bool(resolved.do_lower_case.numpy()),
-    )
+    vocab = _vocab_of(layer.resolved_object, handle)
     position_tables = [w for w in layer.weights if "position_embedding" in w.name]
     max_positions = position_tables[0].shape[0] if position_tables else None
     if max_positions is not None and segment_length > max_positions:

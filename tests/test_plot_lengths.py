@@ -1,0 +1,48 @@
+"""data_prep.plot_lengths: Figure 2 from the token cache."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from data_prep import plot_lengths
+from longbert_tf import data, tokenization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_length_report_matches_numpy():
+    lengths = np.array([100, 600, 1500, 3000, 5000, 9000])
+    report = plot_lengths.length_report(lengths)
+    assert report["notes"] == 6
+    assert report["share_within"] == {
+        "512": 1 / 6, "1024": 2 / 6, "2048": 3 / 6, "4096": 4 / 6, "8192": 5 / 6,
+    }  # fmt: skip
+    assert report["percentiles"]["50"] == np.percentile(lengths, 50)
+
+
+def test_token_lengths_follow_note_order(tiny_dataset_dir, tiny_encoder_dir):
+    vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
+    lengths = data.token_lengths(data.token_cache(tiny_dataset_dir, "dev", vocab))
+    texts = data.read_notes(tiny_dataset_dir, "dev").text.tolist()
+    tokenizer = tokenization.make_tokenizer(vocab)
+    expected = [len(tokenizer.tokenize([text]).flat_values) for text in texts]
+    assert lengths.tolist() == expected
+
+
+def test_command_writes_the_figure_and_the_shares(tiny_dataset_dir, tiny_encoder_dir, tmp_path):
+    out = tmp_path / "figure.png"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "data_prep.plot_lengths", f"--dataset_dir={tiny_dataset_dir}",
+            f"--encoder={tiny_encoder_dir}", f"--out={out}",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    report = json.loads((tmp_path / "figure.json").read_text())
+    assert report["notes"] == 40 and report["share_within"]["8192"] == 1.0
+    assert "512 tokens:" in result.stdout
