@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from absl import app, flags, logging
 
+from data_prep import summary
 from longbert_tf import data
 
 CONDITIONS = (
@@ -211,15 +212,11 @@ def generate(config: SyntheticConfig):
 
 
 def prepare(out_dir: str, config: SyntheticConfig = SyntheticConfig()) -> str:
-    """Writes the synthetic dataset to `out_dir/synthetic` and returns that folder."""
+    """Writes the synthetic dataset and its summary to `out_dir/synthetic`; returns that folder."""
     splits, labels = generate(config)
     dataset_dir = data.write_dataset(f"{out_dir}/synthetic", splits, labels)
-    logging.info(
-        "Wrote %s: %s notes, %d codes",
-        dataset_dir,
-        {split: len(notes) for split, notes in splits.items()},
-        len(labels),
-    )
+    result = summary.summarize(dataset_dir, dict(generator=dataclasses.asdict(config)))
+    logging.info("%s", summary.format_summary(dataset_dir, result))
     return dataset_dir
 
 
