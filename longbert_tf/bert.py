@@ -5,17 +5,21 @@ tokens), `input_type_ids`. Outputs: `sequence_output` `[batch, length, hidden]`,
 `pooled_output` `[batch, hidden]` (tanh dense over the first token) and
 `encoder_outputs` (one `[batch, length, hidden]` tensor per layer).
 
-The computation is the original BERT's (post-layer-norm blocks, exact GELU,
-layer-norm epsilon 1e-12), so weights of published BERT checkpoints reproduce
-their reference outputs.
+The computation is the original BERT's (post-layer-norm blocks, exact GELU),
+so weights of published BERT checkpoints reproduce their reference outputs
+(see `longbert_tf.convert`).
 """
 
 import dataclasses
+import json
+import os
 import re
+import tempfile
 
+from longbert_tf import files
 from longbert_tf.framework import keras, tf
 
-LAYER_NORM_EPSILON = 1e-12
+ARCHITECTURE_FILE = "encoder_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,7 @@ class BertArchitecture:
     type_vocab_size: int = 2
     dropout_rate: float = 0.1
     initializer_range: float = 0.02
+    layer_norm_epsilon: float = 1e-12
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -184,7 +189,7 @@ def build_bert_encoder(
     )(word_embedding)
     embeddings = keras.layers.Add()([word_embedding, position_embedding, type_embedding])
     embeddings = keras.layers.LayerNormalization(
-        epsilon=LAYER_NORM_EPSILON, name="embeddings_layer_norm"
+        epsilon=arch.layer_norm_epsilon, name="embeddings_layer_norm"
     )(embeddings)
     hidden = keras.layers.Dropout(arch.dropout_rate)(embeddings)
 
@@ -199,7 +204,7 @@ def build_bert_encoder(
         )(hidden, mask)
         attention = keras.layers.Dropout(arch.dropout_rate)(attention)
         hidden = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, name=f"{prefix}/self_attention_layer_norm"
+            epsilon=arch.layer_norm_epsilon, name=f"{prefix}/self_attention_layer_norm"
         )(hidden + attention)
         intermediate = keras.layers.Dense(
             arch.intermediate_size,
@@ -212,7 +217,7 @@ def build_bert_encoder(
         )(intermediate)
         output = keras.layers.Dropout(arch.dropout_rate)(output)
         hidden = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, name=f"{prefix}/output_layer_norm"
+            epsilon=arch.layer_norm_epsilon, name=f"{prefix}/output_layer_norm"
         )(hidden + output)
         encoder_outputs.append(hidden)
 
@@ -225,3 +230,50 @@ def build_bert_encoder(
         outputs=dict(sequence_output=hidden, pooled_output=pooled, encoder_outputs=encoder_outputs),
         name=name,
     )
+
+
+def save_hub_format(
+    model: keras.Model, arch: BertArchitecture, vocab_tokens: list, lower_case: bool, out_dir: str
+) -> str:
+    """Saves a network of `build_bert_encoder` as a TF-Hub BERT encoder SavedModel.
+
+    The SavedModel gets the root attributes `vocab_file` (asset) and
+    `do_lower_case`, as TF-Hub's BERT encoders have, and the folder an
+    `encoder_config.json` with `arch` (so the package can rebuild it, e.g. with
+    fewer layers). The folder appears complete or not at all.
+    """
+    if len(vocab_tokens) != arch.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {len(vocab_tokens)} tokens, the encoder {arch.vocab_size}"
+        )
+    with tempfile.TemporaryDirectory() as scratch, files.atomic_dir(out_dir) as temporary:
+        vocab_path = os.path.join(scratch, "vocab.txt")
+        with open(vocab_path, "w", encoding="utf-8") as vocab_file:
+            vocab_file.writelines(f"{token}\n" for token in vocab_tokens)
+        model.vocab_file = tf.saved_model.Asset(vocab_path)
+        model.do_lower_case = tf.Variable(lower_case, trainable=False, name="do_lower_case")
+        model.save(temporary, include_optimizer=False, save_format="tf")
+        with open(os.path.join(temporary, ARCHITECTURE_FILE), "w") as config_file:
+            json.dump(dataclasses.asdict(arch), config_file, indent=2)
+    return out_dir
+
+
+def read_architecture(saved_model_dir: str):
+    """The `BertArchitecture` saved beside a SavedModel of this package, or None."""
+    path = os.path.join(saved_model_dir, ARCHITECTURE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as config_file:
+        return BertArchitecture(**json.load(config_file))
+
+
+def assign_weights(model: keras.Model, weights: dict) -> None:
+    """Sets every weight of `model` from `weights` (name without `:0` -> array), shapes checked."""
+    for variable in model.weights:
+        name = variable.name.removesuffix(":0")
+        if name not in weights:
+            raise ValueError(f"no value for weight {name} {variable.shape}")
+        value = weights[name]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"weight {name}: shape {value.shape}, expected {variable.shape}")
+        variable.assign(value)

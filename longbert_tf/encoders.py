@@ -1,4 +1,4 @@
-"""Encoders in the TF-Hub BERT encoder format: resolving, building, saving and loading.
+"""Encoders in the TF-Hub BERT encoder format: resolving, building, converting and loading.
 
 Whatever `--encoder` names, the model reaches it through `hub.KerasLayer` over
 a SavedModel with inputs `input_word_ids`, `input_mask`, `input_type_ids`,
@@ -8,22 +8,29 @@ encoders have. Encoder specs:
 
 - a TF-Hub or Kaggle handle, e.g. the paper's `configs.PAPER_ENCODER`;
 - a local folder holding such a SavedModel;
+- a local Hugging Face BERT folder (`config.json`, `model.safetensors`,
+  `vocab.txt`): converted once (`longbert_tf.convert`) into the cache folder
+  (`$LONGBERT_TF_CACHE`, default `~/.cache/longbert_tf`);
 - `random:L-2_H-256_A-4` (any `L-*_H-*_A-*`): a randomly initialised BERT of
   that size with a 30,522-token WordPiece vocabulary learned from the
   dataset's training notes, built once and cached in the dataset folder.
+
+`num_layers` keeps only the first N transformer blocks: of a Hugging Face
+folder, a `random:` spec, or a SavedModel this package built or converted.
 """
 
 import dataclasses
+import hashlib
 import os
-import tempfile
 
 from absl import logging
 
-from longbert_tf import data, files, tokenization
+from longbert_tf import bert, convert, data, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
-from longbert_tf.framework import hub, keras, tf
+from longbert_tf.framework import hub, tf
 
 RANDOM_PREFIX = "random:"
+CACHE_ENV = "LONGBERT_TF_CACHE"
 
 
 @dataclasses.dataclass
@@ -41,44 +48,92 @@ class Encoder:
         return sum(weight.shape.num_elements() for weight in self.layer.trainable_weights)
 
 
-def save_hub_encoder(model: keras.Model, vocab_tokens: list, lower_case: bool, out_dir: str):
-    """Saves a Keras BERT (see `bert.build_bert_encoder`) as a TF-Hub-format SavedModel.
+def cache_root() -> str:
+    """Folder of converted and truncated encoders: `$LONGBERT_TF_CACHE` or ~/.cache/longbert_tf."""
+    return os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "longbert_tf"
+    )
 
-    The folder appears complete or not at all.
-    """
-    with tempfile.TemporaryDirectory() as scratch, files.atomic_dir(out_dir) as temporary:
-        vocab_path = os.path.join(scratch, "vocab.txt")
-        with open(vocab_path, "w", encoding="utf-8") as vocab_file:
-            vocab_file.writelines(f"{token}\n" for token in vocab_tokens)
-        model.vocab_file = tf.saved_model.Asset(vocab_path)
-        model.do_lower_case = tf.Variable(lower_case, trainable=False, name="do_lower_case")
-        model.save(temporary, include_optimizer=False, save_format="tf")
+
+def _fingerprint(paths) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode())
+        with open(path, "rb") as source:
+            for block in iter(lambda: source.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def build_random_encoder(arch: BertArchitecture, vocab_tokens: list, out_dir: str, seed: int):
     """Builds a randomly initialised BERT and saves it in the TF-Hub format (lower-cased)."""
-    if len(vocab_tokens) != arch.vocab_size:
+    bert.save_hub_format(build_bert_encoder(arch, seed=seed), arch, vocab_tokens, True, out_dir)
+
+
+def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
+    """Saves the first `num_layers` blocks of a SavedModel this package built or converted."""
+    arch = bert.read_architecture(saved_model_dir)
+    if arch is None:
         raise ValueError(
-            f"the vocabulary has {len(vocab_tokens)} tokens, the encoder {arch.vocab_size}"
+            f"{saved_model_dir} has no {bert.ARCHITECTURE_FILE}: keeping only some layers works "
+            "for encoders this package built or converted (random:, Hugging Face folders)"
         )
-    save_hub_encoder(build_bert_encoder(arch, seed=seed), vocab_tokens, True, out_dir)
+    if not 1 <= num_layers <= arch.num_layers:
+        raise ValueError(f"num_layers={num_layers}: {saved_model_dir} has {arch.num_layers} layers")
+    loaded = hub.load(saved_model_dir)
+    weights = {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
+    truncated = dataclasses.replace(arch, num_layers=num_layers)
+    model = build_bert_encoder(truncated)
+    bert.assign_weights(model, weights)
+    vocab = _vocab_of(loaded, saved_model_dir)
+    return bert.save_hub_format(model, truncated, vocab.tokens, vocab.lower_case, out_dir)
 
 
-def resolve(spec: str, dataset_dir: str, seed: int = 0) -> str:
+def resolve(spec: str, dataset_dir: str, seed: int = 0, num_layers: int = None) -> str:
     """Turns an encoder spec into a handle `hub.KerasLayer` can load, building it if needed."""
     if spec.startswith(RANDOM_PREFIX):
         arch = BertArchitecture.from_name(spec[len(RANDOM_PREFIX) :])
+        if num_layers is not None:
+            if not 1 <= num_layers <= arch.num_layers:
+                raise ValueError(f"num_layers={num_layers}: {spec} has {arch.num_layers} layers")
+            arch = dataclasses.replace(arch, num_layers=num_layers)
         out_dir = os.path.join(dataset_dir, "encoders", f"random-{arch.name}-seed{seed}")
         if not os.path.exists(out_dir):
-            logging.info("Building %s with a vocabulary learned from the training notes", spec)
+            logging.info("Building random %s with a vocabulary learned from the notes", arch.name)
             texts = data.read_notes(dataset_dir, "train").text
             vocab_tokens = tokenization.learn_vocab(texts, arch.vocab_size)
             build_random_encoder(arch, vocab_tokens, out_dir, seed)
         return out_dir
-    if os.path.isdir(spec) and not os.path.exists(os.path.join(spec, "saved_model.pb")):
+    layers = f"L{num_layers}" if num_layers else "all"
+    if convert.is_hf_folder(spec):
+        sources = [os.path.join(spec, name) for name in convert.HF_FILES]
+        tokenizer_config = os.path.join(spec, "tokenizer_config.json")
+        sources += [tokenizer_config] if os.path.exists(tokenizer_config) else []
+        name = f"{os.path.basename(os.path.abspath(spec))}-{_fingerprint(sources)}-{layers}"
+        out_dir = os.path.join(cache_root(), "converted", name)
+        if not os.path.exists(out_dir):
+            logging.info("Converting %s into %s", spec, out_dir)
+            convert.convert(spec, out_dir, num_layers)
+        return out_dir
+    if os.path.isdir(spec):
+        if not os.path.exists(os.path.join(spec, "saved_model.pb")):
+            raise ValueError(
+                f"encoder folder {spec} is neither a TF-Hub-format SavedModel (saved_model.pb) "
+                f"nor a Hugging Face BERT folder ({', '.join(convert.HF_FILES)})"
+            )
+        if num_layers is None:
+            return spec
+        variables = os.path.join(spec, "variables")
+        sources = [os.path.join(spec, "saved_model.pb")]
+        sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
+        name = f"{os.path.basename(os.path.abspath(spec))}-{_fingerprint(sources)}-{layers}"
+        out_dir = os.path.join(cache_root(), "truncated", name)
+        if not os.path.exists(out_dir):
+            truncate(spec, num_layers, out_dir)
+        return out_dir
+    if num_layers is not None:
         raise ValueError(
-            f"encoder folder {spec} holds no saved_model.pb: give a TF-Hub-format BERT "
-            "SavedModel folder, a TF-Hub handle, or random:L-*_H-*_A-*"
+            f"num_layers works for local encoders this package built or converted, not {spec}"
         )
     return spec
 
@@ -126,7 +181,9 @@ def load(handle: str, segment_length: int) -> Encoder:
     )
 
 
-def count_parameters(spec: str, dataset_dir: str, segment_length: int, seed: int = 0) -> tuple:
+def count_parameters(
+    spec: str, dataset_dir: str, segment_length: int, seed: int = 0, num_layers: int = None
+) -> tuple:
     """Returns `(trainable parameters, hidden size, source)` of an encoder, needing no notes.
 
     A `random:` spec is counted on the network itself; a handle that cannot be
@@ -135,10 +192,12 @@ def count_parameters(spec: str, dataset_dir: str, segment_length: int, seed: int
     """
     if not spec.startswith(RANDOM_PREFIX):
         try:
-            encoder = load(resolve(spec, dataset_dir, seed), segment_length)
+            encoder = load(resolve(spec, dataset_dir, seed, num_layers), segment_length)
             return encoder.num_parameters, encoder.hidden_size, spec
         except OSError as error:
             logging.warning("Encoder %s is unavailable: %s", spec, error)
     arch = BertArchitecture.from_name(spec)
+    if num_layers is not None:
+        arch = dataclasses.replace(arch, num_layers=num_layers)
     source = spec if spec.startswith(RANDOM_PREFIX) else f"{arch.name} shape of {spec} (offline)"
     return build_bert_encoder(arch).count_params(), arch.hidden_size, source

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import data, encoders, tokenization
+from longbert_tf import bert, data, encoders, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import tf
 from tests.conftest import TINY_ARCH
@@ -68,7 +68,7 @@ def test_reloaded_encoder_reproduces_the_keras_network(tmp_path):
         input_type_ids=np.zeros((2, 20), np.int32),
     )
     expected = keras_model(inputs)
-    encoders.save_hub_encoder(keras_model, vocab, False, str(tmp_path / "enc"))
+    bert.save_hub_format(keras_model, TINY_ARCH, vocab, False, str(tmp_path / "enc"))
     assert sorted(os.listdir(tmp_path)) == ["enc"]
     encoder = encoders.load(str(tmp_path / "enc"), segment_length=20)
     outputs = encoder.layer(inputs)
@@ -84,7 +84,7 @@ def test_segment_longer_than_the_position_table_is_refused(tiny_encoder_dir):
 
 def test_folders_that_are_not_encoders_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no saved_model.pb"):
+    with pytest.raises(ValueError, match="is neither a TF-Hub-format SavedModel"):
         encoders.resolve(str(tmp_path / "empty"), str(tmp_path))
     module = tf.Module()
     module.scale = tf.Variable(2.0)
