@@ -37,6 +37,12 @@ flags.DEFINE_string(
     None,
     "TF-Hub handle, local TF-Hub-format SavedModel folder, or random:L-*_H-*_A-*; preset default.",
 )
+flags.DEFINE_integer(
+    "encoder_layers",
+    None,
+    "Keep only the first N transformer blocks of the encoder (Hugging Face folders, random:, "
+    "and SavedModels this package built); default all.",
+)
 flags.DEFINE_integer("train_steps", None, "Training steps; preset default.")
 flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
 flags.DEFINE_integer("batch_size", None, "Notes per batch; default 4, or 2 at seq_len >= 8192.")
@@ -62,6 +68,7 @@ def resolve_config() -> configs.ExperimentConfig:
         train_steps=FLAGS.train_steps or preset.train_steps,
         eval_every=FLAGS.eval_every or preset.eval_every,
         seed=FLAGS.seed,
+        encoder_layers=FLAGS.encoder_layers,
     )
 
 
@@ -90,7 +97,11 @@ def dry_run(config: configs.ExperimentConfig) -> str:
     if num_labels is None:
         raise SystemExit(f"{config.dataset} is not prepared, so its number of codes is unknown")
     encoder_parameters, hidden_size, encoder_source = encoders.count_parameters(
-        config.encoder, config.dataset_dir, config.segments.segment_length, config.seed
+        config.encoder,
+        config.dataset_dir,
+        config.segments.segment_length,
+        config.seed,
+        config.encoder_layers,
     )
     rows = models.parameter_breakdown(encoder_parameters, hidden_size, num_labels)
     lines = [

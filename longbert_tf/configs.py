@@ -157,6 +157,7 @@ class ExperimentConfig:
     train_steps: int
     eval_every: int
     seed: int = 0
+    encoder_layers: int | None = None
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -166,6 +167,8 @@ class ExperimentConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
+        if self.encoder_layers is not None and self.encoder_layers < 1:
+            raise ValueError(f"encoder_layers={self.encoder_layers} must be at least 1")
 
     @property
     def preset(self) -> DatasetPreset:

@@ -71,7 +71,9 @@ class Experiment:
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
     """Loads the encoder and labels, tokenizes every split once (cached) and builds the model."""
-    handle = encoders.resolve(config.encoder, config.dataset_dir, config.seed)
+    handle = encoders.resolve(
+        config.encoder, config.dataset_dir, config.seed, config.encoder_layers
+    )
     encoder = encoders.load(handle, config.segments.segment_length)
     labels = data.read_labels(config.dataset_dir)
     records = {

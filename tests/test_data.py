@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -245,3 +246,16 @@ def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_
     assert data.token_cache(dataset_dir, "train", vocab) == records
     info = json.loads(open(records.replace(".tfrecord", ".json")).read())
     assert info["num_notes"] == 4 and info["empty_notes"] == 1 and info["notes_without_codes"] == 1
+
+
+def test_a_cache_made_with_another_vocabulary_is_never_reused(edge_dataset):
+    dataset_dir, vocab = edge_dataset
+    records = data.token_cache(dataset_dir, "train", vocab)
+    cased = tokenization.Vocab(vocab.path, lower_case=False)
+    # A stale copy of the uncased cache sitting where the cased one belongs.
+    shutil.copytree(
+        os.path.dirname(records), os.path.join(dataset_dir, data.TOKEN_CACHE_DIR, cased.fingerprint)
+    )
+    rebuilt = data.token_cache(dataset_dir, "train", cased)
+    with open(rebuilt.replace(".tfrecord", ".json")) as info_file:
+        assert json.load(info_file)["source"]["vocab_fingerprint"] == cased.fingerprint

