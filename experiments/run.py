@@ -1,7 +1,8 @@
-"""Trains and evaluates LongBERT (or BERT-baseline at --seq_len=512) on one dataset.
+"""Trains and evaluates LongBERT (BERT-baseline at --seq_len=512) or CAML on one dataset.
 
     python -m experiments.run                      # synthetic demo, no network needed
     python -m experiments.run --dataset=mimic3_full --seq_len=4096
+    python -m experiments.run --dataset=mimic3_50 --model=caml
     python -m experiments.run --dataset=mimic4_dx --dry_run   # Table 1 parameter counts
 
 Unset flags take the dataset preset's value (`longbert_tf.configs.PRESETS`).
@@ -12,10 +13,14 @@ import sys
 
 from absl import app, flags, logging
 
-from longbert_tf import configs, data, encoders, models, training
+from data_prep import presets
+from longbert_tf import configs, data, encoders, models, report, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
+flags.DEFINE_enum(
+    "model", "longbert", list(configs.MODELS), "longbert (BERT-baseline at one segment) or caml."
+)
 flags.DEFINE_integer(
     "seq_len", None, "Encoder positions per note (multiple of --segment_length); preset default."
 )
@@ -50,45 +55,51 @@ flags.DEFINE_float(
     "learning_rate", None, "Adam learning rate; preset default (the paper's 2e-4 for MIMIC)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the random encoder.")
+flags.DEFINE_integer(
+    "max_words", configs.CAML_MAX_WORDS, "CAML: words read per note (Mullenbach et al.: 2,500)."
+)
+flags.DEFINE_integer(
+    "max_notes", None, "Use only the first N notes of every split (to shrink a run for a CPU)."
+)
 flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; needs no data.")
 
 
 def resolve_config() -> configs.ExperimentConfig:
-    """Fills unset flags from the dataset preset and checks them together."""
+    """Fills unset flags from the dataset preset (CAML: Mullenbach et al.'s settings)."""
     preset = configs.PRESETS[FLAGS.dataset]
-    seq_len = FLAGS.seq_len or preset.seq_len
+    if FLAGS.model == "caml":
+        encoder, segments, length_name = None, None, f"caml{FLAGS.max_words}"
+        batch_size = FLAGS.batch_size or configs.CAML_BATCH_SIZE
+        learning_rate = FLAGS.learning_rate or configs.CAML_LEARNING_RATE
+    else:
+        seq_len = FLAGS.seq_len or preset.seq_len
+        encoder = FLAGS.encoder or preset.encoder
+        segments = configs.SegmentConfig(seq_len, FLAGS.segment_length, FLAGS.segment_stride)
+        length_name = f"seq{seq_len}"
+        batch_size = FLAGS.batch_size or configs.paper_batch_size(seq_len)
+        learning_rate = FLAGS.learning_rate or preset.learning_rate
     return configs.ExperimentConfig(
         dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir,
-        model_dir=FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}_seq{seq_len}"),
-        encoder=FLAGS.encoder or preset.encoder,
-        segments=configs.SegmentConfig(seq_len, FLAGS.segment_length, FLAGS.segment_stride),
-        batch_size=FLAGS.batch_size or configs.paper_batch_size(seq_len),
-        learning_rate=FLAGS.learning_rate or preset.learning_rate,
+        model_dir=FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}_{length_name}"),
+        encoder=encoder,
+        segments=segments,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
         train_steps=FLAGS.train_steps or preset.train_steps,
         eval_every=FLAGS.eval_every or preset.eval_every,
         seed=FLAGS.seed,
         encoder_layers=FLAGS.encoder_layers,
-    )
-
-
-def ensure_prepared(config: configs.ExperimentConfig) -> None:
-    """Generates the synthetic dataset when missing; for the others says how to prepare them."""
-    if os.path.exists(os.path.join(config.dataset_dir, data.LABELS_FILE)):
-        return
-    if config.dataset == "synthetic":
-        from data_prep import synthetic
-
-        synthetic.prepare(config.data_dir, synthetic.SyntheticConfig(seed=config.seed))
-        return
-    command = config.preset.prepare_command.replace("DATA_DIR", config.data_dir)
-    raise SystemExit(
-        f"Dataset {config.dataset} is not prepared in {config.dataset_dir}: run\n  {command}"
+        model=FLAGS.model,
+        max_words=FLAGS.max_words if FLAGS.model == "caml" else None,
+        max_notes=FLAGS.max_notes,
     )
 
 
 def dry_run(config: configs.ExperimentConfig) -> str:
     """The paper's Table 1 breakdown for this dataset and encoder, as text."""
+    if config.model != "longbert":
+        raise SystemExit("--dry_run prints the paper's Table 1, which is for --model=longbert")
     labels_path = os.path.join(config.dataset_dir, data.LABELS_FILE)
     if os.path.exists(labels_path):
         num_labels, label_source = len(data.read_labels(config.dataset_dir)), labels_path
@@ -111,17 +122,6 @@ def dry_run(config: configs.ExperimentConfig) -> str:
     return "\n".join(lines)
 
 
-def table_row(config: configs.ExperimentConfig, results: dict) -> str:
-    """One row of the paper's results tables (test split, dev-tuned threshold)."""
-    test = results["test"]
-    model = "BERT-baseline" if config.segments.max_segments == 1 else "LongBERT"
-    header = "| Model | Seq. length | Micro F1 | Precision | Recall | PR-AUC | ROC-AUC |"
-    values = [test[key] for key in ("micro_f1", "micro_precision", "micro_recall")]
-    values += [test["micro_pr_auc"], test["micro_roc_auc"]]
-    row = f"| {model} | {config.segments.seq_len} | " + " | ".join(f"{v:.3f}" for v in values)
-    return "\n".join([header, "|---" * 7 + "|", row + " |"])
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -129,7 +129,7 @@ def main(argv):
     if FLAGS.dry_run:
         print(dry_run(config))
         return
-    ensure_prepared(config)
+    presets.ensure_prepared(config)
     logging.info("Config: %s", config)
     results = training.train_and_evaluate(config)
     print(
@@ -137,7 +137,7 @@ def main(argv):
         f"{results['test']['micro_f1']:.4f} (threshold {results['dev']['threshold']:.2f}, "
         f"best step {results['best_step']}); metrics in {config.model_dir}/metrics.json"
     )
-    print(table_row(config, results))
+    print(report.table(config, results))
     sys.stdout.flush()
 
 

@@ -3,6 +3,10 @@
 import dataclasses
 import os
 
+MODELS = ("longbert", "caml")
+CAML_MAX_WORDS = 2500
+CAML_LEARNING_RATE = 1e-4  # Mullenbach et al.'s, for MIMIC-III full and top-50
+CAML_BATCH_SIZE = 16
 PAPER_ENCODER = "https://tfhub.dev/tensorflow/small_bert/bert_en_uncased_L-2_H-256_A-4/2"
 RANDOM_ENCODER = "random:L-2_H-256_A-4"
 
@@ -145,19 +149,27 @@ class SegmentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one training and evaluation run depends on."""
+    """Everything one training and evaluation run depends on.
+
+    `model` is `longbert` (which needs `encoder` and `segments`) or `caml`
+    (which needs `max_words` and ignores both). `max_notes` keeps only the first
+    notes of every split, to shrink a run for a CPU.
+    """
 
     dataset: str
     data_dir: str
     model_dir: str
-    encoder: str
-    segments: SegmentConfig
+    encoder: str | None
+    segments: SegmentConfig | None
     batch_size: int
     learning_rate: float
     train_steps: int
     eval_every: int
     seed: int = 0
     encoder_layers: int | None = None
+    model: str = "longbert"
+    max_words: int | None = None
+    max_notes: int | None = None
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -169,6 +181,19 @@ class ExperimentConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
         if self.encoder_layers is not None and self.encoder_layers < 1:
             raise ValueError(f"encoder_layers={self.encoder_layers} must be at least 1")
+        if self.max_notes is not None and self.max_notes < 1:
+            raise ValueError(f"max_notes={self.max_notes} must be at least 1")
+        if self.model == "longbert" and (self.encoder is None or self.segments is None):
+            raise ValueError("model longbert needs an encoder and a segment configuration")
+        if self.model == "caml" and not (self.max_words or 0) >= 1:
+            raise ValueError(f"model caml needs max_words >= 1, got {self.max_words}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose from {MODELS}")
+
+    @property
+    def input_length(self) -> int:
+        """What a note is cut to: encoder positions (LongBERT) or words (CAML)."""
+        return self.max_words if self.model == "caml" else self.segments.seq_len
 
     @property
     def preset(self) -> DatasetPreset:
@@ -184,7 +209,8 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
         values = dict(values)
-        values["segments"] = SegmentConfig(**values["segments"])
+        if values.get("segments") is not None:
+            values["segments"] = SegmentConfig(**values["segments"])
         return cls(**values)
 
 

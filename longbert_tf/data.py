@@ -8,6 +8,7 @@ each listed in `labels.txt`). An empty text is allowed (it becomes a single
 negative for every code). Every `data_prep` module writes this format.
 """
 
+import functools
 import gzip
 import hashlib
 import json
@@ -143,7 +144,7 @@ def write_dataset(dataset_dir: str, splits: dict, labels: list) -> str:
     return dataset_dir
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as source:
         for block in iter(lambda: source.read(1 << 20), b""):
@@ -151,8 +152,10 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def token_cache(dataset_dir: str, split: str, vocab: tokenization.Vocab) -> str:
+def token_cache(dataset_dir: str, split: str, vocab) -> str:
     """Returns the TFRecord file of one split tokenized with `vocab`, writing it if needed.
+
+    `vocab` has a `fingerprint` and `tokenize(texts)` (see `longbert_tf.tokenization`).
 
     The cache lives in `dataset_dir/token_cache/<vocab fingerprint>/` and holds,
     per note, the token ids of the whole note (no special tokens) and its label
@@ -162,8 +165,8 @@ def token_cache(dataset_dir: str, split: str, vocab: tokenization.Vocab) -> str:
     records_path = os.path.join(cache_dir, f"{split}.tfrecord")
     info_path = os.path.join(cache_dir, f"{split}.json")
     source = dict(
-        notes_sha256=_file_sha256(notes_path(dataset_dir, split)),
-        labels_sha256=_file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
+        notes_sha256=file_sha256(notes_path(dataset_dir, split)),
+        labels_sha256=file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
         vocab_fingerprint=vocab.fingerprint,
     )
     if os.path.exists(info_path) and os.path.exists(records_path):
@@ -173,15 +176,13 @@ def token_cache(dataset_dir: str, split: str, vocab: tokenization.Vocab) -> str:
 
     notes = read_notes(dataset_dir, split)
     ids = label_ids(notes, read_labels(dataset_dir), source=notes_path(dataset_dir, split))
-    tokenizer = tokenization.make_tokenizer(vocab)
     os.makedirs(cache_dir, exist_ok=True)
     lengths = []
     temporary = f"{records_path}.tmp-{os.getpid()}"
     with tf.io.TFRecordWriter(temporary) as writer:
         for start in range(0, len(notes), TOKENIZE_BATCH_SIZE):
             texts = notes.text.iloc[start : start + TOKENIZE_BATCH_SIZE].tolist()
-            tokens = tokenizer.tokenize(tf.constant(texts))
-            for offset, token_ids in enumerate(tokens.to_list()):
+            for offset, token_ids in enumerate(vocab.tokenize(texts)):
                 note_index = start + offset
                 lengths.append(len(token_ids))
                 features = dict(
@@ -232,11 +233,13 @@ def token_lengths(records_path: str) -> np.ndarray:
     return pairs[np.argsort(pairs[:, 0]), 1]
 
 
-def label_counts(records_path: str, num_labels: int) -> np.ndarray:
-    """Number of notes of a token cache that carry each code, int64 `[num_labels]`."""
+def label_counts(records_path: str, num_labels: int, max_notes: int | None = None) -> np.ndarray:
+    """Notes carrying each code, `[num_labels]`, among the first `max_notes` of a token cache."""
     spec = dict(label_ids=tf.io.VarLenFeature(tf.int64))
-    dataset = tf.data.TFRecordDataset(records_path).map(
-        lambda serialized: tf.io.parse_single_example(serialized, spec)["label_ids"].values
+    dataset = (
+        tf.data.TFRecordDataset(records_path)
+        .take(max_notes or -1)
+        .map(lambda serialized: tf.io.parse_single_example(serialized, spec)["label_ids"].values)
     )
     counts = dataset.reduce(
         tf.zeros([num_labels], tf.int64),
@@ -280,24 +283,39 @@ def segment_tokens(token_ids, segments: SegmentConfig, cls_id: int, sep_id: int,
     return word_ids, mask
 
 
+def bert_segmenter(segments: SegmentConfig, vocab: tokenization.Vocab):
+    """`token_ids -> (word_ids, mask)` with `segment_tokens` and the vocabulary's special ids."""
+    return functools.partial(
+        segment_tokens,
+        segments=segments,
+        cls_id=vocab.cls_id,
+        sep_id=vocab.sep_id,
+        pad_id=vocab.pad_id,
+    )
+
+
 def segment_dataset(
     records_path: str,
-    segments: SegmentConfig,
-    vocab: tokenization.Vocab,
+    segmenter,
+    max_segments: int,
     num_labels: int,
     batch_size: int,
     training: bool,
     seed: int = 0,
+    max_notes: int | None = None,
 ) -> tf.data.Dataset:
-    """Batches of segmented notes from a token cache.
+    """Batches of segmented notes from a token cache (its first `max_notes`, if given).
+
+    `segmenter` turns a note's token ids into `(ids, mask)`, int32
+    `[num_segments, width]` with `num_segments <= max_segments` (see
+    `bert_segmenter`; CAML uses a single segment of words).
 
     Yields `(features, labels)`: `features` has `input_word_ids` and
-    `input_mask` (int32 `[batch, num_segments, segment_width]`) and `note_index`
+    `input_mask` (int32 `[batch, num_segments, width]`) and `note_index`
     (int64 `[batch]`); `labels` is float32 multi-hot `[batch, num_labels]`.
     Notes are bucketed by their number of segments and a batch is padded only
-    to its longest note: `num_segments` is the batch maximum and
-    `segment_width` is `segment_length`, or less when every note of the batch
-    fits in a shorter single segment. Padding has `input_mask` 0.
+    to its longest note: `num_segments` is the batch maximum and `width` the
+    longest segment of the batch. Padding is id 0 with `input_mask` 0.
 
     With `training`, notes are shuffled (seeded, reshuffled every epoch) and
     repeated forever; otherwise every note is yielded once.
@@ -307,13 +325,10 @@ def segment_dataset(
         token_ids=tf.io.VarLenFeature(tf.int64),
         label_ids=tf.io.VarLenFeature(tf.int64),
     )
-    cls_id, sep_id, pad_id = vocab.cls_id, vocab.sep_id, vocab.pad_id
 
     def parse(serialized):
         example = tf.io.parse_single_example(serialized, feature_spec)
-        word_ids, mask = segment_tokens(
-            tf.sparse.to_dense(example["token_ids"]), segments, cls_id, sep_id, pad_id
-        )
+        word_ids, mask = segmenter(tf.sparse.to_dense(example["token_ids"]))
         labels = tf.scatter_nd(
             example["label_ids"].values[:, tf.newaxis],
             tf.ones_like(example["label_ids"].values, tf.float32),
@@ -323,23 +338,23 @@ def segment_dataset(
         return features, labels
 
     def trim_width(features, labels):
-        width = tf.reduce_max(tf.reduce_sum(features["input_mask"], -1))
+        width = tf.maximum(tf.reduce_max(tf.reduce_sum(features["input_mask"], -1)), 1)
         features = dict(features)
         for key in ("input_word_ids", "input_mask"):
             features[key] = features[key][:, :, :width]
         return features, labels
 
-    dataset = tf.data.TFRecordDataset(records_path)
+    dataset = tf.data.TFRecordDataset(records_path).take(max_notes or -1)
     if training:
-        dataset = dataset.shuffle(count_records(records_path), seed=seed).repeat()
+        buffer_size = min(count_records(records_path), max_notes or np.inf)
+        dataset = dataset.shuffle(int(buffer_size), seed=seed).repeat()
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    num_buckets = segments.max_segments
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda features, labels: tf.shape(features["input_word_ids"])[0],
-        bucket_boundaries=list(range(2, num_buckets + 1)),
-        bucket_batch_sizes=[batch_size] * num_buckets,
+        bucket_boundaries=list(range(2, max_segments + 1)),
+        bucket_batch_sizes=[batch_size] * max_segments,
         padding_values=(
-            dict(input_word_ids=pad_id, input_mask=0, note_index=tf.constant(-1, tf.int64)),
+            dict(input_word_ids=0, input_mask=0, note_index=tf.constant(-1, tf.int64)),
             0.0,
         ),
     )

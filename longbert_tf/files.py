@@ -29,11 +29,15 @@ def atomic_dir(final_dir: str):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def write_json(path: str, value) -> None:
-    """Writes `value` as indented JSON through a temporary file and a rename."""
+def write_text(path: str, text: str) -> None:
+    """Writes `text` through a temporary file and a rename."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as json_file:
-        json.dump(value, json_file, indent=2)
-        json_file.write("\n")
+    with open(temporary, "w", encoding="utf-8") as text_file:
+        text_file.write(text)
     os.replace(temporary, path)
+
+
+def write_json(path: str, value) -> None:
+    """Writes `value` as indented JSON through a temporary file and a rename."""
+    write_text(path, json.dumps(value, indent=2) + "\n")

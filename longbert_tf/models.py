@@ -1,4 +1,4 @@
-"""LongBERT: a BERT encoder run on every segment of a note, then label attention."""
+"""LongBERT (segment-wise BERT, then label attention) and the CAML baseline."""
 
 import numpy as np
 
@@ -32,19 +32,6 @@ class LongBERT(keras.Model):
         self.seed = seed
         self.label_attention = LabelAttention(num_labels, seed=seed, name="label_attention")
 
-    def build_label_priors(self, label_counts, num_notes: int) -> None:
-        """Builds the model and starts each code's bias at the log-odds of its training frequency.
-
-        With thousands of rare codes, zero biases start every code at
-        probability 0.5 and the first thousands of Adam steps go into pulling
-        them down; the prior (add-one smoothed) starts the classifier where
-        those steps would have taken it.
-        """
-        prior = (np.asarray(label_counts, np.float64) + 1) / (num_notes + 2)
-        probe = tf.zeros([1, 1, 2], tf.int32)
-        self(dict(input_word_ids=probe, input_mask=probe + 1))
-        self.label_attention.label_biases.assign(np.log(prior / (1 - prior)))
-
     def call(self, inputs, training=None):
         word_ids = inputs["input_word_ids"]
         mask = inputs["input_mask"]
@@ -64,6 +51,76 @@ class LongBERT(keras.Model):
         tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
         token_mask = tf.reshape(mask, [batch_size, num_segments * width])
         return self.label_attention(tokens, token_mask)
+
+
+def set_label_priors(label_attention: LabelAttention, label_counts, num_notes: int) -> None:
+    """Starts each code's bias at the log-odds of its training frequency (add-one smoothed).
+
+    With thousands of rare codes, zero biases start every code at probability
+    0.5 and the first thousands of Adam steps go into pulling them down; the
+    prior starts the classifier where those steps would have taken it. The
+    layer must be built.
+    """
+    prior = (np.asarray(label_counts, np.float64) + 1) / (num_notes + 2)
+    label_attention.label_biases.assign(np.log(prior / (1 - prior)))
+
+
+class CAML(keras.Model):
+    """Convolutional attention for multi-label classification (Mullenbach et al. 2018).
+
+    Word embeddings (initialised from `embeddings`, trained) -> dropout ->
+    one 1-D convolution with `tanh` -> `LabelAttention` (CAML's per-code
+    attention U and output vectors, glorot-uniform initialised as in CAML).
+    Padding positions are zeroed before the convolution and masked in the
+    attention, so a note's logits do not depend on how far its batch is padded.
+
+    Args:
+      embeddings: float32 `[vocab size, embedding size]`, row 0 padding.
+      num_labels: number of codes.
+      kernel_size, num_filters, dropout_rate: CAML's 10, 50 and 0.2 by default.
+      seed: seed of the initializers and of dropout.
+
+    Call arguments: a dict with `input_word_ids` and `input_mask`, int32
+    `[batch, 1, num_words]` (one segment of words). Returns float32 logits
+    `[batch, num_labels]`.
+    """
+
+    def __init__(
+        self,
+        embeddings,
+        num_labels,
+        kernel_size=10,
+        num_filters=50,
+        dropout_rate=0.2,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_labels = num_labels
+        self.embedding = keras.layers.Embedding(
+            *np.shape(embeddings),
+            embeddings_initializer=keras.initializers.Constant(embeddings),
+            name="word_embeddings",
+        )
+        self.dropout = keras.layers.Dropout(dropout_rate, seed=seed)
+        self.convolution = keras.layers.Conv1D(
+            num_filters,
+            kernel_size,
+            padding="same",
+            activation="tanh",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+            name="convolution",
+        )
+        self.label_attention = LabelAttention(
+            num_labels, seed=seed, kernel_initializer="glorot_uniform", name="label_attention"
+        )
+
+    def call(self, inputs, training=None):
+        word_ids = inputs["input_word_ids"][:, 0, :]
+        mask = inputs["input_mask"][:, 0, :]
+        embedded = self.embedding(word_ids) * tf.cast(mask, tf.float32)[:, :, tf.newaxis]
+        hidden = self.convolution(self.dropout(embedded, training=training))
+        return self.label_attention(hidden, mask)
 
 
 def parameter_breakdown(encoder_parameters: int, hidden_size: int, num_labels: int) -> dict:

@@ -1,4 +1,9 @@
-"""WordPiece vocabularies and the in-graph BERT tokenizer built from them."""
+"""WordPiece vocabularies and the in-graph BERT tokenizer built from them.
+
+A vocabulary here is anything with a `fingerprint` (equal fingerprints give
+equal ids) and `tokenize(texts) -> list of id lists`: the token cache of
+`longbert_tf.data` accepts `Vocab` and CAML's `words.WordVocab` alike.
+"""
 
 import dataclasses
 import functools
@@ -35,6 +40,10 @@ class Vocab:
 
     def token_id(self, token: str) -> int:
         return self.tokens.index(token)
+
+    def tokenize(self, texts: list) -> list:
+        """WordPiece ids of each text (no special tokens), as lists of ints."""
+        return make_tokenizer(self).tokenize(tf.constant(texts)).to_list()
 
     @property
     def cls_id(self) -> int:

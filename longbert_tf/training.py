@@ -19,23 +19,24 @@ import time
 import numpy as np
 from absl import logging
 
-from longbert_tf import data, encoders, files, metrics
+from longbert_tf import data, encoders, files, metrics, models, words
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
-from longbert_tf.models import LongBERT
+from longbert_tf.models import CAML, LongBERT
 
 LOG_EVERY_STEPS = 20
 
 
 @dataclasses.dataclass
 class Experiment:
-    """A model with its encoder, label set and the token caches of every split."""
+    """A model with its label set, the token caches of every split and how notes become inputs."""
 
     config: ExperimentConfig
-    encoder: encoders.Encoder
     labels: list
     records: dict  # split -> token cache path
-    model: LongBERT
+    model: keras.Model
+    segmenter: object  # token ids -> (ids, mask), see data.segment_dataset
+    max_segments: int
 
     @functools.cached_property
     def _probabilities(self):
@@ -60,33 +61,49 @@ class Experiment:
     def dataset(self, split: str, training: bool = False) -> tf.data.Dataset:
         return data.segment_dataset(
             self.records[split],
-            self.config.segments,
-            self.encoder.vocab,
+            self.segmenter,
+            self.max_segments,
             num_labels=len(self.labels),
             batch_size=self.config.batch_size,
             training=training,
             seed=self.config.seed,
+            max_notes=self.config.max_notes,
         )
 
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
-    """Loads the encoder and labels, tokenizes every split once (cached) and builds the model."""
-    handle = encoders.resolve(
-        config.encoder, config.dataset_dir, config.seed, config.encoder_layers
-    )
-    encoder = encoders.load(handle, config.segments.segment_length)
+    """Prepares the model's vocabulary, tokenizes every split once (cached) and builds the model.
+
+    LongBERT loads its encoder (and the encoder's WordPiece vocabulary); CAML
+    builds its word vocabulary and word2vec embeddings from the training notes.
+    Either model starts its code biases at the training label frequencies.
+    """
     labels = data.read_labels(config.dataset_dir)
-    records = {
-        split: data.token_cache(config.dataset_dir, split, encoder.vocab) for split in data.SPLITS
-    }
-    model = LongBERT(encoder.layer, num_labels=len(labels), seed=config.seed)
-    model.build_label_priors(
-        data.label_counts(records["train"], len(labels)), data.count_records(records["train"])
+    if config.model == "caml":
+        vocab, embeddings = words.cached_build(config.dataset_dir, config.seed)
+        model = CAML(embeddings, num_labels=len(labels), seed=config.seed)
+        segmenter, max_segments = words.word_segmenter(config.max_words), 1
+    else:
+        handle = encoders.resolve(
+            config.encoder, config.dataset_dir, config.seed, config.encoder_layers
+        )
+        encoder = encoders.load(handle, config.segments.segment_length)
+        vocab = encoder.vocab
+        model = LongBERT(encoder.layer, num_labels=len(labels), seed=config.seed)
+        segmenter = data.bert_segmenter(config.segments, vocab)
+        max_segments = config.segments.max_segments
+    records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
+    probe = tf.ones([1, 1, 2], tf.int32)
+    model(dict(input_word_ids=probe, input_mask=probe))
+    models.set_label_priors(
+        model.label_attention,
+        data.label_counts(records["train"], len(labels), config.max_notes),
+        min(data.count_records(records["train"]), config.max_notes or np.inf),
     )
-    return Experiment(config, encoder, labels, records, model)
+    return Experiment(config, labels, records, model, segmenter, max_segments)
 
 
-def make_train_step(model: LongBERT, optimizer, element_spec):
+def make_train_step(model: keras.Model, optimizer, element_spec):
     """A compiled step: binary cross-entropy (mean over codes and notes), one Adam update.
 
     `element_spec` is the `(features, labels)` spec of the training pipeline;
@@ -211,7 +228,8 @@ def evaluate(experiment: Experiment) -> dict:
     test_true, test_prob = experiment.predict("test")
     return dict(
         dataset=experiment.config.dataset,
-        seq_len=experiment.config.segments.seq_len,
+        model=experiment.config.model,
+        input_length=experiment.config.input_length,
         encoder=experiment.config.encoder,
         dev=metrics.evaluate(dev_true, dev_prob, threshold),
         test=metrics.evaluate(test_true, test_prob, threshold),

@@ -173,7 +173,16 @@ def test_pipeline_handles_empty_notes_and_notes_without_codes(edge_dataset):
     dataset_dir, vocab = edge_dataset
     records = data.token_cache(dataset_dir, "dev", vocab)
     segments = SegmentConfig(seq_len=256, segment_length=128)
-    batches = list(data.segment_dataset(records, segments, vocab, 3, batch_size=4, training=False))
+    batches = list(
+        data.segment_dataset(
+            records,
+            data.bert_segmenter(segments, vocab),
+            segments.max_segments,
+            3,
+            batch_size=4,
+            training=False,
+        )
+    )
     by_note = {}
     for features, labels in batches:
         for row, note_index in enumerate(features["note_index"].numpy()):
@@ -202,7 +211,9 @@ def test_batches_hold_one_segment_count_and_are_padded_to_their_longest_note(
     segments = SegmentConfig(seq_len=512, segment_length=128)
     num_notes = 0
     widths = set()
-    for features, labels in data.segment_dataset(records, segments, vocab, 12, 3, training=False):
+    for features, labels in data.segment_dataset(
+        records, data.bert_segmenter(segments, vocab), segments.max_segments, 12, 3, training=False
+    ):
         mask = features["input_mask"].numpy()
         num_notes += len(mask)
         # Every note of the batch fills its last segment slot: same count, no padding segment.
@@ -220,7 +231,15 @@ def test_training_pipeline_is_seeded_and_reshuffles(tiny_dataset_dir, tiny_encod
     segments = SegmentConfig(seq_len=256, segment_length=128)
 
     def order(seed):
-        dataset = data.segment_dataset(records, segments, vocab, 12, 4, training=True, seed=seed)
+        dataset = data.segment_dataset(
+            records,
+            data.bert_segmenter(segments, vocab),
+            segments.max_segments,
+            12,
+            4,
+            training=True,
+            seed=seed,
+        )
         return [f["note_index"].numpy().tolist() for f, _ in dataset.take(12)]
 
     first = order(seed=1)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments import run
+from data_prep import presets
 from longbert_tf import configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,8 @@ def test_run_trains_evaluates_and_writes_its_outputs(finished_run):
     model_dir, _, result = finished_run
     with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
         results = json.load(metrics_file)
-    assert results["dataset"] == "synthetic" and results["seq_len"] == 256
+    assert results["dataset"] == "synthetic" and results["model"] == "longbert"
+    assert results["input_length"] == 256
     assert results["dev"]["num_notes"] == 8 and results["test"]["num_notes"] == 8
     assert results["test"]["threshold"] == results["dev"]["threshold"]
     assert results["best_step"] in (3, 6)
@@ -98,7 +99,7 @@ def test_unprepared_datasets_name_the_command_that_prepares_them(tmp_path):
         eval_every=1,
     )
     with pytest.raises(SystemExit, match=f"python -m data_prep.mimic3 .* --out_dir={tmp_path}"):
-        run.ensure_prepared(config)
+        presets.ensure_prepared(config)
 
 
 @pytest.mark.parametrize(

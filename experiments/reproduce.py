@@ -1,0 +1,116 @@
+"""Reproduces the paper's results tables: CAML, BERT-baseline and LongBERT rows, one command.
+
+    python -m experiments.reproduce --dataset=mimic3_full
+    python -m experiments.reproduce --dataset=synthetic --rows=caml,512,2048 --train_steps=400
+
+Rows (`--rows`, default all): `caml` (CAML on 2,500 words, Mullenbach et al.'s
+settings: kernel 10, 50 filters, dropout 0.2, Adam 1e-4, batch 16),
+`512` (BERT-baseline) and `1024`, `2048`, `4096`, `8192` (LongBERT; batch 4, 2 at
+8,192). Each row is the `experiments.run` configuration of that row, in
+`--out_dir/ROW`: finished rows are read back, interrupted ones resume from their
+checkpoint. Writes `table.md` and `table.json` to `--out_dir`: our test metrics
+per row and, beneath, published numbers where `published_results.json` has them.
+"""
+
+import json
+import os
+
+from absl import app, flags, logging
+
+from data_prep import presets
+from longbert_tf import configs, files, report, training
+
+ROWS = ("caml", "512", "1024", "2048", "4096", "8192")
+PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published_results.json")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
+flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of {', '.join(ROWS)}.")
+flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets.")
+flags.DEFINE_string(
+    "out_dir", None, "Folder of the rows and tables; default runs/reproduce_DATASET."
+)
+flags.DEFINE_string("encoder", None, "Encoder of the BERT rows; preset default.")
+flags.DEFINE_integer("train_steps", None, "Training steps of every row; preset default.")
+flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
+flags.DEFINE_integer("max_notes", None, "Use only the first N notes of every split.")
+flags.DEFINE_float("learning_rate", None, "Adam learning rate of the BERT rows; preset default.")
+flags.DEFINE_integer(
+    "batch_size", None, "Batch of the BERT rows; default the paper's 4 (2 at 8,192 tokens)."
+)
+flags.DEFINE_integer("seed", 0, "Seed of every row.")
+
+
+def row_config(row: str, out_dir: str) -> configs.ExperimentConfig:
+    """The configuration of one row, with the paper's settings for anything not flagged."""
+    if row not in ROWS:
+        raise ValueError(f"unknown row {row!r}; choose from {ROWS}")
+    preset = configs.PRESETS[FLAGS.dataset]
+    common = dict(
+        dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir,
+        model_dir=os.path.join(out_dir, row),
+        train_steps=FLAGS.train_steps or preset.train_steps,
+        eval_every=FLAGS.eval_every or preset.eval_every,
+        seed=FLAGS.seed,
+        max_notes=FLAGS.max_notes,
+    )
+    if row == "caml":
+        return configs.ExperimentConfig(
+            encoder=None,
+            segments=None,
+            batch_size=configs.CAML_BATCH_SIZE,
+            learning_rate=configs.CAML_LEARNING_RATE,
+            model="caml",
+            max_words=configs.CAML_MAX_WORDS,
+            **common,
+        )
+    seq_len = int(row)
+    return configs.ExperimentConfig(
+        encoder=FLAGS.encoder or preset.encoder,
+        segments=configs.SegmentConfig(seq_len),
+        batch_size=FLAGS.batch_size or configs.paper_batch_size(seq_len),
+        learning_rate=FLAGS.learning_rate or preset.learning_rate,
+        **common,
+    )
+
+
+def published_rows(dataset: str) -> list:
+    """`(name, input length, metrics)` of published results for the dataset."""
+    with open(PUBLISHED) as published_file:
+        by_model = json.load(published_file).get(dataset, {})
+    return [
+        (f"{model} (published: {values['source']})", int(length), values)
+        for model, lengths in by_model.items()
+        for length, values in lengths.items()
+    ]
+
+
+def main(argv):
+    del argv
+    out_dir = FLAGS.out_dir or os.path.join("runs", f"reproduce_{FLAGS.dataset}")
+    row_configs = [row_config(row, out_dir) for row in FLAGS.rows]
+    lines, rows = report.header(), []
+    for config in row_configs:
+        presets.ensure_prepared(config)
+        logging.info("Row %s -> %s", config.model_dir, config)
+        results = training.train_and_evaluate(config)
+        name = report.model_name(config)
+        lines.append(report.row(name, config.input_length, results["test"]))
+        rows.append(dict(results, name=name))
+    published = published_rows(FLAGS.dataset)
+    lines += [report.row(name, length, values) for name, length, values in published]
+    files.write_json(
+        os.path.join(out_dir, "table.json"),
+        dict(
+            dataset=FLAGS.dataset, rows=rows, published=[p[2] | {"model": p[0]} for p in published]
+        ),
+    )
+    table = "\n".join(lines) + "\n"
+    heading = f"Test split of {FLAGS.dataset}, threshold tuned on dev.\n\n"
+    files.write_text(os.path.join(out_dir, "table.md"), heading + table)
+    print(table)
+
+
+if __name__ == "__main__":
+    app.run(main)
