@@ -3,6 +3,21 @@
 from longbert_tf.framework import keras, tf
 
 
+def masked_softmax(scores, mask):
+    """Softmax of `scores` `[batch, K, tokens]` over the tokens where `mask` `[batch, tokens]` is 1.
+
+    Computed in float32 with the maximum subtracted; masked positions get
+    exactly zero weight, and a row with no unmasked position is all zeros.
+    """
+    is_token = tf.cast(mask, tf.bool)[:, tf.newaxis, :]
+    scores = tf.where(is_token, scores, float("-inf"))
+    max_score = tf.reduce_max(scores, axis=-1, keepdims=True)
+    max_score = tf.where(tf.math.is_finite(max_score), max_score, 0.0)
+    unnormalised = tf.exp(scores - max_score)  # exactly 0 on padding
+    total = tf.reduce_sum(unnormalised, axis=-1, keepdims=True)
+    return unnormalised / tf.maximum(total, 1e-30)
+
+
 class LabelAttention(keras.layers.Layer):
     """Per-code attention over token representations, then per-code logits.
 
@@ -12,7 +27,9 @@ class LabelAttention(keras.layers.Layer):
 
     Args:
       num_labels: number of codes C.
-      seed: seed of the initializers of q and w (truncated normal, stddev 0.02).
+      seed: seed of the initializers of q and w.
+      kernel_initializer: initializer of q and w (name or config; BERT's
+        truncated normal with stddev 0.02 by default, CAML uses glorot_uniform).
 
     Call arguments:
       tokens: `[batch, num_tokens, hidden]` token representations e_i.
@@ -28,22 +45,29 @@ class LabelAttention(keras.layers.Layer):
     `label_weights` `[C, hidden]` and `label_biases` `[C]` (the classifier).
     """
 
-    def __init__(self, num_labels, seed=0, **kwargs):
+    def __init__(self, num_labels, seed=0, kernel_initializer=None, **kwargs):
         super().__init__(**kwargs)
         self.num_labels = num_labels
         self.seed = seed
+        self.kernel_initializer = kernel_initializer or dict(
+            class_name="TruncatedNormal", config=dict(stddev=0.02)
+        )
+
+    def _initializer(self, seed):
+        initializer = keras.initializers.get(self.kernel_initializer)
+        return initializer.__class__.from_config({**initializer.get_config(), "seed": seed})
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
         self.label_queries = self.add_weight(
             "label_queries",
             shape=[self.num_labels, hidden_size],
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=self.seed),
+            initializer=self._initializer(self.seed),
         )
         self.label_weights = self.add_weight(
             "label_weights",
             shape=[self.num_labels, hidden_size],
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02, seed=self.seed + 1),
+            initializer=self._initializer(self.seed + 1),
         )
         self.label_biases = self.add_weight(
             "label_biases", shape=[self.num_labels], initializer="zeros"
@@ -53,17 +77,22 @@ class LabelAttention(keras.layers.Layer):
     def call(self, tokens, mask):
         tokens = tf.cast(tokens, tf.float32)
         scores = tf.einsum("bnh,ch->bcn", tokens, self.label_queries)
-        is_token = tf.cast(mask, tf.bool)[:, tf.newaxis, :]  # [batch, 1, num_tokens]
-        scores = tf.where(is_token, scores, float("-inf"))
-        max_score = tf.reduce_max(scores, axis=-1, keepdims=True)
-        max_score = tf.where(tf.math.is_finite(max_score), max_score, 0.0)
-        unnormalised = tf.exp(scores - max_score)  # exactly 0 on padding
-        total = tf.reduce_sum(unnormalised, axis=-1, keepdims=True)
-        weights = unnormalised / tf.maximum(total, 1e-30)  # [batch, C, num_tokens]
+        weights = masked_softmax(scores, mask)  # [batch, C, num_tokens]
         label_context = tf.einsum("bcn,bnh->bch", weights, tokens)  # z_c
         return tf.einsum("bch,ch->bc", label_context, self.label_weights) + self.label_biases
 
+    def attention_weights(self, tokens, mask, label_indices):
+        """Attention of chosen codes: `label_indices` int `[batch, K]` -> `[batch, K, num_tokens]`.
+
+        The weights `call` uses for those codes (the evidence a code's score rests on).
+        """
+        queries = tf.gather(self.label_queries, label_indices)  # [batch, K, hidden]
+        scores = tf.einsum("bnh,bkh->bkn", tf.cast(tokens, tf.float32), queries)
+        return masked_softmax(scores, mask)
+
     def get_config(self):
         config = super().get_config()
-        config.update(num_labels=self.num_labels, seed=self.seed)
+        config.update(
+            num_labels=self.num_labels, seed=self.seed, kernel_initializer=self.kernel_initializer
+        )
         return config

@@ -32,7 +32,8 @@ class LongBERT(keras.Model):
         self.seed = seed
         self.label_attention = LabelAttention(num_labels, seed=seed, name="label_attention")
 
-    def call(self, inputs, training=None):
+    def encode(self, inputs, training=None):
+        """Token representations of the notes: `([batch, num_segments * width, hidden], mask)`."""
         word_ids = inputs["input_word_ids"]
         mask = inputs["input_mask"]
         shape = tf.shape(word_ids)
@@ -49,8 +50,10 @@ class LongBERT(keras.Model):
         )
         sequence = outputs["sequence_output"]
         tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
-        token_mask = tf.reshape(mask, [batch_size, num_segments * width])
-        return self.label_attention(tokens, token_mask)
+        return tokens, tf.reshape(mask, [batch_size, num_segments * width])
+
+    def call(self, inputs, training=None):
+        return self.label_attention(*self.encode(inputs, training=training))
 
 
 def set_label_priors(label_attention: LabelAttention, label_counts, num_notes: int) -> None:

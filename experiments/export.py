@@ -1,0 +1,31 @@
+"""Exports a finished run as a serving SavedModel (see `longbert_tf.export`).
+
+python -m experiments.export --model_dir=runs/synthetic_seq2048 --export_dir=exports/coder
+python -m experiments.export --model_dir=... --export_dir=... --inputs=token_ids
+"""
+
+from absl import app, flags
+
+from longbert_tf import export
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)
+flags.DEFINE_string("export_dir", None, "Folder that receives the SavedModel.", required=True)
+flags.DEFINE_enum(
+    "inputs",
+    "text",
+    ["text", "token_ids"],
+    "text: raw notes, tokenized in-graph (needs tensorflow-text ops, as TensorFlow Serving has); "
+    "token_ids: WordPiece ids and lengths, core TensorFlow ops only.",
+)
+flags.DEFINE_integer("max_codes", export.MAX_CODES, "Most codes returned per note.")
+
+
+def main(argv):
+    del argv
+    export_dir = export.export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.inputs, FLAGS.max_codes)
+    print(f"Wrote {export_dir}: serving_default takes {FLAGS.inputs}")
+
+
+if __name__ == "__main__":
+    app.run(main)

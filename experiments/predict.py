@@ -1,0 +1,120 @@
+"""Codes for clinical notes from an exported model, with descriptions and evidence.
+
+    python -m experiments.predict --export_dir=exports/coder note1.txt note2.txt
+    cat note.txt | python -m experiments.predict --export_dir=exports/coder --format=json
+
+For each note: every code whose probability reaches the model's threshold, its
+description (ICD-10-CM from the `simple-icd-10-cm` package; others from
+`--descriptions_file`, a `code<TAB>description` file such as CAML's
+`ICD9_descriptions` or a synthetic dataset's `descriptions.tsv`) and the
+evidence: the passage around the tokens the code's label attention weighs
+most, with those tokens marked `[[...]]`.
+"""
+
+import json
+import sys
+
+import simple_icd_10_cm
+from absl import app, flags
+
+from longbert_tf.framework import tf
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.", required=True)
+flags.DEFINE_enum("format", "text", ["text", "json"], "text for people, json for programs.")
+flags.DEFINE_string(
+    "descriptions_file", None, "code<TAB>description lines for codes not in ICD-10-CM."
+)
+CONTEXT_BYTES = 60
+
+
+def read_descriptions(path: str) -> dict:
+    descriptions = {}
+    if path:
+        with open(path, encoding="utf-8") as descriptions_file:
+            for line in descriptions_file:
+                code, _, description = line.rstrip("\n").partition("\t")
+                descriptions[code.strip()] = description.strip()
+    return descriptions
+
+
+def describe(code: str, descriptions: dict) -> str:
+    if code in descriptions:
+        return descriptions[code]
+    if simple_icd_10_cm.is_valid_item(code):
+        return simple_icd_10_cm.get_description(code)
+    return ""
+
+
+def evidence_passage(text: bytes, spans: list) -> str:
+    """The text around the strongest evidence span, it and nearby evidence marked [[...]].
+
+    `spans` are byte ranges `(start, end)`, strongest first.
+    """
+    top_start = spans[0][0]
+    spans = [(s, e) for s, e in spans if abs(s - top_start) <= 2 * CONTEXT_BYTES]
+    start = max(0, min(s for s, _ in spans) - CONTEXT_BYTES)
+    end = min(len(text), max(e for _, e in spans) + CONTEXT_BYTES)
+    pieces, cursor = [], start
+    for span_start, span_end in sorted(set(spans)):
+        if span_start < cursor:
+            continue
+        pieces += [text[cursor:span_start], b"[[", text[span_start:span_end], b"]]"]
+        cursor = span_end
+    pieces.append(text[cursor:end])
+    passage = b"".join(pieces).decode("utf-8", errors="replace")
+    return (
+        ("..." if start > 0 else "")
+        + " ".join(passage.split())
+        + ("..." if end < len(text) else "")
+    )
+
+
+def predict(serving, name: str, text: bytes, descriptions: dict) -> dict:
+    """One note's codes: `{note, codes: [{code, probability, description, evidence}]}`."""
+    # The signature replaces invalid UTF-8 the same way, so byte offsets refer to this copy.
+    text = text.decode("utf-8", errors="replace").encode("utf-8")
+    outputs = {key: value.numpy()[0] for key, value in serving(text=tf.constant([text])).items()}
+    codes = []
+    for k in range(outputs["num_codes"]):
+        code = outputs["codes"][k].decode("utf-8")
+        spans = [
+            (int(start), int(end))
+            for start, end in zip(outputs["evidence_start"][k], outputs["evidence_end"][k])
+            if start >= 0
+        ]
+        codes.append(
+            dict(
+                code=code,
+                probability=round(float(outputs["code_probabilities"][k]), 4),
+                description=describe(code, descriptions),
+                evidence=[text[s:e].decode("utf-8", errors="replace") for s, e in spans],
+                evidence_spans=spans,
+                passage=evidence_passage(text, spans) if spans else "",
+            )
+        )
+    return dict(note=name, codes=codes)
+
+
+def main(argv):
+    paths = argv[1:]
+    notes = [("<stdin>", sys.stdin.buffer.read())] if not paths else []
+    for path in paths:
+        with open(path, "rb") as note_file:
+            notes.append((path, note_file.read()))
+    serving = tf.saved_model.load(FLAGS.export_dir).signatures["serving_default"]
+    descriptions = read_descriptions(FLAGS.descriptions_file)
+    results = [predict(serving, name, text, descriptions) for name, text in notes]
+    if FLAGS.format == "json":
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        print(f"{result['note']}: {len(result['codes'])} codes")
+        for code in result["codes"]:
+            print(f"  {code['code']:<10} {code['probability']:.3f}  {code['description']}")
+            if code["passage"]:
+                print(f"             {code['passage']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

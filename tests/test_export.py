@@ -1,0 +1,204 @@
+"""Serving exports: raw text and token ids, saved_model_cli, input limits, and the predict CLI."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_prep import synthetic
+from longbert_tf import configs, data, export, tokenization, training
+from longbert_tf.framework import tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Short notes, few codes: a tiny encoder learns where the evidence is within 300 steps.
+EASY = synthetic.SyntheticConfig(
+    num_codes=15,
+    num_train=240,
+    num_dev=30,
+    num_test=30,
+    median_tokens=120,
+    length_sigma=0.5,
+    min_tokens=60,
+    max_tokens=400,
+    min_codes_per_note=1,
+    max_codes_per_note=3,
+    distractors_per_note=1.0,
+    seed=5,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    synthetic.prepare(str(root / "data"), EASY)
+    config = configs.ExperimentConfig(
+        dataset="synthetic",
+        data_dir=str(root / "data"),
+        model_dir=str(root / "run"),
+        encoder="random:L-1_H-32_A-2",
+        segments=configs.SegmentConfig(256, 128),
+        batch_size=8,
+        learning_rate=3e-3,
+        train_steps=300,
+        eval_every=300,
+    )
+    results = training.train_and_evaluate(config)
+    assert results["test"]["micro_f1"] > 0.6  # it learned enough for evidence to mean something
+    return root, config
+
+
+@pytest.fixture(scope="module")
+def text_export(trained):
+    root, config = trained
+    return export.export(config.model_dir, str(root / "export_text"), "text")
+
+
+@pytest.fixture(scope="module")
+def ids_export(trained):
+    root, config = trained
+    return export.export(config.model_dir, str(root / "export_ids"), "token_ids")
+
+
+def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
+    _, config = trained
+    experiment = training.build_experiment(config)
+    best = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
+    tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
+    _, in_memory = experiment.predict("test")
+    texts = data.read_notes(config.dataset_dir, "test").text.tolist()
+    serving = tf.saved_model.load(text_export).signatures["serving_default"]
+    outputs = serving(text=tf.constant(texts))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), in_memory, atol=1e-5)
+    with open(os.path.join(config.model_dir, "metrics.json")) as metrics_file:
+        threshold = json.load(metrics_file)["dev"]["threshold"]
+    expected = (in_memory >= threshold).sum(axis=1)
+    np.testing.assert_array_equal(outputs["num_codes"].numpy(), expected)
+    labels = data.read_labels(config.dataset_dir)
+    for row, count in enumerate(expected):
+        codes = [code.decode() for code in outputs["codes"].numpy()[row][:count]]
+        assert set(codes) == {labels[i] for i in np.flatnonzero(in_memory[row] >= threshold)}
+
+
+def run_saved_model_cli(export_dir, input_exprs, import_tf_text):
+    arguments = [
+        "run", "--dir", export_dir, "--tag_set", "serve",
+        "--signature_def", "serving_default", "--input_exprs", input_exprs,
+    ]  # fmt: skip
+    prelude = "import tensorflow_text; " if import_tf_text else ""
+    code = (
+        f"import sys; {prelude}from tensorflow.python.tools import saved_model_cli; "
+        f"sys.argv = ['saved_model_cli'] + {arguments!r}; sys.exit(saved_model_cli.main())"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_saved_model_cli_serves_raw_text_with_tensorflow_text_ops(trained, text_export):
+    _, config = trained
+    note = data.read_notes(config.dataset_dir, "test").text[0]
+    result = run_saved_model_cli(text_export, f"text=[{note!r}, '']", True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Result for output key codes" in result.stdout
+    assert "Result for output key num_codes" in result.stdout
+    counts = re.search(r"output key num_codes:\s*\[(\d+) (\d+)\]", result.stdout)
+    serving = tf.saved_model.load(text_export).signatures["serving_default"]
+    expected = serving(text=tf.constant([note, ""]))["num_codes"].numpy().tolist()
+    assert counts and [int(counts.group(1)), int(counts.group(2))] == expected
+    assert expected[0] >= 1  # the note has codes; the empty one gets what its prior gives
+
+
+def test_plain_saved_model_cli_serves_token_ids(trained, ids_export):
+    result = run_saved_model_cli(
+        ids_export,
+        "token_ids=[[7, 8, 9, 0], [5, 6, 7, 8]];lengths=[3, 4]",
+        False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Result for output key probabilities" in result.stdout
+    loaded = tf.saved_model.load(ids_export)
+    assert os.path.exists(loaded.vocab_file.asset_path.numpy().decode())
+
+
+def test_token_id_export_matches_text_export(trained, text_export, ids_export):
+    _, config = trained
+    texts = data.read_notes(config.dataset_dir, "dev").text.tolist()[:4]
+    text_serving = tf.saved_model.load(text_export).signatures["serving_default"]
+    expected = text_serving(text=tf.constant(texts))["probabilities"].numpy()
+    # A client tokenizes with the vocabulary the export carries.
+    loaded = tf.saved_model.load(ids_export)
+    vocab = tokenization.Vocab(
+        loaded.vocab_file.asset_path.numpy().decode(), bool(loaded.do_lower_case.numpy())
+    )
+    ids = vocab.tokenize(texts)
+    padded = np.zeros((len(ids), max(map(len, ids))), np.int32)
+    for row, note_ids in enumerate(ids):
+        padded[row, : len(note_ids)] = note_ids
+    lengths = np.array([len(note_ids) for note_ids in ids], np.int32)
+    outputs = loaded.signatures["serving_default"](token_ids=padded, lengths=lengths)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-6)
+
+
+def test_input_limits_give_defined_results(text_export):
+    serving = tf.saved_model.load(text_export).signatures["serving_default"]
+    megabyte = ("Diagnosed with pneumonia. " * 40_000)[:1_000_000]
+    batch = [b"", megabyte.encode(), b"\xff\xfe\x80 invalid \xc3 bytes pneumonia.", b"short"]
+    outputs = serving(text=tf.constant(batch))
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (4, EASY.num_codes) and np.isfinite(probabilities).all()
+    assert outputs["codes"].shape[0] == 4 and (outputs["num_codes"].numpy() >= 0).all()
+    # Each note alone gives what it gives inside the mixed batch.
+    for row, text in enumerate(batch):
+        alone = serving(text=tf.constant([text]))["probabilities"].numpy()[0]
+        np.testing.assert_allclose(alone, probabilities[row], atol=1e-5)
+
+
+def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_path):
+    _, config = trained
+    notes = data.read_notes(config.dataset_dir, "test")
+    paths = []
+    for row in range(10):
+        path = tmp_path / f"note{row}.txt"
+        path.write_text(notes.text[row])
+        paths.append(str(path))
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "experiments.predict", f"--export_dir={text_export}",
+            "--format=json", f"--descriptions_file={config.dataset_dir}/descriptions.tsv", *paths,
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    phrases = synthetic.make_code_table(EASY).phrases
+    hits = checked = 0
+    for row, prediction in enumerate(json.loads(result.stdout)):
+        for code in prediction["codes"]:
+            if code["code"] not in notes.codes[row]:
+                continue
+            checked += 1
+            assert code["description"] == phrases[code["code"]]
+            start, end = code["evidence_spans"][0]
+            text = notes.text[row]
+            assert text.encode()[start:end].decode() == code["evidence"][0]
+            # The strongest evidence token lies inside a mention of the code's phrase.
+            phrase = re.escape(phrases[code["code"]])
+            mentions = [m.span() for m in re.finditer(phrase, text, flags=re.IGNORECASE)]
+            hits += any(
+                len(text[:a].encode()) <= start and end <= len(text[:b].encode())
+                for a, b in mentions
+            )
+    assert checked >= 8 and hits >= 0.8 * checked
+
+
+def test_only_finished_longbert_runs_export(tmp_path, trained):
+    _, config = trained
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        export.load_trained(str(tmp_path))
+    with open(os.path.join(config.model_dir, "config.json")) as config_file:
+        (tmp_path / "config.json").write_text(config_file.read())
+    with pytest.raises(FileNotFoundError, match="finish training before exporting"):
+        export.load_trained(str(tmp_path))
