@@ -50,6 +50,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("train_steps", None, "Training steps; preset default.")
 flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
+flags.DEFINE_integer(
+    "checkpoint_every", None, "Steps between checkpoints of the latest state; default --eval_every."
+)
 flags.DEFINE_integer("batch_size", None, "Notes per batch; default 4, or 2 at seq_len >= 8192.")
 flags.DEFINE_float(
     "learning_rate", None, "Adam learning rate; preset default (the paper's 2e-4 for MIMIC)."
@@ -93,6 +96,7 @@ def resolve_config() -> configs.ExperimentConfig:
         model=FLAGS.model,
         max_words=FLAGS.max_words if FLAGS.model == "caml" else None,
         max_notes=FLAGS.max_notes,
+        checkpoint_every=FLAGS.checkpoint_every,
     )
 
 

@@ -153,7 +153,8 @@ class ExperimentConfig:
 
     `model` is `longbert` (which needs `encoder` and `segments`) or `caml`
     (which needs `max_words` and ignores both). `max_notes` keeps only the first
-    notes of every split, to shrink a run for a CPU.
+    notes of every split, to shrink a run for a CPU. The latest state is
+    checkpointed every `checkpoint_every` steps (default: every evaluation).
     """
 
     dataset: str
@@ -170,6 +171,7 @@ class ExperimentConfig:
     model: str = "longbert"
     max_words: int | None = None
     max_notes: int | None = None
+    checkpoint_every: int | None = None
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -181,8 +183,9 @@ class ExperimentConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
         if self.encoder_layers is not None and self.encoder_layers < 1:
             raise ValueError(f"encoder_layers={self.encoder_layers} must be at least 1")
-        if self.max_notes is not None and self.max_notes < 1:
-            raise ValueError(f"max_notes={self.max_notes} must be at least 1")
+        for name in ("max_notes", "checkpoint_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.model == "longbert" and (self.encoder is None or self.segments is None):
             raise ValueError("model longbert needs an encoder and a segment configuration")
         if self.model == "caml" and not (self.max_words or 0) >= 1:

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 from absl import logging
+from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 from longbert_tf import data, encoders, files, metrics, models, words
 from longbert_tf.configs import ExperimentConfig
@@ -129,8 +130,9 @@ def _check_config(config: ExperimentConfig) -> None:
     path = os.path.join(config.model_dir, "config.json")
     if os.path.exists(path):
         with open(path) as config_file:
-            saved = json.load(config_file)
-        current = json.loads(json.dumps(config.to_dict()))
+            # Through the dataclass, so fields added since the run started take their defaults.
+            saved = ExperimentConfig.from_dict(json.load(config_file)).to_dict()
+        current = config.to_dict()
         changed = {
             key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
         }
@@ -158,6 +160,11 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
             return json.load(metrics_file)
     keras.utils.set_random_seed(config.seed)
     experiment = build_experiment(config)
+    # The run's label order, beside its weights: serving needs nothing from the dataset folder.
+    files.write_text(
+        os.path.join(config.model_dir, data.LABELS_FILE),
+        "".join(f"{c}\n" for c in experiment.labels),
+    )
     model = experiment.model
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -201,24 +208,40 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
                 tf.summary.scalar("tokens_per_second", tokens / elapsed)
             tokens, started = 0, time.time()
         if current % config.eval_every == 0 or current == config.train_steps:
-            y_true, y_prob = experiment.predict("dev")
-            threshold, dev_f1 = metrics.tune_threshold(y_true, y_prob)
-            logging.info("step %d  dev micro F1 %.4f at threshold %.2f", current, dev_f1, threshold)
-            with dev_writer.as_default(step=current):
-                tf.summary.scalar("micro_f1", dev_f1)
-                tf.summary.scalar("threshold", threshold)
-                tf.summary.scalar("micro_pr_auc", metrics.average_precision(y_true, y_prob))
+            dev_f1 = validate(experiment, dev_writer, current)
             if dev_f1 > float(best_f1):
                 best_f1.assign(dev_f1)
                 best.save(checkpoint_number=current)
             latest.save(checkpoint_number=current)
             started = time.time()
+        elif current % (config.checkpoint_every or config.eval_every) == 0:
+            latest.save(checkpoint_number=current)
 
     tf.train.Checkpoint(model=model, step=step).restore(best.latest_checkpoint).expect_partial()
     results = evaluate(experiment)
     results["best_step"] = int(step)
     files.write_json(metrics_path, results)
     return results
+
+
+def validate(experiment: Experiment, writer, step: int) -> float:
+    """Dev micro F1 at its best threshold, with micro PR-AUC, ROC-AUC and a PR curve to TensorBoard.
+
+    Only numbers are written: no note text reaches logs or summaries.
+    """
+    y_true, y_prob = experiment.predict("dev")
+    threshold, dev_f1 = metrics.tune_threshold(y_true, y_prob)
+    logging.info("step %d  dev micro F1 %.4f at threshold %.2f", step, dev_f1, threshold)
+    with writer.as_default(step=step):
+        tf.summary.scalar("micro_f1", dev_f1)
+        tf.summary.scalar("threshold", threshold)
+        tf.summary.scalar("micro_pr_auc", metrics.average_precision(y_true, y_prob))
+        tf.summary.scalar("micro_roc_auc", metrics.roc_auc(y_true, y_prob))
+        curve = pr_curve_summary.pb(
+            "pr_curve", y_true.ravel().astype(bool), y_prob.ravel(), num_thresholds=101
+        )
+        tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
+    return dev_f1
 
 
 def evaluate(experiment: Experiment) -> dict:

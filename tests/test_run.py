@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data_prep import presets
-from longbert_tf import configs
+from longbert_tf import configs, data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
@@ -169,3 +169,28 @@ def test_dry_run_counts_a_truncated_hugging_face_encoder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     counts = [row.split()[-1] for row in result.stdout.strip().splitlines()[1:]]
     assert counts == ["15,615,360", "19,200", "19,250", "15,653,810"]  # H = 384
+
+
+def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_dataset_dir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    model_dir, _, result = finished_run
+    tags = {}
+    for events in ("train", "dev"):
+        accumulator = event_accumulator.EventAccumulator(
+            os.path.join(model_dir, events), size_guidance={event_accumulator.TENSORS: 0}
+        )
+        accumulator.Reload()
+        tags[events] = set(accumulator.Tags()["tensors"])
+    assert {"loss", "learning_rate", "tokens_per_second"} <= tags["train"]
+    assert {"micro_f1", "micro_pr_auc", "micro_roc_auc", "threshold"} <= tags["dev"]
+    assert "pr_curve/pr_curves" in tags["dev"]  # the PR-curve plugin's tag
+    # Clinical text stays out of logs and summaries: no 25-character piece of any note appears.
+    written = result.stderr + result.stdout
+    for path in glob.glob(os.path.join(model_dir, "*", "events.out.tfevents.*")):
+        with open(path, "rb") as event_file:
+            written += event_file.read().decode("latin-1")
+    for split in ("train", "dev", "test"):
+        for text in data.read_notes(tiny_dataset_dir, split).text:
+            pieces = {text[i : i + 25] for i in range(0, max(1, len(text) - 25), 97)}
+            assert not any(piece in written for piece in pieces)
