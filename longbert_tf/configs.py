@@ -34,6 +34,20 @@ class DatasetPreset:
     learning_rate: float = 2e-4
 
 
+# The paper's recipe on MIMIC (the paper's encoder, 4,096 tokens, 1M steps).
+MIMIC3 = dict(
+    seq_len=4096,
+    encoder=PAPER_ENCODER,
+    train_steps=1_000_000,
+    eval_every=10_000,
+    prepare_command=(
+        "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
+        "--out_dir=DATA_DIR"
+    ),
+)
+MIMIC4 = dict(
+    MIMIC3, prepare_command="python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir=DATA_DIR"
+)
 PRESETS = {
     preset.name: preset
     for preset in [
@@ -47,39 +61,9 @@ PRESETS = {
             prepare_command="python -m data_prep.synthetic --out_dir=DATA_DIR",
             learning_rate=1e-3,
         ),
-        DatasetPreset(
-            name="mimic3_full",
-            num_labels=8921,
-            seq_len=4096,
-            encoder=PAPER_ENCODER,
-            train_steps=1_000_000,
-            eval_every=10_000,
-            prepare_command=(
-                "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
-                "--out_dir=DATA_DIR"
-            ),
-        ),
-        DatasetPreset(
-            name="mimic3_50",
-            num_labels=50,
-            seq_len=4096,
-            encoder=PAPER_ENCODER,
-            train_steps=1_000_000,
-            eval_every=10_000,
-            prepare_command=(
-                "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
-                "--out_dir=DATA_DIR"
-            ),
-        ),
-        DatasetPreset(
-            name="mimic4_dx",
-            num_labels=72748,
-            seq_len=4096,
-            encoder=PAPER_ENCODER,
-            train_steps=1_000_000,
-            eval_every=10_000,
-            prepare_command="python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir=DATA_DIR",
-        ),
+        DatasetPreset(name="mimic3_full", num_labels=8921, **MIMIC3),
+        DatasetPreset(name="mimic3_50", num_labels=50, **MIMIC3),
+        DatasetPreset(name="mimic4_dx", num_labels=72748, **MIMIC4),
         DatasetPreset(
             name="codiesp_dx",
             num_labels=None,
