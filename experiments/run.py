@@ -58,6 +58,19 @@ flags.DEFINE_float(
     "learning_rate", None, "Adam learning rate; preset default (the paper's 2e-4 for MIMIC)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the random encoder.")
+flags.DEFINE_enum(
+    "label_attention",
+    "chunked",
+    sorted(configs.LABEL_ATTENTION_CHUNKS),
+    "dense: all codes' scores at once ([batch, codes, tokens]); chunked: 1,024 codes at a time, "
+    "recomputed in the backward pass (same results, far less memory).",
+)
+flags.DEFINE_enum(
+    "compute_dtype",
+    "float32",
+    ["float32", "bfloat16"],
+    "dtype of label attention's matrix products; softmax statistics and the loss stay float32.",
+)
 flags.DEFINE_integer(
     "max_words", configs.CAML_MAX_WORDS, "CAML: words read per note (Mullenbach et al.: 2,500)."
 )
@@ -97,6 +110,8 @@ def resolve_config() -> configs.ExperimentConfig:
         max_words=FLAGS.max_words if FLAGS.model == "caml" else None,
         max_notes=FLAGS.max_notes,
         checkpoint_every=FLAGS.checkpoint_every,
+        label_attention=FLAGS.label_attention,
+        compute_dtype=FLAGS.compute_dtype,
     )
 
 

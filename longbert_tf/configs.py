@@ -4,6 +4,8 @@ import dataclasses
 import os
 
 MODELS = ("longbert", "caml")
+# Codes per chunk of label attention: None computes all codes at once.
+LABEL_ATTENTION_CHUNKS = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
 CAML_LEARNING_RATE = 1e-4  # Mullenbach et al.'s, for MIMIC-III full and top-50
 CAML_BATCH_SIZE = 16
@@ -139,6 +141,9 @@ class ExperimentConfig:
     (which needs `max_words` and ignores both). `max_notes` keeps only the first
     notes of every split, to shrink a run for a CPU. The latest state is
     checkpointed every `checkpoint_every` steps (default: every evaluation).
+    `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
+    products) choose how label attention is computed; results are the same up
+    to floating point (see `layers.LabelAttention`).
     """
 
     dataset: str
@@ -156,6 +161,8 @@ class ExperimentConfig:
     max_words: int | None = None
     max_notes: int | None = None
     checkpoint_every: int | None = None
+    label_attention: str = "chunked"
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -176,6 +183,17 @@ class ExperimentConfig:
             raise ValueError(f"model caml needs max_words >= 1, got {self.max_words}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {MODELS}")
+        if self.label_attention not in LABEL_ATTENTION_CHUNKS:
+            choices = sorted(LABEL_ATTENTION_CHUNKS)
+            raise ValueError(f"label_attention={self.label_attention!r}: choose from {choices}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16")
+
+    @property
+    def label_attention_args(self) -> dict:
+        return dict(
+            chunk_size=LABEL_ATTENTION_CHUNKS[self.label_attention], matmul_dtype=self.compute_dtype
+        )
 
     @property
     def input_length(self) -> int:

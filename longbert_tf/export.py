@@ -68,7 +68,12 @@ def load_trained(model_dir: str) -> TrainedModel:
         config.encoder, config.dataset_dir, config.seed, config.encoder_layers
     )
     encoder = encoders.load(handle, config.segments.segment_length)
-    model = LongBERT(encoder.layer, num_labels=len(labels), seed=config.seed)
+    model = LongBERT(
+        encoder.layer,
+        num_labels=len(labels),
+        seed=config.seed,
+        label_attention_args=config.label_attention_args,
+    )
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
     best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))

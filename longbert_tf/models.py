@@ -19,18 +19,21 @@ class LongBERT(keras.Model):
       encoder: a `hub.KerasLayer` over a TF-Hub BERT encoder.
       num_labels: number of codes.
       seed: seed of the label attention initializers.
+      label_attention_args: `chunk_size` and `matmul_dtype` of `LabelAttention`.
 
     Call arguments: a dict with `input_word_ids` and `input_mask`, int32
     `[batch, num_segments, width]` (mask 0 on padding). Returns float32 logits
     `[batch, num_labels]`.
     """
 
-    def __init__(self, encoder, num_labels, seed=0, **kwargs):
+    def __init__(self, encoder, num_labels, seed=0, label_attention_args=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.num_labels = num_labels
         self.seed = seed
-        self.label_attention = LabelAttention(num_labels, seed=seed, name="label_attention")
+        self.label_attention = LabelAttention(
+            num_labels, seed=seed, name="label_attention", **(label_attention_args or {})
+        )
 
     def encode(self, inputs, training=None):
         """Token representations of the notes: `([batch, num_segments * width, hidden], mask)`."""

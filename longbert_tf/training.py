@@ -90,7 +90,12 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         )
         encoder = encoders.load(handle, config.segments.segment_length)
         vocab = encoder.vocab
-        model = LongBERT(encoder.layer, num_labels=len(labels), seed=config.seed)
+        model = LongBERT(
+            encoder.layer,
+            num_labels=len(labels),
+            seed=config.seed,
+            label_attention_args=config.label_attention_args,
+        )
         segmenter = data.bert_segmenter(config.segments, vocab)
         max_segments = config.segments.max_segments
     records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
@@ -104,14 +109,15 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
     return Experiment(config, labels, records, model, segmenter, max_segments)
 
 
-def make_train_step(model: keras.Model, optimizer, element_spec):
+def make_train_step(model: keras.Model, optimizer, element_spec, jit_compile: bool = False):
     """A compiled step: binary cross-entropy (mean over codes and notes), one Adam update.
 
     `element_spec` is the `(features, labels)` spec of the training pipeline;
-    its unknown batch, segment and width dimensions let one trace serve every bucket.
+    its unknown batch, segment and width dimensions let one trace serve every
+    bucket. `jit_compile` compiles the step with XLA (for fixed shapes).
     """
 
-    @tf.function(input_signature=list(element_spec))
+    @tf.function(input_signature=list(element_spec), jit_compile=jit_compile)
     def train_step(features, labels):
         with tf.GradientTape() as tape:
             logits = model(features, training=True)

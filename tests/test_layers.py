@@ -102,3 +102,43 @@ def test_position_embedding_slices_to_the_input_length():
     inputs = tf.zeros([2, 5, 4])
     assert check_layer(layer, dict(inputs=inputs)).shape == (1, 5, 4)
     np.testing.assert_array_equal(layer(inputs)[0].numpy(), layer.embeddings.numpy()[:5])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 7, 23, 64])
+def test_chunked_label_attention_equals_dense_with_gradients(token_batch, chunk_size):
+    tokens, mask = token_batch
+    dense = LabelAttention(num_labels=23, seed=2)
+    chunked = LabelAttention(num_labels=23, seed=2, chunk_size=chunk_size)
+    dense(tokens, mask)
+    chunked(tokens, mask)
+    chunked.set_weights(dense.get_weights())
+    upstream = tf.constant(np.random.default_rng(5).normal(size=(3, 23)), tf.float32)
+
+    @tf.function
+    def forward_backward(layer):
+        token_tensor = tf.constant(tokens)
+        with tf.GradientTape() as tape:
+            tape.watch(token_tensor)
+            loss = tf.reduce_sum(layer(token_tensor, mask) * upstream)
+        return [layer(token_tensor, mask)] + tape.gradient(
+            loss, [token_tensor] + layer.trainable_weights
+        )
+
+    for expected, actual in zip(forward_backward(dense), forward_backward(chunked)):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_products_stay_close_to_float32(token_batch):
+    tokens, mask = token_batch
+    layers = [
+        LabelAttention(num_labels=9, seed=3, chunk_size=chunk, matmul_dtype=dtype)
+        for chunk, dtype in [(None, "float32"), (None, "bfloat16"), (4, "bfloat16")]
+    ]
+    for layer in layers:
+        layer(tokens, mask)
+        layer.set_weights(layers[0].get_weights())
+    reference = layers[0](tokens, mask).numpy()
+    for layer in layers[1:]:
+        logits = layer(tokens, mask)
+        assert logits.dtype == tf.float32
+        np.testing.assert_allclose(logits.numpy(), reference, atol=2e-2)

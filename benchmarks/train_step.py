@@ -1,0 +1,204 @@
+"""Training-step time, throughput and peak memory of LongBERT on synthetic inputs.
+
+    python benchmarks/train_step.py --num_labels=72748 --seq_len=8192 --batch_size=1 \\
+        --label_attention=chunked --compute_dtype=bfloat16
+    python benchmarks/train_step.py --sweep   # every configuration, each in its own process
+
+The model is the paper's (L-2/H-256/A-4 encoder, randomly initialised, 512-token
+segments, label attention over all tokens, Adam), the batch random token ids with
+every position real and about 15 codes per note. One run prints `step time`
+(mean of `--steps` timed steps after `--warmup`), note tokens per second, the
+achieved GFLOP/s (model FLOPs: the backward recomputation of chunked label
+attention is not counted) and the process's peak resident memory. `--sweep`
+measures the matmul peak of this machine once, then runs every configuration of
+`--sweep_labels` x `--sweep_seq_lens` x `--sweep_batches` for dense and chunked
+label attention in float32 and bfloat16, each in a fresh process (so peak memory
+is that configuration's), and prints them side by side. Configurations whose
+dense label attention would need more than `--memory_limit_gb` are skipped.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+from longbert_tf import bert, configs, encoders, models, training
+from longbert_tf.framework import keras, tf
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_labels", 8921, "Codes.")
+flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of 512).")
+flags.DEFINE_integer("batch_size", 1, "Notes per step.")
+flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNKS), "")
+flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Label attention matmuls.")
+flags.DEFINE_integer("steps", 3, "Timed steps.")
+flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, allocation).")
+flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
+flags.DEFINE_bool("json", False, "Print one JSON line instead of text.")
+flags.DEFINE_bool("sweep", False, "Run every configuration, each in its own process.")
+flags.DEFINE_list("sweep_labels", ["50", "8921", "72748"], "Codes of the sweep.")
+flags.DEFINE_list("sweep_seq_lens", ["512", "2048", "8192"], "Tokens of the sweep.")
+flags.DEFINE_list("sweep_batches", ["1", "2", "4"], "Batches of the sweep.")
+flags.DEFINE_float("memory_limit_gb", 18.0, "Skip configurations estimated above this.")
+
+ARCH = bert.BertArchitecture()
+SEGMENT = 512
+CODES_PER_NOTE = 15
+
+
+def benchmark_encoder() -> str:
+    """The paper-size random encoder in the TF-Hub format, built once into the cache."""
+    path = os.path.join(encoders.cache_root(), "benchmark", f"random-{ARCH.name}")
+    if not os.path.exists(path):
+        tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tokens += [f"w{i}" for i in range(ARCH.vocab_size - len(tokens))]
+        encoders.build_random_encoder(ARCH, tokens, path, seed=0)
+    return path
+
+
+def model_flops(num_labels: int, seq_len: int, batch_size: int) -> float:
+    """FLOPs of one training step (forward + backward = 3 x forward), without recomputation."""
+    hidden, inner = ARCH.hidden_size, ARCH.intermediate_size
+    tokens = batch_size * seq_len
+    per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 4 * SEGMENT * hidden
+    encoder = tokens * ARCH.num_layers * per_token_layer
+    label_attention = 2 * 2 * tokens * num_labels * hidden  # scores and context products
+    return 3.0 * (encoder + label_attention)
+
+
+def matmul_peak(dtype) -> float:
+    """GFLOP/s of a large matrix product in `dtype` on this machine."""
+    size = 2048
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    product = tf.function(lambda x, y: tf.matmul(x, y))
+    product(a, b).numpy()
+    started, repeats = time.perf_counter(), 10
+    for _ in range(repeats):
+        product(a, b).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def run_one() -> dict:
+    """Times the training step of the configuration in FLAGS."""
+    keras.utils.set_random_seed(0)
+    encoder = encoders.load(benchmark_encoder(), SEGMENT)
+    chunk_size = configs.LABEL_ATTENTION_CHUNKS[FLAGS.label_attention]
+    model = models.LongBERT(
+        encoder.layer,
+        FLAGS.num_labels,
+        label_attention_args=dict(chunk_size=chunk_size, matmul_dtype=FLAGS.compute_dtype),
+    )
+    rng = np.random.default_rng(0)
+    shape = [FLAGS.batch_size, FLAGS.seq_len // SEGMENT, SEGMENT]
+    features = dict(
+        input_word_ids=tf.constant(rng.integers(5, ARCH.vocab_size, shape), tf.int32),
+        input_mask=tf.ones(shape, tf.int32),
+    )
+    labels = np.zeros([FLAGS.batch_size, FLAGS.num_labels], np.float32)
+    for row in labels:
+        row[rng.choice(FLAGS.num_labels, min(CODES_PER_NOTE, FLAGS.num_labels), replace=False)] = 1
+    labels = tf.constant(labels)
+    spec = (
+        {key: tf.TensorSpec(value.shape, value.dtype) for key, value in features.items()},
+        tf.TensorSpec(labels.shape, labels.dtype),
+    )
+    step = training.make_train_step(model, keras.optimizers.Adam(2e-4), spec, jit_compile=FLAGS.xla)
+    for _ in range(FLAGS.warmup):
+        step(features, labels).numpy()
+    started = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        step(features, labels).numpy()
+    seconds = (time.perf_counter() - started) / FLAGS.steps
+    flops = model_flops(FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
+    return dict(
+        num_labels=FLAGS.num_labels,
+        seq_len=FLAGS.seq_len,
+        batch_size=FLAGS.batch_size,
+        label_attention=FLAGS.label_attention,
+        compute_dtype=FLAGS.compute_dtype,
+        xla=FLAGS.xla,
+        step_seconds=seconds,
+        tokens_per_second=FLAGS.batch_size * FLAGS.seq_len / seconds,
+        gflops_per_second=flops / seconds / 1e9,
+        peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    )
+
+
+def dense_memory_gb(num_labels: int, seq_len: int, batch_size: int) -> float:
+    """About five float32 `[batch, codes, tokens]` tensors live at once in dense label attention."""
+    return 5 * 4 * batch_size * num_labels * seq_len / 2**30
+
+
+def sweep():
+    peaks = {dtype: matmul_peak(dtype) for dtype in (tf.float32, tf.bfloat16)}
+    print(
+        f"matmul peak: {peaks[tf.float32]:.0f} GFLOP/s float32, "
+        f"{peaks[tf.bfloat16]:.0f} GFLOP/s bfloat16 (2,048 x 2,048 products)"
+    )
+    print(
+        "| codes | tokens | batch | label attention | dtype | step time | tokens/s | GFLOP/s "
+        "(% of peak) | peak memory |"
+    )
+    print("|---" * 9 + "|")
+    for num_labels in map(int, FLAGS.sweep_labels):
+        for seq_len in map(int, FLAGS.sweep_seq_lens):
+            for batch_size in map(int, FLAGS.sweep_batches):
+                for attention in ("dense", "chunked"):
+                    for dtype in ("float32", "bfloat16"):
+                        prefix = (
+                            f"| {num_labels} | {seq_len} | {batch_size} | {attention} | {dtype} |"
+                        )
+                        needed = dense_memory_gb(num_labels, seq_len, batch_size)
+                        if attention == "dense" and needed > FLAGS.memory_limit_gb:
+                            print(
+                                f"{prefix} skipped: needs about {needed:.0f} GB | | | |", flush=True
+                            )
+                            continue
+                        command = [
+                            sys.executable, __file__, "--json", f"--num_labels={num_labels}",
+                            f"--seq_len={seq_len}", f"--batch_size={batch_size}",
+                            f"--label_attention={attention}", f"--compute_dtype={dtype}",
+                            f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
+                            f"--xla={FLAGS.xla}",
+                        ]  # fmt: skip
+                        done = subprocess.run(command, capture_output=True, text=True)
+                        if done.returncode:
+                            print(
+                                f"{prefix} failed: {done.stderr.strip().splitlines()[-1]} | | | |"
+                            )
+                            continue
+                        result = json.loads(done.stdout.strip().splitlines()[-1])
+                        peak = peaks[tf.bfloat16 if dtype == "bfloat16" else tf.float32]
+                        print(
+                            f"{prefix} {result['step_seconds']:.2f} s | "
+                            f"{result['tokens_per_second']:,.0f} | "
+                            f"{result['gflops_per_second']:.0f} "
+                            f"({100 * result['gflops_per_second'] / peak:.0f}%) | "
+                            f"{result['peak_memory_gb']:.2f} GB |",
+                            flush=True,
+                        )
+
+
+def main(argv):
+    del argv
+    if FLAGS.sweep:
+        sweep()
+        return
+    result = run_one()
+    if FLAGS.json:
+        print(json.dumps(result))
+        return
+    print(f"step time: {result['step_seconds']:.2f} s")
+    print(f"tokens/s: {result['tokens_per_second']:,.0f}")
+    print(f"achieved: {result['gflops_per_second']:.0f} GFLOP/s")
+    print(f"peak memory: {result['peak_memory_gb']:.2f} GB")
+
+
+if __name__ == "__main__":
+    app.run(main)
