@@ -116,6 +116,9 @@ def run_one() -> dict:
         step(features, labels).numpy()
     seconds = (time.perf_counter() - started) / FLAGS.steps
     flops = model_flops(FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
+    gpu_peak = None
+    if tf.config.list_physical_devices("GPU"):
+        gpu_peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
     return dict(
         num_labels=FLAGS.num_labels,
         seq_len=FLAGS.seq_len,
@@ -127,6 +130,7 @@ def run_one() -> dict:
         tokens_per_second=FLAGS.batch_size * FLAGS.seq_len / seconds,
         gflops_per_second=flops / seconds / 1e9,
         peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        peak_gpu_memory_gb=gpu_peak,
     )
 
 
@@ -198,6 +202,8 @@ def main(argv):
     print(f"tokens/s: {result['tokens_per_second']:,.0f}")
     print(f"achieved: {result['gflops_per_second']:.0f} GFLOP/s")
     print(f"peak memory: {result['peak_memory_gb']:.2f} GB")
+    if result["peak_gpu_memory_gb"] is not None:
+        print(f"peak GPU memory: {result['peak_gpu_memory_gb']:.2f} GB")
 
 
 if __name__ == "__main__":
