@@ -36,6 +36,9 @@ flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of 512).")
 flags.DEFINE_integer("batch_size", 1, "Notes per step.")
 flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNKS), "")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Label attention matmuls.")
+flags.DEFINE_integer(
+    "chunk_size", None, "Codes per chunk of chunked label attention (default 1,024)."
+)
 flags.DEFINE_integer("steps", 3, "Timed steps.")
 flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
@@ -89,6 +92,8 @@ def run_one() -> dict:
     keras.utils.set_random_seed(0)
     encoder = encoders.load(benchmark_encoder(), SEGMENT)
     chunk_size = configs.LABEL_ATTENTION_CHUNKS[FLAGS.label_attention]
+    if chunk_size and FLAGS.chunk_size:
+        chunk_size = FLAGS.chunk_size
     model = models.LongBERT(
         encoder.layer,
         FLAGS.num_labels,

@@ -18,110 +18,173 @@ def masked_softmax(scores, mask):
     return unnormalised / tf.maximum(total, 1e-30)
 
 
-def _code_chunks(matrix, chunk_size):
-    """`[codes, hidden]` -> `[num_chunks, chunk_size, hidden]`, zero-padded at the end."""
-    num_codes, hidden_size = tf.shape(matrix)[0], tf.shape(matrix)[1]
+def _code_chunks(values, chunk_size):
+    """`[codes, ...]` -> `[num_chunks, chunk_size, ...]`, zero-padded at the end."""
+    num_codes = tf.shape(values)[0]
     num_chunks = (num_codes + chunk_size - 1) // chunk_size
-    padded = tf.pad(matrix, [[0, num_chunks * chunk_size - num_codes], [0, 0]])
-    return tf.reshape(padded, [num_chunks, chunk_size, hidden_size])
+    padding = [[0, num_chunks * chunk_size - num_codes]] + [[0, 0]] * (len(values.shape) - 1)
+    shape = tf.concat([[num_chunks, chunk_size], tf.shape(values)[1:]], 0)
+    return tf.reshape(tf.pad(values, padding), shape)
 
 
-def chunked_label_logits(tokens, mask, queries, weights, chunk_size, compute_dtype=tf.float32):
-    """Label attention logits without biases, `chunk_size` codes at a time.
+def _unchunk(chunks, num_codes):
+    """`[num_chunks, chunk_size, ...]` -> `[num_codes, ...]`."""
+    shape = tf.concat([[-1], tf.shape(chunks)[2:]], 0)
+    return tf.reshape(chunks, shape)[:num_codes]
 
-    Equal to `LabelAttention` (dense): logit_c = sum_i a_ci <e_i, w_c> with
-    a_c = masked softmax of <e_i, q_c>. Each chunk's scores and softmax live
-    only while that chunk is processed, and the backward pass recomputes them
-    (custom gradient) instead of keeping `[batch, codes, tokens]` tensors, so
-    memory is O(batch x chunk_size x tokens + batch x tokens x hidden + codes x
-    hidden). Matrix products run in `compute_dtype` (e.g. bfloat16); softmax
-    statistics, logits and gradients are float32.
+
+@tf.function(jit_compile=True)
+def _chunk_attention(products, mask_bias, has_token):
+    """One chunk's attention terms, fused by XLA (matrix products stay outside).
 
     Args:
-      tokens: float `[batch, num_tokens, hidden]`; mask: `[batch, num_tokens]`.
-      queries, weights: float32 `[codes, hidden]`.
+      products: `[batch, 2 * chunk, tokens]`, <e, q> for the chunk's codes, then <e, w>.
+      mask_bias: float32 `[batch, 1, tokens]`, 0 on tokens and -1e30 on padding.
+      has_token: float32 `[batch, 1]`, 0 for a note without any token.
 
     Returns:
-      float32 `[batch, codes]`.
+      `(weights, values, attended)`: float32 `[batch, chunk, tokens]` twice and
+      `[batch, chunk]`, attended = sum_i a_ci <e_i, w_c> (0 for an empty note).
     """
+    products = tf.cast(products, tf.float32)
+    chunk_size = tf.shape(products)[1] // 2
+    weights = tf.nn.softmax(products[:, :chunk_size] + mask_bias, axis=-1)
+    values = products[:, chunk_size:]
+    return weights, values, tf.reduce_sum(weights * values, -1) * has_token
+
+
+@tf.function(jit_compile=True)
+def _chunk_loss(products, mask_bias, has_token, biases, labels, is_code, grad_dtype):
+    """One chunk's summed cross-entropy and its gradients, fused by XLA.
+
+    `biases`, `is_code` `[chunk]` and `labels` `[batch, chunk]` belong to the
+    chunk (padding codes have `is_code` 0). Returns `(loss [batch], bias
+    gradients [chunk], product gradients [batch, 2 * chunk, tokens])`, the
+    last in `grad_dtype` for the matrix products that follow.
+    """
+    weights, values, attended = _chunk_attention(products, mask_bias, has_token)
+    logits = attended + biases
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits) * is_code
+    logit_grads = (tf.sigmoid(logits) - labels) * is_code * has_token  # [batch, chunk]
+    value_grads = weights * logit_grads[:, :, tf.newaxis]  # d loss / d <e, w>
+    score_grads = value_grads * (values - attended[:, :, tf.newaxis])  # softmax backward
+    grads = tf.cast(tf.concat([score_grads, value_grads], 1), grad_dtype)
+    return tf.reduce_sum(loss, -1), tf.reduce_sum(logit_grads, 0), grads
+
+
+def _prepare(tokens, mask, queries, weights, chunk_size, matmul_dtype):
+    """Tokens in `matmul_dtype`, the mask as a bias, and each chunk's queries beside its weights."""
     mask = tf.cast(mask, tf.float32)
+    mask_bias = (1.0 - mask)[:, tf.newaxis, :] * -1e30
+    has_token = tf.cast(tf.reduce_any(mask > 0, axis=-1), tf.float32)[:, tf.newaxis]
+    chunks = tf.concat(
+        [_code_chunks(queries, chunk_size), _code_chunks(weights, chunk_size)], axis=1
+    )  # [num_chunks, 2 * chunk, hidden]
+    return tf.cast(tokens, matmul_dtype), mask_bias, has_token, tf.cast(chunks, matmul_dtype)
+
+
+def chunked_logits(tokens, mask, queries, weights, chunk_size, matmul_dtype="float32"):
+    """Label attention logits without biases, `chunk_size` codes at a time: `[batch, codes]`.
+
+    Equal to the dense computation; only one chunk's `[batch, chunk, tokens]`
+    scores exist at a time. For training use `chunked_loss`, which computes
+    the gradients in the same pass.
+    """
+    tokens, mask_bias, has_token, chunks = _prepare(
+        tokens, mask, queries, weights, chunk_size, matmul_dtype
+    )
+
+    def body(index, attended):
+        products = tf.matmul(chunks[index], tokens, transpose_b=True)  # [batch, 2 * chunk, tokens]
+        return index + 1, attended.write(index, _chunk_attention(products, mask_bias, has_token)[2])
+
+    num_chunks = tf.shape(chunks)[0]
+    _, attended = tf.while_loop(
+        lambda index, _: index < num_chunks,
+        body,
+        (0, tf.TensorArray(tf.float32, size=num_chunks)),
+        parallel_iterations=1,
+    )
+    attended = tf.transpose(attended.stack(), [0, 2, 1])  # [num_chunks, chunk, batch]
+    return tf.transpose(_unchunk(attended, tf.shape(queries)[0]))
+
+
+def chunked_loss(
+    tokens, mask, labels, queries, weights, biases, chunk_size, matmul_dtype="float32"
+):
+    """Sum over notes of the mean binary cross-entropy over codes, `chunk_size` codes at a time.
+
+    Equal (value and gradients) to the dense `LabelAttention` followed by the
+    loss, but each chunk's gradients are computed in the same pass as its
+    logits (custom gradient), so neither `[batch, codes, tokens]` tensors nor a
+    recomputation in the backward pass are needed: memory is O(batch x chunk x
+    tokens + batch x tokens x hidden + codes x hidden). Matrix products run in
+    `matmul_dtype`; softmax statistics, logits, loss and gradients are float32.
+
+    Args:
+      tokens: `[batch, tokens, hidden]`; mask: `[batch, tokens]`; labels:
+        float32 `[batch, codes]`; queries, weights: `[codes, hidden]`; biases `[codes]`.
+
+    Returns:
+      float32 scalar.
+    """
+    num_codes = tf.shape(queries)[0]
 
     @tf.custom_gradient
-    def attend(tokens, queries, weights):
-        num_codes = tf.shape(queries)[0]
-        # Queries and weights of a chunk side by side: one product gives scores and values.
-        paired = tf.concat(
-            [_code_chunks(queries, chunk_size), _code_chunks(weights, chunk_size)], 1
+    def loss_and_grads(tokens, queries, weights, biases):
+        token_products, mask_bias, has_token, chunks = _prepare(
+            tokens, mask, queries, weights, chunk_size, matmul_dtype
         )
-        num_chunks = tf.shape(paired)[0]
-        tokens_compute = tf.cast(tokens, compute_dtype)
+        bias_chunks = _code_chunks(biases, chunk_size)
+        label_chunks = tf.transpose(_code_chunks(tf.transpose(labels), chunk_size), [0, 2, 1])
+        is_code = _code_chunks(tf.ones([num_codes]), chunk_size)
 
-        def attention_and_values(index):
-            """`a` (softmax of <e, q>) and `v` (<e, w>), float32 `[batch, chunk, tokens]`."""
-            products = tf.einsum(
-                "bnh,kh->bkn", tokens_compute, tf.cast(paired[index], compute_dtype)
+        def body(index, loss, token_grads, query_grads, weight_grads, bias_grads):
+            chunk = chunks[index]
+            products = tf.matmul(chunk, token_products, transpose_b=True)
+            note_loss, chunk_bias_grads, product_grads = _chunk_loss(
+                products,
+                mask_bias,
+                has_token,
+                bias_chunks[index],
+                label_chunks[index],
+                is_code[index],
+                matmul_dtype,
             )
-            products = tf.cast(products, tf.float32)
-            return masked_softmax(products[:, :chunk_size], mask), products[:, chunk_size:]
+            chunk_grads = tf.reduce_sum(tf.matmul(product_grads, token_products), 0)
+            chunk_grads = tf.cast(chunk_grads, tf.float32)  # [2 * chunk, hidden]
+            token_grads += tf.cast(tf.matmul(product_grads, chunk, transpose_a=True), tf.float32)
+            return (
+                index + 1,
+                loss + note_loss,
+                token_grads,
+                query_grads.write(index, chunk_grads[:chunk_size]),
+                weight_grads.write(index, chunk_grads[chunk_size:]),
+                bias_grads.write(index, chunk_bias_grads),
+            )
 
-        def forward_chunk(index, logits):
-            attention, values = attention_and_values(index)
-            return index + 1, logits.write(index, tf.reduce_sum(attention * values, axis=-1))
-
-        _, chunk_logits = tf.while_loop(
-            lambda index, _: index < num_chunks,
-            forward_chunk,
-            (0, tf.TensorArray(tf.float32, size=num_chunks)),
+        num_chunks = tf.shape(chunks)[0]
+        _, note_loss, token_grads, query_grads, weight_grads, bias_grads = tf.while_loop(
+            lambda index, *_: index < num_chunks,
+            body,
+            (0, tf.zeros([tf.shape(tokens)[0]]), tf.zeros(tf.shape(tokens), tf.float32))
+            + tuple(tf.TensorArray(tf.float32, size=num_chunks) for _ in range(3)),
             parallel_iterations=1,
         )
-        batch_size = tf.shape(tokens)[0]
-        logits = tf.transpose(chunk_logits.stack(), [1, 0, 2])
-        logits = tf.reshape(logits, [batch_size, num_chunks * chunk_size])[:, :num_codes]
+        scale = 1.0 / tf.cast(num_codes, tf.float32)  # the mean over codes
 
         def grad(upstream):
-            padding = num_chunks * chunk_size - num_codes
-            upstream = tf.reshape(
-                tf.pad(upstream, [[0, 0], [0, padding]]), [batch_size, num_chunks, -1]
-            )
-            upstream = tf.transpose(upstream, [1, 0, 2])  # [num_chunks, batch, chunk]
-
-            def backward_chunk(index, token_grads, paired_grads):
-                attention, values = attention_and_values(index)
-                gradient = upstream[index][:, :, tf.newaxis]
-                value_grads = gradient * attention  # d logit / d v
-                attention_grads = gradient * values  # d logit / d a
-                score_grads = attention * (
-                    attention_grads - tf.reduce_sum(attention * attention_grads, -1, keepdims=True)
-                )
-                both = tf.cast(tf.concat([score_grads, value_grads], 1), compute_dtype)
-                paired_grads = paired_grads.write(
-                    index, tf.cast(tf.einsum("bkn,bnh->kh", both, tokens_compute), tf.float32)
-                )
-                chunk = tf.cast(paired[index], compute_dtype)
-                token_grads += tf.cast(tf.einsum("bkn,kh->bnh", both, chunk), tf.float32)
-                return index + 1, token_grads, paired_grads
-
-            _, token_grads, paired_grads = tf.while_loop(
-                lambda index, *_: index < num_chunks,
-                backward_chunk,
-                (0, tf.zeros_like(tokens, tf.float32), tf.TensorArray(tf.float32, size=num_chunks)),
-                parallel_iterations=1,
-            )
-            paired_grads = paired_grads.stack()  # [num_chunks, 2 * chunk, hidden]
-            hidden_size = tf.shape(queries)[1]
-
-            def unchunk(chunks):
-                return tf.reshape(chunks, [num_chunks * chunk_size, hidden_size])[:num_codes]
-
+            factor = upstream * scale
             return (
-                tf.cast(token_grads, tokens.dtype),
-                unchunk(paired_grads[:, :chunk_size]),
-                unchunk(paired_grads[:, chunk_size:]),
+                tf.cast(factor * token_grads, tokens.dtype),
+                factor * _unchunk(query_grads.stack(), num_codes),
+                factor * _unchunk(weight_grads.stack(), num_codes),
+                factor * _unchunk(bias_grads.stack(), num_codes),
             )
 
-        return logits, grad
+        return tf.reduce_sum(note_loss) * scale, grad
 
-    return attend(tokens, queries, weights)
+    return loss_and_grads(tokens, queries, weights, biases)
 
 
 class LabelAttention(keras.layers.Layer):
@@ -137,8 +200,8 @@ class LabelAttention(keras.layers.Layer):
       kernel_initializer: initializer of q and w (name or config; BERT's
         truncated normal with stddev 0.02 by default, CAML uses glorot_uniform).
       chunk_size: None computes all codes at once (`[batch, codes, tokens]`
-        scores); an integer computes `chunk_size` codes at a time and recomputes
-        in the backward pass (`chunked_label_logits`), same results, far less memory.
+        scores); an integer computes `chunk_size` codes at a time
+        (`chunked_logits`, `chunked_loss`): same results, far less memory.
       matmul_dtype: dtype of the matrix products ("float32" or "bfloat16");
         softmax statistics, logits and the loss stay float32.
 
@@ -197,12 +260,12 @@ class LabelAttention(keras.layers.Layer):
 
     def call(self, tokens, mask):
         if self.chunk_size:
-            logits = chunked_label_logits(
+            logits = chunked_logits(
                 tokens,
                 mask,
-                tf.convert_to_tensor(self.label_queries),
-                tf.convert_to_tensor(self.label_weights),
-                self.chunk_size,
+                self.label_queries,
+                self.label_weights,
+                min(self.chunk_size, self.num_labels),
                 self.matmul_dtype,
             )
             return logits + self.label_biases
@@ -213,6 +276,33 @@ class LabelAttention(keras.layers.Layer):
         label_context = tf.einsum("bcn,bnh->bch", tf.cast(weights, self.matmul_dtype), tokens)
         label_context = tf.cast(label_context, tf.float32)  # z_c
         return tf.einsum("bch,ch->bc", label_context, self.label_weights) + self.label_biases
+
+    def loss(self, tokens, mask, labels, denominator):
+        """Sum over notes of the mean binary cross-entropy over codes, divided by `denominator`.
+
+        `labels` float32 `[batch, codes]`; `denominator` is the global batch
+        size (`tf.nn.compute_average_loss`'s convention, right under any
+        distribution strategy). With `chunk_size`, the gradients come from
+        `chunked_loss`'s single pass.
+        """
+        if not self.built:
+            self(tokens, mask)  # creates the weights
+        if self.chunk_size:
+            total = chunked_loss(
+                tokens,
+                mask,
+                labels,
+                self.label_queries,
+                self.label_weights,
+                self.label_biases,
+                min(self.chunk_size, self.num_labels),  # no padding codes when there are few
+                self.matmul_dtype,
+            )
+        else:
+            logits = self(tokens, mask)
+            cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            total = tf.reduce_sum(tf.reduce_mean(cross_entropy, axis=-1))
+        return total / tf.cast(denominator, tf.float32)
 
     def attention_weights(self, tokens, mask, label_indices):
         """Attention of chosen codes: `label_indices` int `[batch, K]` -> `[batch, K, num_tokens]`.

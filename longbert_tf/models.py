@@ -121,12 +121,15 @@ class CAML(keras.Model):
             num_labels, seed=seed, kernel_initializer="glorot_uniform", name="label_attention"
         )
 
-    def call(self, inputs, training=None):
+    def encode(self, inputs, training=None):
+        """Convolution features of the words and their mask: `([batch, words, filters], mask)`."""
         word_ids = inputs["input_word_ids"][:, 0, :]
         mask = inputs["input_mask"][:, 0, :]
         embedded = self.embedding(word_ids) * tf.cast(mask, tf.float32)[:, :, tf.newaxis]
-        hidden = self.convolution(self.dropout(embedded, training=training))
-        return self.label_attention(hidden, mask)
+        return self.convolution(self.dropout(embedded, training=training)), mask
+
+    def call(self, inputs, training=None):
+        return self.label_attention(*self.encode(inputs, training=training))
 
 
 def parameter_breakdown(encoder_parameters: int, hidden_size: int, num_labels: int) -> dict:

@@ -120,10 +120,8 @@ def make_train_step(model: keras.Model, optimizer, element_spec, jit_compile: bo
     @tf.function(input_signature=list(element_spec), jit_compile=jit_compile)
     def train_step(features, labels):
         with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            loss = tf.reduce_mean(
-                tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-            )
+            tokens, mask = model.encode(features, training=True)
+            loss = model.label_attention.loss(tokens, mask, labels, tf.shape(labels)[0])
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss

@@ -106,26 +106,38 @@ def test_position_embedding_slices_to_the_input_length():
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 23, 64])
 def test_chunked_label_attention_equals_dense_with_gradients(token_batch, chunk_size):
-    tokens, mask = token_batch
+    tokens, mask = token_batch  # note 2 has a single token, note 3 none at all
     dense = LabelAttention(num_labels=23, seed=2)
     chunked = LabelAttention(num_labels=23, seed=2, chunk_size=chunk_size)
     dense(tokens, mask)
     chunked(tokens, mask)
+    dense.label_biases.assign(np.linspace(-3, 1, 23))
     chunked.set_weights(dense.get_weights())
-    upstream = tf.constant(np.random.default_rng(5).normal(size=(3, 23)), tf.float32)
+    labels = tf.constant(np.random.default_rng(5).random((3, 23)) < 0.3, tf.float32)
 
     @tf.function
-    def forward_backward(layer):
+    def logits_loss_and_grads(layer):
         token_tensor = tf.constant(tokens)
         with tf.GradientTape() as tape:
             tape.watch(token_tensor)
-            loss = tf.reduce_sum(layer(token_tensor, mask) * upstream)
-        return [layer(token_tensor, mask)] + tape.gradient(
-            loss, [token_tensor] + layer.trainable_weights
-        )
+            loss = layer.loss(token_tensor, mask, labels, denominator=4)
+        grads = tape.gradient(loss, [token_tensor] + layer.trainable_weights)
+        return [layer(token_tensor, mask), loss] + grads
 
-    for expected, actual in zip(forward_backward(dense), forward_backward(chunked)):
-        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    for expected, actual in zip(logits_loss_and_grads(dense), logits_loss_and_grads(chunked)):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_loss_is_the_mean_cross_entropy_over_codes_summed_over_notes(token_batch):
+    tokens, mask = token_batch
+    layer = LabelAttention(num_labels=5)
+    labels = np.eye(3, 5, dtype=np.float32)
+    logits = layer(tokens, mask).numpy()
+    probabilities = 1 / (1 + np.exp(-logits))
+    cross_entropy = -(labels * np.log(probabilities) + (1 - labels) * np.log(1 - probabilities))
+    expected = cross_entropy.mean(axis=1).sum() / 6
+    loss = float(layer.loss(tokens, mask, labels, denominator=6))
+    assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_bfloat16_products_stay_close_to_float32(token_batch):
