@@ -8,12 +8,12 @@ The model is the paper's (L-2/H-256/A-4 encoder, randomly initialised, 512-token
 segments, label attention over all tokens, Adam), the batch random token ids with
 every position real and about 15 codes per note. One run prints `step time`
 (mean of `--steps` timed steps after `--warmup`), note tokens per second, the
-achieved GFLOP/s (model FLOPs: the backward recomputation of chunked label
-attention is not counted) and the process's peak resident memory. `--sweep`
-measures the matmul peak of this machine once, then runs every configuration of
-`--sweep_labels` x `--sweep_seq_lens` x `--sweep_batches` for dense and chunked
-label attention in float32 and bfloat16, each in a fresh process (so peak memory
-is that configuration's), and prints them side by side. Configurations whose
+achieved GFLOP/s (model FLOPs of forward and backward) and the process's peak
+resident memory. `--sweep` measures the matmul peak of this machine once, then
+runs every configuration of `--sweep_labels` x `--sweep_seq_lens` x
+`--sweep_batches` for dense and chunked label attention in float32 and
+bfloat16, each in a fresh process (so peak memory is that configuration's),
+and prints them side by side. Configurations whose
 dense label attention would need more than `--memory_limit_gb` are skipped.
 """
 
@@ -65,7 +65,7 @@ def benchmark_encoder() -> str:
 
 
 def model_flops(num_labels: int, seq_len: int, batch_size: int) -> float:
-    """FLOPs of one training step (forward + backward = 3 x forward), without recomputation."""
+    """FLOPs of one training step (forward + backward = 3 x forward)."""
     hidden, inner = ARCH.hidden_size, ARCH.intermediate_size
     tokens = batch_size * seq_len
     per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 4 * SEGMENT * hidden
@@ -109,16 +109,20 @@ def run_one() -> dict:
     for row in labels:
         row[rng.choice(FLAGS.num_labels, min(CODES_PER_NOTE, FLAGS.num_labels), replace=False)] = 1
     labels = tf.constant(labels)
-    spec = (
-        {key: tf.TensorSpec(value.shape, value.dtype) for key, value in features.items()},
-        tf.TensorSpec(labels.shape, labels.dtype),
+    model(features)  # creates the weights
+    batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
+    step = training.Trainer(
+        model,
+        keras.optimizers.Adam(2e-4),
+        tf.distribute.get_strategy(),
+        FLAGS.batch_size,
+        jit_compile=FLAGS.xla,
     )
-    step = training.make_train_step(model, keras.optimizers.Adam(2e-4), spec, jit_compile=FLAGS.xla)
     for _ in range(FLAGS.warmup):
-        step(features, labels).numpy()
+        step(batches)[0].numpy()
     started = time.perf_counter()
     for _ in range(FLAGS.steps):
-        step(features, labels).numpy()
+        step(batches)[0].numpy()
     seconds = (time.perf_counter() - started) / FLAGS.steps
     flops = model_flops(FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
     gpu_peak = None

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 
 from data_prep import presets
-from longbert_tf import configs, data, encoders, models, report, training
+from longbert_tf import configs, data, distribute, encoders, models, report, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
@@ -50,6 +50,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("train_steps", None, "Training steps; preset default.")
 flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
+flags.DEFINE_integer("log_every", 20, "Steps between log lines and TensorBoard training scalars.")
 flags.DEFINE_integer(
     "checkpoint_every", None, "Steps between checkpoints of the latest state; default --eval_every."
 )
@@ -63,13 +64,27 @@ flags.DEFINE_enum(
     "chunked",
     sorted(configs.LABEL_ATTENTION_CHUNKS),
     "dense: all codes' scores at once ([batch, codes, tokens]); chunked: 1,024 codes at a time, "
-    "recomputed in the backward pass (same results, far less memory).",
+    "their gradients computed in the same pass (same results, far less memory).",
 )
 flags.DEFINE_enum(
     "compute_dtype",
     "float32",
     ["float32", "bfloat16"],
     "dtype of label attention's matrix products; softmax statistics and the loss stay float32.",
+)
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    list(distribute.STRATEGIES),
+    "auto: multi_worker when TF_CONFIG lists several workers, mirrored with several GPUs, else "
+    "one device. --batch_size is the global batch over all replicas.",
+)
+flags.DEFINE_string("tpu", None, "Cloud TPU name or grpc:// address, with --strategy=tpu.")
+flags.DEFINE_integer(
+    "grad_accum_steps",
+    1,
+    "Accumulate gradients over N micro-batches of batch_size / N notes (e.g. the paper's batch "
+    "4 at 8,192 tokens as 4 x 1 on a small GPU); must divide --batch_size.",
 )
 flags.DEFINE_integer(
     "max_words", configs.CAML_MAX_WORDS, "CAML: words read per note (Mullenbach et al.: 2,500)."
@@ -112,6 +127,10 @@ def resolve_config() -> configs.ExperimentConfig:
         checkpoint_every=FLAGS.checkpoint_every,
         label_attention=FLAGS.label_attention,
         compute_dtype=FLAGS.compute_dtype,
+        strategy=FLAGS.strategy,
+        tpu=FLAGS.tpu,
+        grad_accum_steps=FLAGS.grad_accum_steps,
+        log_every=FLAGS.log_every,
     )
 
 

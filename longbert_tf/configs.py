@@ -143,7 +143,9 @@ class ExperimentConfig:
     checkpointed every `checkpoint_every` steps (default: every evaluation).
     `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
     products) choose how label attention is computed; results are the same up
-    to floating point (see `layers.LabelAttention`).
+    to floating point (see `layers.LabelAttention`). `strategy` (see
+    `distribute`) spreads each global batch of `batch_size` notes over the
+    replicas, in `grad_accum_steps` micro-batches each.
     """
 
     dataset: str
@@ -163,6 +165,10 @@ class ExperimentConfig:
     checkpoint_every: int | None = None
     label_attention: str = "chunked"
     compute_dtype: str = "float32"
+    strategy: str = "auto"
+    tpu: str | None = None
+    grad_accum_steps: int = 1
+    log_every: int = 20
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -174,7 +180,12 @@ class ExperimentConfig:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
         if self.encoder_layers is not None and self.encoder_layers < 1:
             raise ValueError(f"encoder_layers={self.encoder_layers} must be at least 1")
-        for name in ("max_notes", "checkpoint_every"):
+        if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"grad_accum_steps={self.grad_accum_steps} must be at least 1 and divide "
+                f"batch_size={self.batch_size}"
+            )
+        for name in ("max_notes", "checkpoint_every", "log_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if self.model == "longbert" and (self.encoder is None or self.segments is None):

@@ -316,8 +316,12 @@ def segment_dataset(
     training: bool,
     seed: int = 0,
     max_notes: int | None = None,
+    shard: tuple | None = None,
 ) -> tf.data.Dataset:
     """Batches of segmented notes from a token cache (its first `max_notes`, if given).
+
+    `shard=(num_shards, index)` keeps every `num_shards`-th note from the
+    `index`-th on (one input pipeline of a distributed run).
 
     `segmenter` turns a note's token ids into `(ids, mask)`, int32
     `[num_segments, width]` with `num_segments <= max_segments` (see
@@ -358,6 +362,8 @@ def segment_dataset(
         return features, labels
 
     dataset = tf.data.TFRecordDataset(records_path).take(max_notes or -1)
+    if shard:
+        dataset = dataset.shard(*shard)
     if training:
         buffer_size = min(count_records(records_path), max_notes or np.inf)
         dataset = dataset.shuffle(int(buffer_size), seed=seed).repeat()

@@ -25,7 +25,7 @@ import os
 
 from absl import logging
 
-from longbert_tf import bert, convert, data, tokenization
+from longbert_tf import bert, convert, data, distribute, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import hub, tf
 
@@ -171,7 +171,9 @@ def load(handle: str, segment_length: int) -> Encoder:
             f"encoder {handle}; use a segment_length of at most {max_positions}"
         )
     probe = tf.zeros([1, segment_length], tf.int32)
-    outputs = layer(dict(input_word_ids=probe, input_mask=probe + 1, input_type_ids=probe))
+    outputs = distribute.run_on_replicas(
+        layer, dict(input_word_ids=probe, input_mask=probe + 1, input_type_ids=probe)
+    )
     return Encoder(
         layer=layer,
         handle=handle,

@@ -7,11 +7,11 @@ The model directory holds:
   train/, dev/       TensorBoard event files
   metrics.json       dev and test metrics at the threshold tuned on dev
 Running the same command again resumes from `checkpoints/`; a finished run is
-not retrained.
+not retrained. Under a distribution strategy only the chief writes there; the
+other workers write into temporary folders, removed at the end.
 """
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -20,12 +20,10 @@ import numpy as np
 from absl import logging
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from longbert_tf import data, encoders, files, metrics, models, words
+from longbert_tf import data, distribute, encoders, files, metrics, models, words
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
 from longbert_tf.models import CAML, LongBERT
-
-LOG_EVERY_STEPS = 20
 
 
 @dataclasses.dataclass
@@ -38,47 +36,107 @@ class Experiment:
     model: keras.Model
     segmenter: object  # token ids -> (ids, mask), see data.segment_dataset
     max_segments: int
+    strategy: tf.distribute.Strategy
 
-    @functools.cached_property
-    def _probabilities(self):
-        features_spec, _ = self.dataset("dev").element_spec
-
-        @tf.function(input_signature=[features_spec])
-        def probabilities(features):
-            return tf.sigmoid(self.model(features, training=False))
-
-        return probabilities
-
-    def predict(self, split: str) -> tuple:
-        """Returns `(y_true, y_prob)`, `[num_notes, num_labels]` each, rows in note order."""
-        note_indices, labels, probs = [], [], []
-        for features, batch_labels in self.dataset(split):
-            note_indices.append(features["note_index"].numpy())
-            labels.append(batch_labels.numpy())
-            probs.append(self._probabilities(features).numpy())
-        order = np.argsort(np.concatenate(note_indices))
-        return np.concatenate(labels)[order], np.concatenate(probs)[order]
-
-    def dataset(self, split: str, training: bool = False) -> tf.data.Dataset:
+    def dataset(
+        self,
+        split: str,
+        training: bool = False,
+        batch_size: int = None,
+        shard: tuple = None,
+        seed: int = None,
+    ) -> tf.data.Dataset:
         return data.segment_dataset(
             self.records[split],
             self.segmenter,
             self.max_segments,
             num_labels=len(self.labels),
-            batch_size=self.config.batch_size,
+            batch_size=batch_size or self.config.batch_size,
             training=training,
-            seed=self.config.seed,
+            seed=self.config.seed if seed is None else seed,
             max_notes=self.config.max_notes,
+            shard=shard,
         )
 
+    def train_iterator(self, seed: int = None):
+        """Training batches for every replica: each input pipeline reads its own share of notes.
 
-def build_experiment(config: ExperimentConfig) -> Experiment:
+        A step draws `grad_accum_steps` of them; together they make the global
+        `batch_size`. Notes are shuffled with `seed` (default: the config's).
+        """
+        micro_batch = self.config.batch_size // self.config.grad_accum_steps
+
+        def replica_dataset(context: tf.distribute.InputContext):
+            return self.dataset(
+                "train",
+                training=True,
+                batch_size=context.get_per_replica_batch_size(micro_batch),
+                shard=(context.num_input_pipelines, context.input_pipeline_id),
+                seed=seed,
+            )
+
+        return iter(self.strategy.distribute_datasets_from_function(replica_dataset))
+
+    def __post_init__(self):
+        self._gathered_predictions = tf.function(self._predictions, reduce_retracing=True)
+
+    def _predictions(self, features, labels):
+        """Probabilities, labels and note indices of a distributed batch, from all replicas."""
+
+        def replica(features, labels):
+            return tf.sigmoid(self.model(features, training=False)), labels, features["note_index"]
+
+        results = self.strategy.run(replica, args=(features, labels))
+        return [self.strategy.gather(result, axis=0) for result in results]
+
+    def predict(self, split: str) -> tuple:
+        """Returns `(y_true, y_prob)`, `[num_notes, num_labels]` each, rows in note order.
+
+        Batches are spread over every replica (and worker); their predictions
+        are gathered before anything is computed from them, so every task gets
+        the whole split, exactly as a single device would.
+        """
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        dataset = self.strategy.experimental_distribute_dataset(
+            self.dataset(split).with_options(options)
+        )
+        probs, labels, note_indices = [], [], []
+        for features, batch_labels in dataset:
+            batch_probs, batch_labels, batch_indices = self._gathered_predictions(
+                features, batch_labels
+            )
+            probs.append(batch_probs.numpy())
+            labels.append(batch_labels.numpy())
+            note_indices.append(batch_indices.numpy())
+        note_indices = np.concatenate(note_indices)
+        if not np.array_equal(np.sort(note_indices), np.arange(len(note_indices))):
+            raise RuntimeError(
+                f"predictions of {split} cover notes {sorted(note_indices.tolist())}, "
+                "not each note once: the input was not split evenly over the replicas"
+            )
+        order = np.argsort(note_indices)
+        return np.concatenate(labels)[order], np.concatenate(probs)[order]
+
+
+def build_experiment(
+    config: ExperimentConfig, strategy: tf.distribute.Strategy = None
+) -> Experiment:
     """Prepares the model's vocabulary, tokenizes every split once (cached) and builds the model.
 
     LongBERT loads its encoder (and the encoder's WordPiece vocabulary); CAML
     builds its word vocabulary and word2vec embeddings from the training notes.
-    Either model starts its code biases at the training label frequencies.
+    Either model starts its code biases at the training label frequencies. The
+    model's variables belong to `strategy` (default: the current one).
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        return _build_experiment(config, strategy)
+
+
+def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
     labels = data.read_labels(config.dataset_dir)
     if config.model == "caml":
         vocab, embeddings = words.cached_build(config.dataset_dir, config.seed)
@@ -100,37 +158,92 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         max_segments = config.segments.max_segments
     records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
     probe = tf.ones([1, 1, 2], tf.int32)
-    model(dict(input_word_ids=probe, input_mask=probe))
+    distribute.run_on_replicas(model, dict(input_word_ids=probe, input_mask=probe))
     models.set_label_priors(
         model.label_attention,
         data.label_counts(records["train"], len(labels), config.max_notes),
         min(data.count_records(records["train"]), config.max_notes or np.inf),
     )
-    return Experiment(config, labels, records, model, segmenter, max_segments)
+    return Experiment(config, labels, records, model, segmenter, max_segments, strategy)
 
 
-def make_train_step(model: keras.Model, optimizer, element_spec, jit_compile: bool = False):
-    """A compiled step: binary cross-entropy (mean over codes and notes), one Adam update.
+class Trainer:
+    """One training step: binary cross-entropy (mean over codes and notes), one Adam update.
 
-    `element_spec` is the `(features, labels)` spec of the training pipeline;
-    its unknown batch, segment and width dimensions let one trace serve every
-    bucket. `jit_compile` compiles the step with XLA (for fixed shapes).
+    Each replica computes `model.label_attention.loss` of its notes divided by
+    the global batch size, so summed over replicas (which `apply_gradients`
+    does) it is the mean over the global batch, for any number of replicas.
+    With `grad_accum_steps` N, a step draws N micro-batches per replica and
+    applies their summed gradients once: the same update as one batch N times
+    larger. `jit_compile` compiles each replica's forward and backward with XLA.
+
+    Call with an iterator of `(features, labels)` per-replica batches; returns
+    `(loss, note tokens)` of the step.
     """
 
-    @tf.function(input_signature=list(element_spec), jit_compile=jit_compile)
-    def train_step(features, labels):
+    def __init__(
+        self, model, optimizer, strategy, global_batch_size, grad_accum_steps=1, jit_compile=False
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.global_batch_size = global_batch_size
+        self.grad_accum_steps = grad_accum_steps
+        self.variables = model.trainable_variables
+        if grad_accum_steps > 1:
+            with strategy.scope():
+                self.accumulated = [
+                    tf.Variable(
+                        tf.zeros_like(variable),
+                        trainable=False,
+                        synchronization=tf.VariableSynchronization.ON_READ,
+                        aggregation=tf.VariableAggregation.SUM,
+                    )
+                    for variable in self.variables
+                ]
+        self._gradients = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
+        self._step = tf.function(self._train_step)
+
+    def _loss_and_gradients(self, features, labels):
         with tf.GradientTape() as tape:
-            tokens, mask = model.encode(features, training=True)
-            loss = model.label_attention.loss(tokens, mask, labels, tf.shape(labels)[0])
-        variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
+            tokens, mask = self.model.encode(features, training=True)
+            loss = self.model.label_attention.loss(tokens, mask, labels, self.global_batch_size)
+        gradients = tape.gradient(loss, self.variables)
+        note_tokens = tf.reduce_sum(features["input_mask"])
+        return loss, [tf.convert_to_tensor(g) for g in gradients], note_tokens
 
-    return train_step
+    def _replica_step(self, features, labels):
+        loss, gradients, note_tokens = self._gradients(features, labels)
+        if self.grad_accum_steps == 1:
+            self.optimizer.apply_gradients(zip(gradients, self.variables))
+        else:
+            for accumulated, gradient in zip(self.accumulated, gradients):
+                accumulated.assign_add(gradient)
+        return loss, note_tokens
+
+    def _apply_accumulated(self):
+        self.optimizer.apply_gradients(
+            zip([accumulated.read_value() for accumulated in self.accumulated], self.variables)
+        )
+        for accumulated in self.accumulated:
+            accumulated.assign(tf.zeros_like(accumulated))
+
+    def _train_step(self, iterator):
+        total_loss, total_tokens = 0.0, 0
+        for _ in range(self.grad_accum_steps):
+            loss, note_tokens = self.strategy.run(self._replica_step, args=next(iterator))
+            total_loss += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+            total_tokens += self.strategy.reduce(tf.distribute.ReduceOp.SUM, note_tokens, axis=None)
+        if self.grad_accum_steps > 1:
+            self.strategy.run(self._apply_accumulated)
+        return total_loss, total_tokens
+
+    def __call__(self, iterator):
+        return self._step(iterator)
 
 
-def _check_config(config: ExperimentConfig) -> None:
-    """Saves the config, or checks it equals the one of the run already in the model dir."""
+def _check_config(config: ExperimentConfig, chief: bool) -> None:
+    """Saves the config (chief), or checks it equals the one of the run already in the model dir."""
     path = os.path.join(config.model_dir, "config.json")
     if os.path.exists(path):
         with open(path) as config_file:
@@ -145,7 +258,7 @@ def _check_config(config: ExperimentConfig) -> None:
                 f"{config.model_dir} holds a run with a different config ({sorted(changed)}): "
                 "use another --model_dir, or remove that one to start over"
             )
-    else:
+    elif chief:
         files.write_json(path, config.to_dict())
 
 
@@ -155,49 +268,68 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
     Adam at `learning_rate`, binary cross-entropy averaged over codes and
     notes, validation every `eval_every` steps; the weights with the best dev
     micro F1 (at the dev-tuned threshold) are evaluated on test at that threshold.
+    Runs under `config.strategy`; `batch_size` is the global batch.
     """
+    strategy = distribute.make_strategy(config.strategy, config.tpu)
+    write = distribute.WriteDir(config.model_dir, strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % (config.grad_accum_steps * replicas):
+        raise ValueError(
+            f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
+            f"{config.grad_accum_steps} x {replicas} replicas"
+        )
     metrics_path = os.path.join(config.model_dir, "metrics.json")
-    _check_config(config)
+    _check_config(config, write.chief)
     if os.path.exists(metrics_path):
         logging.info("%s is finished; delete %s to evaluate again", config.model_dir, metrics_path)
         with open(metrics_path) as metrics_file:
             return json.load(metrics_file)
     keras.utils.set_random_seed(config.seed)
-    experiment = build_experiment(config)
-    # The run's label order, beside its weights: serving needs nothing from the dataset folder.
-    files.write_text(
-        os.path.join(config.model_dir, data.LABELS_FILE),
-        "".join(f"{c}\n" for c in experiment.labels),
-    )
+    experiment = build_experiment(config, strategy)
+    if write.chief:  # the run's label order beside its weights: serving needs nothing else
+        labels_text = "".join(f"{code}\n" for code in experiment.labels)
+        files.write_text(os.path.join(config.model_dir, data.LABELS_FILE), labels_text)
     model = experiment.model
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        optimizer.build(model.trainable_variables)
+    # Bookkeeping that the host updates, the same on every task: not distributed variables.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     best_f1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_micro_f1")
-    train_iterator = iter(experiment.dataset("train", training=True))
+    # The input position is checkpointed where one task reads all input. Every
+    # worker of a multi-worker run restores the chief's checkpoint, which holds
+    # only the chief's position, so those runs reshuffle from the resumed step.
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    train_iterator = None if multi_worker else experiment.train_iterator()
+    input_state = {} if multi_worker else dict(train_data=train_iterator)
     state = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, step=step, best_f1=best_f1, train_data=train_iterator
+        model=model, optimizer=optimizer, step=step, best_f1=best_f1, **input_state
     )
-    latest = tf.train.CheckpointManager(
-        state, os.path.join(config.model_dir, "checkpoints"), max_to_keep=1
-    )
+    latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
     best = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model, step=step), os.path.join(config.model_dir, "best"), 1
+        tf.train.Checkpoint(model=model, step=step), write.path("best"), max_to_keep=1
     )
-    if latest.latest_checkpoint:
-        state.restore(latest.latest_checkpoint)
-        logging.info("Resumed %s at step %d", latest.latest_checkpoint, int(step))
+    # Every task resumes from the chief's checkpoint (the model dir is shared).
+    resume_from = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    if resume_from:
+        state.restore(resume_from).expect_partial()
+        logging.info("Resumed %s at step %d", resume_from, int(step))
+    if multi_worker:
+        train_iterator = experiment.train_iterator(seed=config.seed + int(step))
 
-    train_step = make_train_step(model, optimizer, train_iterator.element_spec)
-    train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-    dev_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "dev"))
+    trainer = Trainer(model, optimizer, strategy, config.batch_size, config.grad_accum_steps)
+    if write.chief:
+        train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+        dev_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "dev"))
+    else:
+        train_writer = dev_writer = tf.summary.create_noop_writer()
     tokens, started = 0, time.time()
     while int(step) < config.train_steps:
-        features, labels = next(train_iterator)
-        loss = train_step(features, labels)
+        loss, step_tokens = trainer(train_iterator)
         step.assign_add(1)
-        tokens += int(tf.reduce_sum(features["input_mask"]))
+        tokens += int(step_tokens)
         current = int(step)
-        if current % LOG_EVERY_STEPS == 0 or current == config.train_steps:
+        if current % config.log_every == 0 or current == config.train_steps:
             elapsed = time.time() - started
             logging.info(
                 "step %d/%d  loss %.5f  %.0f tokens/s",
@@ -224,7 +356,9 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
     tf.train.Checkpoint(model=model, step=step).restore(best.latest_checkpoint).expect_partial()
     results = evaluate(experiment)
     results["best_step"] = int(step)
-    files.write_json(metrics_path, results)
+    if write.chief:
+        files.write_json(metrics_path, results)
+    write.cleanup()
     return results
 
 

@@ -74,19 +74,16 @@ def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
     encoder = encoders.load(tiny_encoder_dir, segment_length=32)
     model = models.LongBERT(encoder.layer, num_labels=NUM_LABELS)
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
-    spec = (
-        dict(
-            input_word_ids=tf.TensorSpec([None, None, None], tf.int32),
-            input_mask=tf.TensorSpec([None, None, None], tf.int32),
-        ),
-        tf.TensorSpec([None, NUM_LABELS], tf.float32),
+    model(batch)
+    train_step = training.Trainer(
+        model, keras.optimizers.Adam(2e-4), tf.distribute.get_strategy(), 2
     )
-    train_step = training.make_train_step(model, keras.optimizers.Adam(2e-4), spec)
+    batches = iter(tf.data.Dataset.from_tensors((batch, labels)).repeat())
 
     def loss():
         logits = model(batch, training=False)
         return float(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)))
 
     before = loss()
-    train_step(batch, labels)
+    train_step(batches)
     assert loss() < before
