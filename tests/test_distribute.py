@@ -1,0 +1,221 @@
+"""Distribution: gradient accumulation, evaluation under MirroredStrategy, and two workers."""
+
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from longbert_tf import configs, data, encoders, tokenization, training
+from longbert_tf.bert import BertArchitecture
+from longbert_tf.framework import keras, tf
+from tests.conftest import TINY_ARCH
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
+    """The tiny encoder without dropout, so that different processes compute the same losses."""
+    out_dir = str(tmp_path_factory.mktemp("encoder") / "no_dropout")
+    arch = BertArchitecture(**{**TINY_ARCH.__dict__, "dropout_rate": 0.0})
+    texts = data.read_notes(tiny_dataset_dir, "train").text
+    encoders.build_random_encoder(
+        arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, 0
+    )
+    return out_dir
+
+
+def tiny_config(data_dir, model_dir, encoder, **overrides):
+    values = dict(
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=model_dir,
+        encoder=encoder,
+        segments=configs.SegmentConfig(128, 128),  # one segment: every note in one bucket
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=1,
+        eval_every=1,
+        max_notes=8,
+    )
+    return configs.ExperimentConfig(**{**values, **overrides})
+
+
+def test_gradient_accumulation_equals_one_large_batch(
+    tiny_data_dir, deterministic_encoder, tmp_path
+):
+    updates = []
+    for accumulation in (1, 4):
+        config = tiny_config(
+            tiny_data_dir, str(tmp_path / str(accumulation)), deterministic_encoder,
+            grad_accum_steps=accumulation,
+        )  # fmt: skip
+        keras.utils.set_random_seed(0)
+        experiment = training.build_experiment(config)
+        before = [v.numpy() for v in experiment.model.trainable_variables]
+        optimizer = keras.optimizers.SGD(1.0)  # the update is the gradient itself
+        trainer = training.Trainer(
+            experiment.model, optimizer, experiment.strategy, 4, accumulation
+        )
+        loss, note_tokens = trainer(experiment.train_iterator())
+        after = [v.numpy() for v in experiment.model.trainable_variables]
+        updates.append((float(loss), int(note_tokens), [b - a for a, b in zip(after, before)]))
+    (big_loss, big_tokens, big_update), (loss, tokens, update) = updates
+    assert loss == pytest.approx(big_loss, rel=1e-5) and tokens == big_tokens
+    for expected, actual in zip(big_update, update):
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_mirrored_evaluation_over_two_devices_equals_one_device(tiny_data_dir, tiny_encoder_dir):
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.mirrored_evaluation", tiny_data_dir, tiny_encoder_dir],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert results["replicas"] == 2
+    for split in ("dev", "test"):
+        expected, actual = results["one_device"][split], results["mirrored"][split]
+        assert actual["num_notes"] == expected["num_notes"] == 8
+        assert actual.keys() == expected.keys()
+        for name, value in expected.items():
+            assert actual[name] == pytest.approx(value, rel=1e-5, abs=1e-6), (split, name)
+
+
+def free_ports(count: int) -> list:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def training_losses(model_dir: str) -> dict:
+    """step -> training loss, from the run's TensorBoard event files."""
+    losses = {}
+    for path in glob.glob(f"{model_dir}/train/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "loss":
+                    losses[event.step] = float(tf.make_ndarray(value.tensor))
+    return losses
+
+
+def start_two_workers(flags: list, tmp_path) -> list:
+    """Starts `experiments.run` as workers 0 and 1 of a localhost cluster.
+
+    Each has its own TMPDIR and logs into `tmp_path/workerN.log`.
+    """
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    processes = []
+    for index in range(2):
+        scratch = tmp_path / f"worker{index}_tmp"
+        scratch.mkdir(exist_ok=True)
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            TMPDIR=str(scratch),
+        )
+        command = [sys.executable, "-m", "experiments.run", "--strategy=multi_worker", *flags]
+        with open(tmp_path / f"worker{index}.log", "w") as log:
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            )
+    return processes
+
+
+def finish(processes: list, tmp_path, timeout: int = 600) -> list:
+    """Waits for the workers; returns their logs, each checked to have succeeded."""
+    logs = []
+    for index, process in enumerate(processes):
+        process.wait(timeout=timeout)
+        logs.append((tmp_path / f"worker{index}.log").read_text())
+        assert process.returncode == 0, logs[-1][-3000:]
+    return logs
+
+
+def assert_only_the_chief_wrote(tmp_path, model_dir: str) -> None:
+    """One checkpoint folder (the chief's, in the model dir); the workers' scratch is gone."""
+    checkpoint_dirs = glob.glob(f"{tmp_path}/**/checkpoints", recursive=True)
+    assert [path for path in checkpoint_dirs if "one_process" not in path] == [
+        f"{model_dir}/checkpoints"
+    ]
+    for index in range(2):  # (a killed TensorFlow leaves its own autograph files there)
+        assert not glob.glob(f"{tmp_path}/worker{index}_tmp/longbert-*")
+
+
+def test_two_workers_train_like_one_process_with_the_same_global_batch(
+    tiny_data_dir, deterministic_encoder, tmp_path
+):
+    # 8 notes, global batch 8: every step sees every note, whichever worker reads it.
+    steps = 4
+    config = tiny_config(
+        tiny_data_dir, str(tmp_path / "one_process"), deterministic_encoder,
+        batch_size=8, train_steps=steps, eval_every=2, log_every=1,
+    )  # fmt: skip
+    expected = training.train_and_evaluate(config)
+    flags = [
+        f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=128",
+        "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3", "--max_notes=8",
+        f"--train_steps={steps}", "--eval_every=2", "--log_every=1",
+        f"--model_dir={tmp_path}/two_workers",
+    ]  # fmt: skip
+    logs = finish(start_two_workers(flags, tmp_path), tmp_path)
+
+    baseline, distributed = (
+        training_losses(config.model_dir),
+        training_losses(f"{tmp_path}/two_workers"),
+    )
+    assert sorted(distributed) == sorted(baseline) == list(range(1, steps + 1))
+    for step in baseline:
+        assert distributed[step] == pytest.approx(baseline[step], rel=1e-4), step
+    assert all(f"step {steps}/{steps}" in log for log in logs)  # both workers trained
+
+    assert_only_the_chief_wrote(tmp_path, f"{tmp_path}/two_workers")
+    with open(f"{tmp_path}/two_workers/metrics.json") as metrics_file:
+        results = json.load(metrics_file)
+    for split in ("dev", "test"):
+        assert results[split]["num_notes"] == expected[split]["num_notes"] == 8
+        assert results[split]["micro_f1"] == pytest.approx(expected[split]["micro_f1"], abs=1e-6)
+
+
+def test_killed_two_worker_run_resumes_from_the_chiefs_checkpoint(
+    tiny_data_dir, deterministic_encoder, tmp_path
+):
+    steps = 300
+    flags = [
+        f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
+        "--segment_length=128", "--batch_size=4", f"--train_steps={steps}",
+        "--eval_every=150", "--checkpoint_every=10", f"--model_dir={tmp_path}/run",
+    ]  # fmt: skip
+    processes = start_two_workers(flags, tmp_path)
+    deadline = time.time() + 300
+    while not glob.glob(f"{tmp_path}/run/checkpoints/ckpt-20.index") and time.time() < deadline:
+        assert all(process.poll() is None for process in processes), "training ended too soon"
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not os.path.exists(f"{tmp_path}/run/metrics.json")
+    # Worker 1 saved its share of the checkpoints into its scratch folder, not the model dir.
+    assert glob.glob(f"{tmp_path}/worker1_tmp/longbert-*-worker1/checkpoints/ckpt-*.index")
+
+    logs = finish(start_two_workers(flags, tmp_path), tmp_path)
+    for log in logs:
+        step = int(re.search(r"Resumed .*ckpt-\d+ at step (\d+)", log).group(1))
+        assert 20 <= step < steps
+        assert f"step {step + 20}/{steps}" in log  # counting on from there, not from 0
+    assert glob.glob(f"{tmp_path}/run/checkpoints/ckpt-{steps}.index")
+    with open(f"{tmp_path}/run/metrics.json") as metrics_file:
+        assert json.load(metrics_file)["test"]["num_notes"] == 8
+    assert_only_the_chief_wrote(tmp_path, f"{tmp_path}/run")
