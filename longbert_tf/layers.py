@@ -65,8 +65,9 @@ def _chunk_loss(products, mask_bias, has_token, biases, labels, is_code, grad_dt
     weights, values, attended = _chunk_attention(products, mask_bias, has_token)
     logits = attended + biases
     loss = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits) * is_code
-    logit_grads = (tf.sigmoid(logits) - labels) * is_code * has_token  # [batch, chunk]
-    value_grads = weights * logit_grads[:, :, tf.newaxis]  # d loss / d <e, w>
+    logit_grads = (tf.sigmoid(logits) - labels) * is_code  # [batch, chunk]
+    attended_grads = logit_grads * has_token  # an empty note's logits are its biases alone
+    value_grads = weights * attended_grads[:, :, tf.newaxis]  # d loss / d <e, w>
     score_grads = value_grads * (values - attended[:, :, tf.newaxis])  # softmax backward
     grads = tf.cast(tf.concat([score_grads, value_grads], 1), grad_dtype)
     return tf.reduce_sum(loss, -1), tf.reduce_sum(logit_grads, 0), grads

@@ -106,14 +106,16 @@ def test_position_embedding_slices_to_the_input_length():
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 23, 64])
 def test_chunked_label_attention_equals_dense_with_gradients(token_batch, chunk_size):
-    tokens, mask = token_batch  # note 2 has a single token, note 3 none at all
+    tokens, mask = token_batch  # padding, and note 2 has a single token
+    tokens = np.concatenate([tokens, tokens[:1]])  # note 3 has none at all
+    mask = np.concatenate([mask, np.zeros_like(mask[:1])])
     dense = LabelAttention(num_labels=23, seed=2)
     chunked = LabelAttention(num_labels=23, seed=2, chunk_size=chunk_size)
     dense(tokens, mask)
     chunked(tokens, mask)
     dense.label_biases.assign(np.linspace(-3, 1, 23))
     chunked.set_weights(dense.get_weights())
-    labels = tf.constant(np.random.default_rng(5).random((3, 23)) < 0.3, tf.float32)
+    labels = tf.constant(np.random.default_rng(5).random((4, 23)) < 0.3, tf.float32)
 
     @tf.function
     def logits_loss_and_grads(layer):
