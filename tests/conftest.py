@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny synthetic dataset and a tiny TF-Hub-format encoder built from it."""
 
+import os
+import re
+
 import pytest
 
 from data_prep import synthetic
@@ -48,3 +51,16 @@ def tiny_encoder_dir(tiny_dataset_dir, tmp_path_factory):
     vocab = tokenization.learn_vocab(texts, TINY_ARCH.vocab_size)
     encoders.build_random_encoder(TINY_ARCH, vocab, out_dir, seed=0)
     return out_dir
+
+
+def saved_step(checkpoint_dir: str) -> int:
+    """The step of the latest complete checkpoint in `checkpoint_dir` (0 if none).
+
+    Read from the `checkpoint` state file, which names a checkpoint once all its files are written.
+    """
+    path = os.path.join(checkpoint_dir, "checkpoint")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as state_file:
+        match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state_file.read())
+    return int(match.group(1)) if match else 0

@@ -16,7 +16,7 @@ import pytest
 from longbert_tf import configs, data, encoders, tokenization, training
 from longbert_tf.bert import BertArchitecture
 from longbert_tf.framework import keras, tf
-from tests.conftest import TINY_ARCH
+from tests.conftest import TINY_ARCH, saved_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -200,7 +200,7 @@ def test_killed_two_worker_run_resumes_from_the_chiefs_checkpoint(
     ]  # fmt: skip
     processes = start_two_workers(flags, tmp_path)
     deadline = time.time() + 300
-    while not glob.glob(f"{tmp_path}/run/checkpoints/ckpt-20.index") and time.time() < deadline:
+    while saved_step(f"{tmp_path}/run/checkpoints") < 20 and time.time() < deadline:
         assert all(process.poll() is None for process in processes), "training ended too soon"
         time.sleep(0.05)
     for process in processes:

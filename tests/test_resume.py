@@ -11,6 +11,7 @@ import time
 
 from longbert_tf import configs, data, tokenization
 from longbert_tf.framework import tf
+from tests.conftest import saved_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +27,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
-    while not glob.glob(f"{tmp_path}/run/checkpoints/ckpt-20.index") and time.time() < deadline:
+    while saved_step(f"{tmp_path}/run/checkpoints") < 20 and time.time() < deadline:
         assert process.poll() is None, "training ended before it could be interrupted"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
