@@ -2,6 +2,8 @@
 
 import os
 import re
+import signal
+import time
 
 import pytest
 
@@ -53,7 +55,7 @@ def tiny_encoder_dir(tiny_dataset_dir, tmp_path_factory):
     return out_dir
 
 
-def saved_step(checkpoint_dir: str) -> int:
+def _saved_step(checkpoint_dir: str) -> int:
     """The step of the latest complete checkpoint in `checkpoint_dir` (0 if none).
 
     Read from the `checkpoint` state file, which names a checkpoint once all its files are written.
@@ -64,3 +66,14 @@ def saved_step(checkpoint_dir: str) -> int:
     with open(path) as state_file:
         match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state_file.read())
     return int(match.group(1)) if match else 0
+
+
+def kill_after_checkpoint(processes: list, checkpoint_dir: str, step: int) -> None:
+    """SIGKILLs `processes` once a complete checkpoint of `step` or later is in `checkpoint_dir`."""
+    deadline = time.time() + 300
+    while _saved_step(checkpoint_dir) < step and time.time() < deadline:
+        assert all(process.poll() is None for process in processes), "training ended too soon"
+        time.sleep(0.05)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+        process.wait()

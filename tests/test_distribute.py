@@ -4,11 +4,9 @@ import glob
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from longbert_tf import configs, data, encoders, tokenization, training
 from longbert_tf.bert import BertArchitecture
 from longbert_tf.framework import keras, tf
-from tests.conftest import TINY_ARCH, saved_step
+from tests.conftest import TINY_ARCH, kill_after_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -199,13 +197,7 @@ def test_killed_two_worker_run_resumes_from_the_chiefs_checkpoint(
         "--eval_every=150", "--checkpoint_every=10", f"--model_dir={tmp_path}/run",
     ]  # fmt: skip
     processes = start_two_workers(flags, tmp_path)
-    deadline = time.time() + 300
-    while saved_step(f"{tmp_path}/run/checkpoints") < 20 and time.time() < deadline:
-        assert all(process.poll() is None for process in processes), "training ended too soon"
-        time.sleep(0.05)
-    for process in processes:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    kill_after_checkpoint(processes, f"{tmp_path}/run/checkpoints", 20)
     assert not os.path.exists(f"{tmp_path}/run/metrics.json")
     # Worker 1 saved its share of the checkpoints into its scratch folder, not the model dir.
     assert glob.glob(f"{tmp_path}/worker1_tmp/longbert-*-worker1/checkpoints/ckpt-*.index")

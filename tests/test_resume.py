@@ -4,14 +4,12 @@ import glob
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 from longbert_tf import configs, data, tokenization
 from longbert_tf.framework import tf
-from tests.conftest import saved_step
+from tests.conftest import kill_after_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,12 +24,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tiny_data_dir, tmp_path):
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
-    while saved_step(f"{tmp_path}/run/checkpoints") < 20 and time.time() < deadline:
-        assert process.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_checkpoint([process], f"{tmp_path}/run/checkpoints", 20)
     assert not os.path.exists(f"{tmp_path}/run/metrics.json")
 
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
