@@ -212,9 +212,10 @@ def _int64_feature(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def count_records(records_path: str) -> int:
+def count_records(records_path: str, max_notes: int | None = None) -> int:
+    """Notes in a token cache, or the first `max_notes` of them if fewer."""
     with open(records_path.replace(".tfrecord", ".json")) as info_file:
-        return json.load(info_file)["num_notes"]
+        return min(json.load(info_file)["num_notes"], max_notes or np.inf)
 
 
 def token_lengths(records_path: str) -> np.ndarray:
@@ -365,8 +366,7 @@ def segment_dataset(
     if shard:
         dataset = dataset.shard(*shard)
     if training:
-        buffer_size = min(count_records(records_path), max_notes or np.inf)
-        dataset = dataset.shuffle(int(buffer_size), seed=seed).repeat()
+        dataset = dataset.shuffle(count_records(records_path, max_notes), seed=seed).repeat()
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda features, labels: tf.shape(features["input_word_ids"])[0],

@@ -259,6 +259,10 @@ class LabelAttention(keras.layers.Layer):
         )
         super().build(input_shape)
 
+    @property
+    def _codes_per_chunk(self) -> int:
+        return min(self.chunk_size, self.num_labels)  # no padding codes when there are few
+
     def call(self, tokens, mask):
         if self.chunk_size:
             logits = chunked_logits(
@@ -266,7 +270,7 @@ class LabelAttention(keras.layers.Layer):
                 mask,
                 self.label_queries,
                 self.label_weights,
-                min(self.chunk_size, self.num_labels),
+                self._codes_per_chunk,
                 self.matmul_dtype,
             )
             return logits + self.label_biases
@@ -296,7 +300,7 @@ class LabelAttention(keras.layers.Layer):
                 self.label_queries,
                 self.label_weights,
                 self.label_biases,
-                min(self.chunk_size, self.num_labels),  # no padding codes when there are few
+                self._codes_per_chunk,
                 self.matmul_dtype,
             )
         else:

@@ -162,7 +162,7 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
     models.set_label_priors(
         model.label_attention,
         data.label_counts(records["train"], len(labels), config.max_notes),
-        min(data.count_records(records["train"]), config.max_notes or np.inf),
+        data.count_records(records["train"], config.max_notes),
     )
     return Experiment(config, labels, records, model, segmenter, max_segments, strategy)
 
