@@ -1,13 +1,14 @@
-"""Input pipeline throughput and the padding that length bucketing saves.
+"""Input pipeline throughput and the padding that sorting notes by length saves.
 
     python benchmarks/pipeline.py --dataset_dir=data/synthetic --seq_len=2048
     python benchmarks/pipeline.py --dataset_dir=data/codiesp_dx --seq_len=1024 --segment_length=128
 
-Runs the training pipeline alone (token cache -> segments -> buckets -> batches)
+Runs the training pipeline alone (note order -> token cache -> segments -> batches)
 for `--batches` batches and prints the note tokens per second it delivers, to
 compare with the training step's (`experiments.run` logs it). Padding waste is
 the share of encoder positions that hold no note token ([CLS], [SEP] and
-padding count as waste): measured on the bucketed batches, and computed from
+padding count as waste): measured on the training batches (notes sorted by
+length within windows, see `data.epoch_batches`), and computed from
 the notes' lengths for batches of random notes padded to their longest note
 and for padding every note to `seq_len`.
 """
@@ -33,16 +34,16 @@ def main(argv):
     segments = configs.SegmentConfig(FLAGS.seq_len, FLAGS.segment_length)
     vocab = encoders.load_vocab(encoders.resolve(FLAGS.encoder, FLAGS.dataset_dir))
     records = data.token_cache(FLAGS.dataset_dir, "train", vocab)
-    dataset = data.segment_dataset(
+    dataset = data.training_dataset(
         records,
         data.bert_segmenter(segments, vocab),
-        segments.max_segments,
+        segments.max_note_tokens,
         num_labels=len(data.read_labels(FLAGS.dataset_dir)),
         batch_size=FLAGS.batch_size,
-        training=True,
+        seed=0,
     )
     iterator = iter(dataset)
-    next(iterator)  # tracing and the first shuffle buffer fill are not timed
+    next(iterator)  # tracing is not timed
     note_tokens = positions = 0
     started = time.perf_counter()
     for _ in range(FLAGS.batches):
@@ -68,7 +69,7 @@ def main(argv):
 
     print(f"{FLAGS.dataset_dir}, seq_len {FLAGS.seq_len}, batch {FLAGS.batch_size}:")
     print(f"  pipeline alone: {note_tokens / seconds:,.0f} note tokens/s ({FLAGS.batches} batches)")
-    print(f"  padding waste, bucketed batches (measured): {1 - note_tokens / positions:.1%}")
+    print(f"  padding waste, training batches (measured): {1 - note_tokens / positions:.1%}")
     print(
         f"  padding waste, random batches (computed):   {1 - random_tokens / random_positions:.1%}"
     )

@@ -92,6 +92,12 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "max_notes", None, "Use only the first N notes of every split (to shrink a run for a CPU)."
 )
+flags.DEFINE_string(
+    "predictions_file",
+    None,
+    "Also write every dev and test note's 15 most probable codes (JSON lines) here; a finished "
+    "run is not evaluated again (delete its metrics.json first).",
+)
 flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; needs no data.")
 
 
@@ -169,7 +175,7 @@ def main(argv):
         return
     presets.ensure_prepared(config)
     logging.info("Config: %s", config)
-    results = training.train_and_evaluate(config)
+    results = training.train_and_evaluate(config, FLAGS.predictions_file)
     print(
         f"dev micro F1 {results['dev']['micro_f1']:.4f}, test micro F1 "
         f"{results['test']['micro_f1']:.4f} (threshold {results['dev']['threshold']:.2f}, "

@@ -27,6 +27,10 @@ NOTE_COLUMNS = ("note_id", "subject_id", "text", "codes")
 LABELS_FILE = "labels.txt"
 TOKEN_CACHE_DIR = "token_cache"
 TOKENIZE_BATCH_SIZE = 64
+TOKEN_CACHE_FORMAT = 2  # 2: with the note index file (record offsets and token counts)
+# Training batches are formed from windows of this many batches of shuffled notes, each
+# window sorted by note length: batches of alike lengths, little padding.
+SORT_WINDOW_BATCHES = 32
 
 
 def notes_path(dataset_dir: str, split: str) -> str:
@@ -159,7 +163,8 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
 
     The cache lives in `dataset_dir/token_cache/<vocab fingerprint>/` and holds,
     per note, the token ids of the whole note (no special tokens) and its label
-    ids. It is rebuilt when the notes, the labels or the vocabulary change.
+    ids, and beside it the note index (see `read_note_index`). It is rebuilt
+    when the notes, the labels or the vocabulary change.
     """
     cache_dir = os.path.join(dataset_dir, TOKEN_CACHE_DIR, vocab.fingerprint)
     records_path = os.path.join(cache_dir, f"{split}.tfrecord")
@@ -168,8 +173,9 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
         notes_sha256=file_sha256(notes_path(dataset_dir, split)),
         labels_sha256=file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
         vocab_fingerprint=vocab.fingerprint,
+        format=TOKEN_CACHE_FORMAT,
     )
-    if os.path.exists(info_path) and os.path.exists(records_path):
+    if all(os.path.exists(path) for path in (info_path, records_path, _index_path(records_path))):
         with open(info_path) as info_file:
             if json.load(info_file)["source"] == source:
                 return records_path
@@ -177,7 +183,7 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
     notes = read_notes(dataset_dir, split)
     ids = label_ids(notes, read_labels(dataset_dir), source=notes_path(dataset_dir, split))
     os.makedirs(cache_dir, exist_ok=True)
-    lengths = []
+    lengths, note_index_rows, file_offset = [], [], 0
     temporary = f"{records_path}.tmp-{os.getpid()}"
     with tf.io.TFRecordWriter(temporary) as writer:
         for start in range(0, len(notes), TOKENIZE_BATCH_SIZE):
@@ -191,7 +197,14 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
                     label_ids=_int64_feature(ids[note_index]),
                 )
                 example = tf.train.Example(features=tf.train.Features(feature=features))
-                writer.write(example.SerializeToString())
+                serialized = example.SerializeToString()
+                writer.write(serialized)
+                # A TFRecord is a length (8 bytes) and its CRC (4), the data, the data's CRC (4).
+                note_index_rows.append((file_offset + 12, len(serialized), len(token_ids)))
+                file_offset += 16 + len(serialized)
+    index_temporary = f"{_index_path(records_path)}.tmp-{os.getpid()}.npy"
+    np.save(index_temporary, np.array(note_index_rows, np.int64).reshape([-1, 3]))
+    os.replace(index_temporary, _index_path(records_path))
     os.replace(temporary, records_path)
     info = dict(
         source=source,
@@ -210,6 +223,16 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
 
 def _int64_feature(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def _index_path(records_path: str) -> str:
+    return records_path.replace(".tfrecord", ".index.npy")
+
+
+def read_note_index(records_path: str) -> np.ndarray:
+    """int64 `[num_notes, 3]`, per note in note order: the byte offset and byte length of its
+    serialized example in the token cache, and its number of WordPiece tokens."""
+    return np.load(_index_path(records_path))
 
 
 def count_records(records_path: str, max_notes: int | None = None) -> int:
@@ -308,36 +331,8 @@ def bert_segmenter(segments: SegmentConfig, vocab: tokenization.Vocab):
     )
 
 
-def segment_dataset(
-    records_path: str,
-    segmenter,
-    max_segments: int,
-    num_labels: int,
-    batch_size: int,
-    training: bool,
-    seed: int = 0,
-    max_notes: int | None = None,
-    shard: tuple | None = None,
-) -> tf.data.Dataset:
-    """Batches of segmented notes from a token cache (its first `max_notes`, if given).
-
-    `shard=(num_shards, index)` keeps every `num_shards`-th note from the
-    `index`-th on (one input pipeline of a distributed run).
-
-    `segmenter` turns a note's token ids into `(ids, mask)`, int32
-    `[num_segments, width]` with `num_segments <= max_segments` (see
-    `bert_segmenter`; CAML uses a single segment of words).
-
-    Yields `(features, labels)`: `features` has `input_word_ids` and
-    `input_mask` (int32 `[batch, num_segments, width]`) and `note_index`
-    (int64 `[batch]`); `labels` is float32 multi-hot `[batch, num_labels]`.
-    Notes are bucketed by their number of segments and a batch is padded only
-    to its longest note: `num_segments` is the batch maximum and `width` the
-    longest segment of the batch. Padding is id 0 with `input_mask` 0.
-
-    With `training`, notes are shuffled (seeded, reshuffled every epoch) and
-    repeated forever; otherwise every note is yielded once.
-    """
+def _parser(segmenter, num_labels: int):
+    """`serialized example -> (features, labels)` of one note (see `segment_dataset`)."""
     feature_spec = dict(
         note_index=tf.io.FixedLenFeature([], tf.int64),
         token_ids=tf.io.VarLenFeature(tf.int64),
@@ -355,26 +350,143 @@ def segment_dataset(
         features = dict(input_word_ids=word_ids, input_mask=mask, note_index=example["note_index"])
         return features, labels
 
-    def trim_width(features, labels):
-        width = tf.maximum(tf.reduce_max(tf.reduce_sum(features["input_mask"], -1)), 1)
-        features = dict(features)
-        for key in ("input_word_ids", "input_mask"):
-            features[key] = features[key][:, :, :width]
-        return features, labels
+    return parse
 
+
+def _trim_width(features, labels):
+    """Cuts a batch's segments to its longest segment."""
+    width = tf.maximum(tf.reduce_max(tf.reduce_sum(features["input_mask"], -1)), 1)
+    features = dict(features)
+    for key in ("input_word_ids", "input_mask"):
+        features[key] = features[key][:, :, :width]
+    return features, labels
+
+
+PADDING_VALUES = (dict(input_word_ids=0, input_mask=0, note_index=np.int64(-1)), 0.0)
+
+
+def segment_dataset(
+    records_path: str,
+    segmenter,
+    max_segments: int,
+    num_labels: int,
+    batch_size: int,
+    max_notes: int | None = None,
+) -> tf.data.Dataset:
+    """Every note of a token cache (its first `max_notes`, if given) once, in batches.
+
+    `segmenter` turns a note's token ids into `(ids, mask)`, int32
+    `[num_segments, width]` with `num_segments <= max_segments` (see
+    `bert_segmenter`; CAML uses a single segment of words).
+
+    Yields `(features, labels)`: `features` has `input_word_ids` and
+    `input_mask` (int32 `[batch, num_segments, width]`) and `note_index`
+    (int64 `[batch]`); `labels` is float32 multi-hot `[batch, num_labels]`.
+    Notes are bucketed by their number of segments and a batch is padded only
+    to its longest note: `num_segments` is the batch maximum and `width` the
+    longest segment of the batch. Padding is id 0 with `input_mask` 0.
+    """
     dataset = tf.data.TFRecordDataset(records_path).take(max_notes or -1)
-    if shard:
-        dataset = dataset.shard(*shard)
-    if training:
-        dataset = dataset.shuffle(count_records(records_path, max_notes), seed=seed).repeat()
-    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.map(
+        _parser(segmenter, num_labels), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda features, labels: tf.shape(features["input_word_ids"])[0],
         bucket_boundaries=list(range(2, max_segments + 1)),
         bucket_batch_sizes=[batch_size] * max_segments,
-        padding_values=(
-            dict(input_word_ids=0, input_mask=0, note_index=tf.constant(-1, tf.int64)),
-            0.0,
-        ),
+        padding_values=PADDING_VALUES,
     )
-    return dataset.map(trim_width).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(_trim_width).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_batches(note_lengths, batch_size: int, seed: int, epoch):
+    """The notes of one training epoch, int64 `[ceil(num_notes / batch_size), batch_size]`.
+
+    Args:
+      note_lengths: int `[num_notes]`, the tokens each note contributes (cut to what
+        the model reads); the rows of the result index into it.
+      epoch: int64 scalar; with `seed` it alone decides the order.
+
+    The notes are shuffled, the last batch is filled up with the epoch's first
+    notes, every window of `SORT_WINDOW_BATCHES` batches is sorted by length
+    (batches of alike notes pad little) and the batches are shuffled again.
+    """
+    note_lengths = tf.cast(note_lengths, tf.int64)
+    num_notes = tf.shape(note_lengths, out_type=tf.int64)[0]
+    num_batches = (num_notes + batch_size - 1) // batch_size
+    epoch_seed = tf.stack([tf.cast(seed, tf.int64), 2 * tf.cast(epoch, tf.int64)])
+    order = tf.argsort(tf.random.stateless_uniform([num_notes], epoch_seed))
+    order = tf.tile(order, [(num_batches * batch_size + num_notes - 1) // num_notes])
+    order = order[: num_batches * batch_size]
+    window = tf.range(num_batches * batch_size, dtype=tf.int64) // (
+        batch_size * SORT_WINDOW_BATCHES
+    )
+    key = window * (tf.reduce_max(note_lengths) + 1) + tf.gather(note_lengths, order)
+    batches = tf.reshape(tf.gather(order, tf.argsort(key, stable=True)), [-1, batch_size])
+    batch_order = tf.argsort(tf.random.stateless_uniform([num_batches], epoch_seed + [0, 1]))
+    return tf.gather(batches, batch_order)
+
+
+def training_dataset(
+    records_path: str,
+    segmenter,
+    max_note_tokens: int,
+    num_labels: int,
+    batch_size: int,
+    seed: int,
+    batches_per_step: int = 1,
+    first_step: int = 0,
+    max_notes: int | None = None,
+    shard: tuple = (1, 0),
+) -> tf.data.Dataset:
+    """Training batches of `batch_size` notes, repeated forever, from step `first_step` on.
+
+    A step takes `batches_per_step` batches (replicas x gradient accumulation),
+    drawn from one row of `epoch_batches(..., batch_size * batches_per_step, seed,
+    epoch)` over this shard's notes, so how a step's notes are split into
+    batches does not change which notes it sees. The sequence is a function of
+    `seed` and the notes alone: an input position is the step, and a resumed
+    run continues exactly. Notes are read by their offsets in the token cache;
+    no state holds anything of them. `shard=(num_shards, index)` keeps every
+    `num_shards`-th note from the `index`-th on (one input pipeline of a
+    distributed run); `max_note_tokens` is the longest note prefix the model
+    reads (the length notes are sorted by). Elements are as in `segment_dataset`.
+    """
+    note_index = read_note_index(records_path)[: count_records(records_path, max_notes)]
+    note_index = note_index[shard[1] :: shard[0]]
+    if not len(note_index):
+        raise ValueError(
+            f"{records_path} has no training notes for input pipeline {shard[1]} of {shard[0]}"
+        )
+    file_size = os.path.getsize(records_path)
+    offsets = tf.constant(note_index[:, 0])
+    sizes = tf.constant(note_index[:, 1])
+    lengths = tf.constant(np.minimum(note_index[:, 2], max_note_tokens))
+    notes_per_step = batch_size * batches_per_step
+    steps_per_epoch = -(-len(note_index) // notes_per_step)
+    first_epoch, skip = divmod(first_step, steps_per_epoch)
+
+    def read(note):
+        offset, size = offsets[note], sizes[note]
+        return tf.data.FixedLengthRecordDataset(
+            records_path,
+            record_bytes=size,
+            header_bytes=offset,
+            footer_bytes=file_size - offset - size,
+            buffer_size=1 << 16,
+        )
+
+    dataset = (
+        tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+        .flat_map(
+            lambda epoch: tf.data.Dataset.from_tensor_slices(
+                epoch_batches(lengths, notes_per_step, seed, epoch)
+            )
+        )
+        .skip(skip)
+        .unbatch()
+        .interleave(read, cycle_length=4, num_parallel_calls=4, deterministic=True)
+        .map(_parser(segmenter, num_labels), num_parallel_calls=tf.data.AUTOTUNE)
+        .padded_batch(batch_size, padding_values=PADDING_VALUES)
+    )
+    return dataset.map(_trim_width).prefetch(tf.data.AUTOTUNE)

@@ -66,6 +66,31 @@ def run_on_replicas(fn, *args):
     return strategy.experimental_local_results(strategy.run(fn, args=args))[0]
 
 
+def sum_over_workers(strategy: tf.distribute.Strategy, arrays: dict) -> dict:
+    """Sums each worker's `{name: array}` over the workers of a multi-worker run.
+
+    Every worker passes its own counts and gets the totals (one all-reduce per
+    array); with a single worker the arrays are returned as they are.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return arrays
+    local_replicas = strategy.num_replicas_in_sync // strategy.extended._num_workers
+
+    def worker_share(context):  # a tf.distribute.experimental.ValueContext
+        # Replicas are numbered worker by worker: the first local one carries the worker's counts.
+        first = context.replica_id_in_sync_group % local_replicas == 0
+        return {
+            name: tf.constant(array) if first else tf.zeros(array.shape, array.dtype)
+            for name, array in arrays.items()
+        }
+
+    shares = strategy.experimental_distribute_values_from_function(worker_share)
+    return {
+        name: strategy.reduce(tf.distribute.ReduceOp.SUM, share, axis=None).numpy()
+        for name, share in shares.items()
+    }
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this task writes checkpoints, summaries and results (the chief, or worker 0)."""
     resolver = getattr(strategy, "cluster_resolver", None)

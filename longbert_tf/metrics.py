@@ -14,14 +14,14 @@ THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 PRECISION_AT = (5, 8, 15)
 
 
-def _ratio(numerator, denominator):
+def ratio(numerator, denominator):
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-def _f1(precision, recall):
-    return _ratio(2 * precision * recall, precision + recall)
+def f1_score(precision, recall):
+    return ratio(2 * precision * recall, precision + recall)
 
 
 def micro_precision_recall_f1(y_true, y_prob, threshold: float) -> tuple:
@@ -29,9 +29,9 @@ def micro_precision_recall_f1(y_true, y_prob, threshold: float) -> tuple:
     y_true = np.asarray(y_true, dtype=bool)
     predicted = np.asarray(y_prob) >= threshold
     true_positives = np.sum(predicted & y_true)
-    precision = float(_ratio(true_positives, predicted.sum()))
-    recall = float(_ratio(true_positives, y_true.sum()))
-    return precision, recall, float(_f1(precision, recall))
+    precision = float(ratio(true_positives, predicted.sum()))
+    recall = float(ratio(true_positives, y_true.sum()))
+    return precision, recall, float(f1_score(precision, recall))
 
 
 def tune_threshold(y_true, y_prob, grid=THRESHOLD_GRID) -> tuple:
@@ -48,7 +48,7 @@ def tune_threshold(y_true, y_prob, grid=THRESHOLD_GRID) -> tuple:
     all_reached = np.bincount(reached, minlength=len(grid) + 1)
     true_positives = positives_reached[::-1].cumsum()[::-1][1:]
     predicted = all_reached[::-1].cumsum()[::-1][1:]
-    f1 = _f1(_ratio(true_positives, predicted), _ratio(true_positives, y_true.sum()))
+    f1 = f1_score(ratio(true_positives, predicted), ratio(true_positives, y_true.sum()))
     best = int(np.argmax(f1))
     return float(grid[best]), float(f1[best])
 
@@ -96,9 +96,9 @@ def macro_f1(y_true, y_prob, threshold: float) -> float:
     if not has_positive.any():
         return float("nan")
     true_positives = np.sum(predicted & y_true, axis=0)
-    precision = _ratio(true_positives, predicted.sum(axis=0))
-    recall = _ratio(true_positives, y_true.sum(axis=0))
-    return float(np.mean(_f1(precision, recall)[has_positive]))
+    precision = ratio(true_positives, predicted.sum(axis=0))
+    recall = ratio(true_positives, y_true.sum(axis=0))
+    return float(np.mean(f1_score(precision, recall)[has_positive]))
 
 
 def macro_roc_auc(y_true, y_score) -> float:

@@ -16,11 +16,10 @@ import json
 import os
 import time
 
-import numpy as np
 from absl import logging
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from longbert_tf import data, distribute, encoders, files, metrics, models, words
+from longbert_tf import data, distribute, encoders, evaluation, files, metrics, models, words
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
 from longbert_tf.models import CAML, LongBERT
@@ -36,65 +35,78 @@ class Experiment:
     model: keras.Model
     segmenter: object  # token ids -> (ids, mask), see data.segment_dataset
     max_segments: int
+    max_note_tokens: int  # the longest note prefix the model reads
     strategy: tf.distribute.Strategy
 
-    def dataset(
-        self,
-        split: str,
-        training: bool = False,
-        batch_size: int = None,
-        shard: tuple = None,
-        seed: int = None,
-    ) -> tf.data.Dataset:
+    def dataset(self, split: str) -> tf.data.Dataset:
+        """Every note of `split` once, in batches of `batch_size` (see `data.segment_dataset`)."""
         return data.segment_dataset(
             self.records[split],
             self.segmenter,
             self.max_segments,
             num_labels=len(self.labels),
-            batch_size=batch_size or self.config.batch_size,
-            training=training,
-            seed=self.config.seed if seed is None else seed,
+            batch_size=self.config.batch_size,
             max_notes=self.config.max_notes,
-            shard=shard,
         )
 
-    def train_iterator(self, seed: int = None):
-        """Training batches for every replica: each input pipeline reads its own share of notes.
+    def train_iterator(self, step: int = 0):
+        """Training batches for every replica from training step `step` on.
 
-        A step draws `grad_accum_steps` of them; together they make the global
-        `batch_size`. Notes are shuffled with `seed` (default: the config's).
+        Each input pipeline reads its own share of the notes in the order of
+        `data.training_dataset`; a step draws `grad_accum_steps` batches for
+        each of its replicas. Together a step's batches make the global
+        `batch_size`.
         """
         micro_batch = self.config.batch_size // self.config.grad_accum_steps
 
         def replica_dataset(context: tf.distribute.InputContext):
-            return self.dataset(
-                "train",
-                training=True,
+            local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+            return data.training_dataset(
+                self.records["train"],
+                self.segmenter,
+                self.max_note_tokens,
+                num_labels=len(self.labels),
                 batch_size=context.get_per_replica_batch_size(micro_batch),
+                seed=self.config.seed,
+                batches_per_step=self.config.grad_accum_steps * local_replicas,
+                first_step=step,
+                max_notes=self.config.max_notes,
                 shard=(context.num_input_pipelines, context.input_pipeline_id),
-                seed=seed,
             )
 
         return iter(self.strategy.distribute_datasets_from_function(replica_dataset))
 
     def __post_init__(self):
-        self._gathered_predictions = tf.function(self._predictions, reduce_retracing=True)
+        self._outputs = tf.function(self._replica_outputs, reduce_retracing=True)
 
-    def _predictions(self, features, labels):
-        """Probabilities, labels and note indices of a distributed batch, from all replicas."""
+    def _replica_outputs(self, features, labels, gather_top_codes: bool):
+        """Per replica: `evaluation.score_bins`, labels, top codes, their probabilities, note
+        indices; with `gather_top_codes`, also the last three gathered from every replica."""
 
         def replica(features, labels):
-            return tf.sigmoid(self.model(features, training=False)), labels, features["note_index"]
+            logits = self.model(features, training=False)
+            top = tf.math.top_k(logits, k=min(evaluation.TOP_CODES, len(self.labels)))
+            bins = evaluation.score_bins(logits, labels)
+            return (
+                *(bins[name] for name in evaluation.BIN_NAMES),
+                labels,
+                top.indices,
+                tf.sigmoid(top.values),
+                features["note_index"],
+            )
 
-        results = self.strategy.run(replica, args=(features, labels))
-        return [self.strategy.gather(result, axis=0) for result in results]
+        outputs = self.strategy.run(replica, args=(features, labels))
+        if not gather_top_codes:
+            return outputs, None
+        return outputs, [self.strategy.gather(output, axis=0) for output in outputs[-3:]]
 
-    def predict(self, split: str) -> tuple:
-        """Returns `(y_true, y_prob)`, `[num_notes, num_labels]` each, rows in note order.
+    def count(self, split: str, predictions: evaluation.PredictionsWriter | None = None) -> dict:
+        """The `evaluation.SplitCounts` counts of `split` under the current weights.
 
-        Batches are spread over every replica (and worker); their predictions
-        are gathered before anything is computed from them, so every task gets
-        the whole split, exactly as a single device would.
+        Batches are spread over every replica (and worker); each worker counts
+        its replicas' notes and the counts are summed over workers, so every
+        task gets the counts of the whole split, as a single device would.
+        `predictions` receives every note's top codes, gathered from every replica.
         """
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
@@ -103,22 +115,23 @@ class Experiment:
         dataset = self.strategy.experimental_distribute_dataset(
             self.dataset(split).with_options(options)
         )
-        probs, labels, note_indices = [], [], []
-        for features, batch_labels in dataset:
-            batch_probs, batch_labels, batch_indices = self._gathered_predictions(
-                features, batch_labels
-            )
-            probs.append(batch_probs.numpy())
-            labels.append(batch_labels.numpy())
-            note_indices.append(batch_indices.numpy())
-        note_indices = np.concatenate(note_indices)
-        if not np.array_equal(np.sort(note_indices), np.arange(len(note_indices))):
-            raise RuntimeError(
-                f"predictions of {split} cover notes {sorted(note_indices.tolist())}, "
-                "not each note once: the input was not split evenly over the replicas"
-            )
-        order = np.argsort(note_indices)
-        return np.concatenate(labels)[order], np.concatenate(probs)[order]
+        num_notes = data.count_records(self.records[split], self.config.max_notes)
+        started = time.time()
+        split_counts = evaluation.SplitCounts(len(self.labels), num_notes)
+        for features, labels in dataset:
+            outputs, gathered = self._outputs(features, labels, predictions is not None)
+            local = [self.strategy.experimental_local_results(output) for output in outputs]
+            for replica in zip(*local):
+                *bins, labels, top_codes, _, note_index = [value.numpy() for value in replica]
+                split_counts.add(
+                    dict(zip(evaluation.BIN_NAMES, bins)), labels, top_codes, note_index
+                )
+            if gathered is not None:
+                predictions.write(split, *(tensor.numpy() for tensor in gathered))
+        counts = distribute.sum_over_workers(self.strategy, split_counts.counts())
+        evaluation.check_coverage(counts, split)
+        logging.info("Counted %s: %d notes in %.1f s", split, num_notes, time.time() - started)
+        return counts
 
 
 def build_experiment(
@@ -132,8 +145,11 @@ def build_experiment(
     model's variables belong to `strategy` (default: the current one).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    started = time.time()
     with strategy.scope():
-        return _build_experiment(config, strategy)
+        experiment = _build_experiment(config, strategy)
+    logging.info("Built the experiment in %.1f s", time.time() - started)
+    return experiment
 
 
 def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
@@ -142,6 +158,7 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
         vocab, embeddings = words.cached_build(config.dataset_dir, config.seed)
         model = CAML(embeddings, num_labels=len(labels), seed=config.seed)
         segmenter, max_segments = words.word_segmenter(config.max_words), 1
+        max_note_tokens = config.max_words
     else:
         handle = encoders.resolve(
             config.encoder, config.dataset_dir, config.seed, config.encoder_layers
@@ -156,6 +173,7 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
         )
         segmenter = data.bert_segmenter(config.segments, vocab)
         max_segments = config.segments.max_segments
+        max_note_tokens = config.segments.max_note_tokens
     records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
     probe = tf.ones([1, 1, 2], tf.int32)
     distribute.run_on_replicas(model, dict(input_word_ids=probe, input_mask=probe))
@@ -164,7 +182,9 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
         data.label_counts(records["train"], len(labels), config.max_notes),
         data.count_records(records["train"], config.max_notes),
     )
-    return Experiment(config, labels, records, model, segmenter, max_segments, strategy)
+    return Experiment(
+        config, labels, records, model, segmenter, max_segments, max_note_tokens, strategy
+    )
 
 
 class Trainer:
@@ -262,13 +282,15 @@ def _check_config(config: ExperimentConfig, chief: bool) -> None:
         files.write_json(path, config.to_dict())
 
 
-def train_and_evaluate(config: ExperimentConfig) -> dict:
+def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = None) -> dict:
     """Trains with the paper's recipe and returns the metrics written to `metrics.json`.
 
     Adam at `learning_rate`, binary cross-entropy averaged over codes and
     notes, validation every `eval_every` steps; the weights with the best dev
     micro F1 (at the dev-tuned threshold) are evaluated on test at that threshold.
-    Runs under `config.strategy`; `batch_size` is the global batch.
+    Runs under `config.strategy`; `batch_size` is the global batch. With
+    `predictions_file`, the final evaluation also writes every dev and test
+    note's top codes there (see `evaluation.PredictionsWriter`).
     """
     strategy = distribute.make_strategy(config.strategy, config.tpu)
     write = distribute.WriteDir(config.model_dir, strategy)
@@ -296,15 +318,9 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
     # Bookkeeping that the host updates, the same on every task: not distributed variables.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     best_f1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_micro_f1")
-    # The input position is checkpointed where one task reads all input. Every
-    # worker of a multi-worker run restores the chief's checkpoint, which holds
-    # only the chief's position, so those runs reshuffle from the resumed step.
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    train_iterator = None if multi_worker else experiment.train_iterator()
-    input_state = {} if multi_worker else dict(train_data=train_iterator)
-    state = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, step=step, best_f1=best_f1, **input_state
-    )
+    # The input position follows from the step (see Experiment.train_iterator): the
+    # checkpoint holds weights, optimizer slots and counters, never note data.
+    state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, best_f1=best_f1)
     latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
     best = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=model, step=step), write.path("best"), max_to_keep=1
@@ -314,8 +330,7 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
     if resume_from:
         state.restore(resume_from).expect_partial()
         logging.info("Resumed %s at step %d", resume_from, int(step))
-    if multi_worker:
-        train_iterator = experiment.train_iterator(seed=config.seed + int(step))
+    train_iterator = experiment.train_iterator(int(step))
 
     trainer = Trainer(model, optimizer, strategy, config.batch_size, config.grad_accum_steps)
     if write.chief:
@@ -354,7 +369,12 @@ def train_and_evaluate(config: ExperimentConfig) -> dict:
             latest.save(checkpoint_number=current)
 
     tf.train.Checkpoint(model=model, step=step).restore(best.latest_checkpoint).expect_partial()
-    results = evaluate(experiment)
+    predictions = None
+    if predictions_file:  # every task gathers the top codes; the chief writes them
+        predictions = evaluation.PredictionsWriter(
+            predictions_file if write.chief else None, experiment.labels, config.dataset_dir
+        )
+    results = evaluate(experiment, predictions)
     results["best_step"] = int(step)
     if write.chief:
         files.write_json(metrics_path, results)
@@ -367,31 +387,45 @@ def validate(experiment: Experiment, writer, step: int) -> float:
 
     Only numbers are written: no note text reaches logs or summaries.
     """
-    y_true, y_prob = experiment.predict("dev")
-    threshold, dev_f1 = metrics.tune_threshold(y_true, y_prob)
+    counts = experiment.count("dev")
+    threshold, dev_f1 = evaluation.tune_threshold(counts)
+    results = evaluation.evaluate(counts, threshold)
     logging.info("step %d  dev micro F1 %.4f at threshold %.2f", step, dev_f1, threshold)
     with writer.as_default(step=step):
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
-        tf.summary.scalar("micro_pr_auc", metrics.average_precision(y_true, y_prob))
-        tf.summary.scalar("micro_roc_auc", metrics.roc_auc(y_true, y_prob))
-        curve = pr_curve_summary.pb(
-            "pr_curve", y_true.ravel().astype(bool), y_prob.ravel(), num_thresholds=101
+        tf.summary.scalar("micro_pr_auc", results["micro_pr_auc"])
+        tf.summary.scalar("micro_roc_auc", results["micro_roc_auc"])
+        curve = evaluation.pr_curve(counts)
+        true_positives = curve["true_positive_counts"]
+        summary = pr_curve_summary.raw_data_pb(
+            "pr_curve",
+            **curve,
+            precision=metrics.ratio(
+                true_positives, true_positives + curve["false_positive_counts"]
+            ),
+            recall=metrics.ratio(true_positives, true_positives + curve["false_negative_counts"]),
+            num_thresholds=len(true_positives),
         )
-        tf.summary.experimental.write_raw_pb(curve.SerializeToString(), step=step)
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
     return dev_f1
 
 
-def evaluate(experiment: Experiment) -> dict:
-    """Dev and test metrics at the micro-F1-best threshold on dev."""
-    dev_true, dev_prob = experiment.predict("dev")
-    threshold, _ = metrics.tune_threshold(dev_true, dev_prob)
-    test_true, test_prob = experiment.predict("test")
+def evaluate(experiment: Experiment, predictions=None) -> dict:
+    """Dev and test metrics at the micro-F1-best threshold on dev.
+
+    `predictions`, an `evaluation.PredictionsWriter`, gets every note's top codes.
+    """
+    dev_counts = experiment.count("dev", predictions)
+    threshold, _ = evaluation.tune_threshold(dev_counts)
+    test_counts = experiment.count("test", predictions)
+    if predictions is not None:
+        predictions.close()
     return dict(
         dataset=experiment.config.dataset,
         model=experiment.config.model,
         input_length=experiment.config.input_length,
         encoder=experiment.config.encoder,
-        dev=metrics.evaluate(dev_true, dev_prob, threshold),
-        test=metrics.evaluate(test_true, test_prob, threshold),
+        dev=evaluation.evaluate(dev_counts, threshold),
+        test=evaluation.evaluate(test_counts, threshold),
     )

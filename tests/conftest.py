@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic dataset and a tiny TF-Hub-format encoder built from it."""
 
+import glob
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import pytest
 from data_prep import synthetic
 from longbert_tf import data, encoders, tokenization
 from longbert_tf.bert import BertArchitecture
+from longbert_tf.framework import tf
 
 TINY_SYNTHETIC = synthetic.SyntheticConfig(
     num_codes=12,
@@ -53,6 +55,32 @@ def tiny_encoder_dir(tiny_dataset_dir, tmp_path_factory):
     vocab = tokenization.learn_vocab(texts, TINY_ARCH.vocab_size)
     encoders.build_random_encoder(TINY_ARCH, vocab, out_dir, seed=0)
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
+    """The tiny encoder without dropout, so that different processes compute the same losses."""
+    out_dir = str(tmp_path_factory.mktemp("encoder") / "no_dropout")
+    arch = BertArchitecture(**{**TINY_ARCH.__dict__, "dropout_rate": 0.0})
+    texts = data.read_notes(tiny_dataset_dir, "train").text
+    encoders.build_random_encoder(
+        arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, 0
+    )
+    return out_dir
+
+
+def training_losses(model_dir: str) -> dict:
+    """step -> training loss, from the run's TensorBoard event files (a step logged twice, by a
+    run and its resumption, must have logged the same loss)."""
+    losses = {}
+    for path in glob.glob(f"{model_dir}/train/events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "loss":
+                    loss = float(tf.make_ndarray(value.tensor))
+                    assert losses.get(event.step, loss) == pytest.approx(loss, rel=1e-4)
+                    losses[event.step] = loss
+    return losses
 
 
 def _saved_step(checkpoint_dir: str) -> int:

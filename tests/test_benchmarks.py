@@ -37,4 +37,4 @@ def test_pipeline_benchmark_reports_throughput_and_padding(tiny_dataset_dir, tin
         f"--encoder={tiny_encoder_dir}", "--seq_len=256", "--segment_length=128", "--batches=20",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "note tokens/s" in result.stdout and "padding waste, bucketed batches" in result.stdout
+    assert "note tokens/s" in result.stdout and "padding waste, training batches" in result.stdout

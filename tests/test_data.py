@@ -180,7 +180,6 @@ def test_pipeline_handles_empty_notes_and_notes_without_codes(edge_dataset):
             segments.max_segments,
             3,
             batch_size=4,
-            training=False,
         )
     )
     by_note = {}
@@ -212,7 +211,7 @@ def test_batches_hold_one_segment_count_and_are_padded_to_their_longest_note(
     num_notes = 0
     widths = set()
     for features, labels in data.segment_dataset(
-        records, data.bert_segmenter(segments, vocab), segments.max_segments, 12, 3, training=False
+        records, data.bert_segmenter(segments, vocab), segments.max_segments, 12, 3
     ):
         mask = features["input_mask"].numpy()
         num_notes += len(mask)
@@ -225,28 +224,50 @@ def test_batches_hold_one_segment_count_and_are_padded_to_their_longest_note(
     assert 128 in widths and min(widths) < 128  # single-segment batches are trimmed
 
 
-def test_training_pipeline_is_seeded_and_reshuffles(tiny_dataset_dir, tiny_encoder_dir):
+def _training_notes(records, segments, vocab, batches, **kwargs):
+    dataset = data.training_dataset(
+        records, data.bert_segmenter(segments, vocab), segments.max_note_tokens, 12, 4, **kwargs
+    )
+    return [f["note_index"].numpy().tolist() for f, _ in dataset.take(batches)]
+
+
+def test_training_order_is_a_function_of_seed_and_position(tiny_dataset_dir, tiny_encoder_dir):
     vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
     records = data.token_cache(tiny_dataset_dir, "train", vocab)
     segments = SegmentConfig(seq_len=256, segment_length=128)
-
-    def order(seed):
-        dataset = data.segment_dataset(
-            records,
-            data.bert_segmenter(segments, vocab),
-            segments.max_segments,
-            12,
-            4,
-            training=True,
-            seed=seed,
+    first = _training_notes(records, segments, vocab, 15, seed=1)
+    assert first == _training_notes(records, segments, vocab, 15, seed=1)
+    assert first != _training_notes(records, segments, vocab, 15, seed=2)
+    # 24 notes in batches of 4: every epoch (6 batches) holds every note once, in a new order.
+    epochs = [sorted(sum(first[start : start + 6], [])) for start in (0, 6)]
+    assert epochs == [list(range(24))] * 2
+    assert first[:6] != first[6:12]
+    # Starting at a position gives what the sequence holds there, across epoch boundaries.
+    for position in (1, 5, 6, 11):
+        later = _training_notes(
+            records, segments, vocab, 15 - position, seed=1, first_step=position
         )
-        return [f["note_index"].numpy().tolist() for f, _ in dataset.take(12)]
+        assert later == first[position:]
 
-    first = order(seed=1)
-    assert first == order(seed=1)
-    assert first != order(seed=2)
-    seen = sorted(i for batch in first for i in batch)
-    assert len(seen) == 48 and set(seen) == set(range(24))  # repeats past one epoch
+
+def test_training_batches_group_notes_of_alike_length(tiny_dataset_dir, tiny_encoder_dir):
+    vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
+    records = data.token_cache(tiny_dataset_dir, "train", vocab)
+    lengths = data.read_note_index(records)[:, 2]
+    batches = np.array(data.epoch_batches(lengths, batch_size=4, seed=0, epoch=3))
+    assert batches.shape == (6, 4) and sorted(batches.ravel()) == list(range(24))
+    sorted_spread = np.mean([np.ptp(lengths[batch]) for batch in batches])
+    random_spread = np.mean([np.ptp(lengths[batch]) for batch in np.arange(24).reshape(6, 4)])
+    assert sorted_spread < 0.5 * random_spread
+    # A last batch short of notes is filled with notes from the epoch's start; shards are disjoint.
+    ragged = np.array(data.epoch_batches(lengths[:10], batch_size=4, seed=0, epoch=0))
+    assert ragged.shape == (3, 4) and set(ragged.ravel()) == set(range(10))
+    segments = SegmentConfig(seq_len=256, segment_length=128)
+    shards = [
+        set(sum(_training_notes(records, segments, vocab, 3, seed=0, shard=(2, i)), []))
+        for i in range(2)
+    ]
+    assert shards[0] | shards[1] == set(range(24)) and not shards[0] & shards[1]
 
 
 def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_path):

@@ -1,0 +1,127 @@
+"""Streaming evaluation against the exact metrics (themselves checked against scikit-learn)."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk_metrics
+
+from longbert_tf import evaluation, metrics
+from longbert_tf.framework import tf
+
+
+def scores(num_notes=600, num_labels=300, seed=0):
+    """Labels and logits shaped like a trained coder's: rare codes, positives scored higher."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((num_notes, num_labels)) < rng.random(num_labels) * 0.1).astype(np.float32)
+    logits = rng.normal(-4, 2, labels.shape) + labels * rng.normal(2.5, 1, labels.shape)
+    return labels, logits.astype(np.float32)
+
+
+def count(labels, logits, batch_size=7):
+    split_counts = evaluation.SplitCounts(labels.shape[1], len(labels))
+    for start in range(0, len(labels), batch_size):
+        batch_labels, batch_logits = (
+            labels[start : start + batch_size],
+            logits[start : start + batch_size],
+        )
+        bins = evaluation.score_bins(tf.constant(batch_logits), tf.constant(batch_labels))
+        top_codes = tf.math.top_k(batch_logits, min(15, labels.shape[1])).indices.numpy()
+        note_index = np.arange(start, start + len(batch_labels))
+        split_counts.add(
+            {name: value.numpy() for name, value in bins.items()},
+            batch_labels,
+            top_codes,
+            note_index,
+        )
+    return split_counts.counts()
+
+
+def test_streaming_metrics_equal_the_exact_ones():
+    labels, logits = scores()
+    probabilities = tf.sigmoid(logits).numpy()
+    counts = count(labels, logits)
+    threshold, f1 = evaluation.tune_threshold(counts)
+    assert (threshold, f1) == metrics.tune_threshold(labels, probabilities)
+    streamed = evaluation.evaluate(counts, threshold)
+    exact = metrics.evaluate(labels, probabilities, threshold)
+    assert streamed.keys() == exact.keys()
+    for key in ("threshold", "micro_f1", "micro_precision", "micro_recall", "macro_f1"):
+        assert streamed[key] == exact[key], key
+    for key in ("precision_at_5", "precision_at_8", "precision_at_15"):
+        assert streamed[key] == pytest.approx(exact[key], abs=1e-12), key
+    assert streamed["num_notes"] == 600
+    # Binned AUCs: within the stated tolerances of the exact functions and of scikit-learn.
+    assert streamed["micro_roc_auc"] == pytest.approx(exact["micro_roc_auc"], abs=1e-4)
+    assert streamed["micro_pr_auc"] == pytest.approx(exact["micro_pr_auc"], abs=1e-4)
+    assert streamed["macro_roc_auc"] == pytest.approx(exact["macro_roc_auc"], abs=1e-3)
+    flat_labels, flat_scores = labels.ravel(), probabilities.ravel()
+    assert streamed["micro_roc_auc"] == pytest.approx(
+        sk_metrics.roc_auc_score(flat_labels, flat_scores), abs=1e-4
+    )
+    assert streamed["micro_pr_auc"] == pytest.approx(
+        sk_metrics.average_precision_score(flat_labels, flat_scores), abs=1e-4
+    )
+    both = (labels.sum(0) > 0) & (labels.sum(0) < len(labels))
+    assert streamed["macro_roc_auc"] == pytest.approx(
+        sk_metrics.roc_auc_score(labels[:, both], probabilities[:, both], average="macro"),
+        abs=1e-3,
+    )
+    # At a threshold other than the tuned one too.
+    for key in ("micro_f1", "macro_f1"):
+        assert (
+            evaluation.evaluate(counts, 0.7)[key]
+            == metrics.evaluate(labels, probabilities, 0.7)[key]
+        )
+
+
+def test_thresholds_reached_are_exact_at_the_float32_neighbours_of_every_threshold():
+    thresholds = evaluation.COUNT_THRESHOLDS
+    nearest = thresholds.astype(np.float32)
+    probabilities = np.concatenate(
+        [
+            nearest,
+            np.nextafter(nearest, np.float32(0)),
+            np.nextafter(nearest, np.float32(1)),
+            np.float32([0.0, 1e-30, 0.5, 1.0]),
+        ]
+    ).astype(np.float32)
+    expected = np.searchsorted(thresholds, probabilities.astype(np.float64), side="right")
+    np.testing.assert_array_equal(evaluation.thresholds_reached(probabilities), expected)
+
+
+def test_counts_of_parts_add_up_to_the_counts_of_the_whole():
+    labels, logits = scores(num_notes=90, num_labels=40, seed=1)
+    whole = count(labels, logits)
+    first, second = count(labels[:50], logits[:50]), count(labels[50:], logits[50:])
+    for name, value in whole.items():
+        if name == "note_counts":
+            continue  # each part numbers its notes from 0
+        np.testing.assert_allclose(first[name] + second[name], value, err_msg=name)
+
+
+def test_a_note_counted_twice_or_never_is_refused():
+    labels, logits = scores(num_notes=20, num_labels=10)
+    counts = count(labels, logits)
+    evaluation.check_coverage(counts, "dev")
+    counts["note_counts"][3] = 2
+    counts["note_counts"][5] = 0
+    with pytest.raises(RuntimeError, match=r"dev: notes \[3, 5\] were counted \[2, 0\] times"):
+        evaluation.check_coverage(counts, "dev")
+
+
+def test_pr_curve_counts_match_direct_counting():
+    labels, logits = scores(num_notes=100, num_labels=30, seed=2)
+    probabilities = tf.sigmoid(logits).numpy().astype(np.float64)
+    curve = evaluation.pr_curve(count(labels, logits))
+    points = np.append(0.0, evaluation.COUNT_THRESHOLDS)
+    predicted = probabilities.ravel()[np.newaxis, :] >= points[:, np.newaxis]
+    positive = labels.ravel().astype(bool)
+    np.testing.assert_array_equal(curve["true_positive_counts"], (predicted & positive).sum(1))
+    np.testing.assert_array_equal(curve["false_positive_counts"], (predicted & ~positive).sum(1))
+    np.testing.assert_array_equal(curve["false_negative_counts"], (~predicted & positive).sum(1))
+    np.testing.assert_array_equal(curve["true_negative_counts"], (~predicted & ~positive).sum(1))
+
+
+def test_only_grid_thresholds_can_be_evaluated():
+    labels, logits = scores(num_notes=20, num_labels=10)
+    with pytest.raises(ValueError, match="threshold=0.555 is not on the grid"):
+        evaluation.evaluate(count(labels, logits), 0.555)
