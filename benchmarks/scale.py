@@ -60,13 +60,14 @@ def write_dataset(data_dir: str, fraction: float, tokens_per_note: int, seed: in
     # Zipf-like code frequencies: code k (in a random order) is drawn with weight 1 / (k + 1).
     weights = 1.0 / np.arange(1, NUM_CODES + 1)
     weights = weights[rng.permutation(NUM_CODES)]
-    weights /= weights.sum()
+    cumulative = np.cumsum(weights) / weights.sum()
     splits = {}
     for split, size in SPLIT_SIZES.items():
         count = max(1, round(size * fraction))
         rows = []
         for note in range(count):
-            codes = np.unique(rng.choice(NUM_CODES, rng.poisson(CODES_PER_NOTE - 1) + 1, p=weights))
+            draws = rng.random(rng.poisson(CODES_PER_NOTE - 1) + 1)
+            codes = np.unique(np.minimum(np.searchsorted(cumulative, draws), NUM_CODES - 1))
             vocabulary = sum((words[code] for code in codes), [])
             text = " ".join(rng.choice(vocabulary, tokens_per_note))
             rows.append((f"{split}-{note}", str(note), text, [labels[code] for code in codes]))

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import bert, configs, encoders, models, training
+from longbert_tf import bert, configs, encoders, models, optimization, training
 from longbert_tf.framework import keras, tf
 
 FLAGS = flags.FLAGS
@@ -116,7 +116,7 @@ def run_one() -> dict:
     batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
     step = training.Trainer(
         model,
-        keras.optimizers.Adam(2e-4),
+        [optimization.OptimizerGroup(keras.optimizers.Adam(2e-4), model.trainable_variables)],
         tf.distribute.get_strategy(),
         FLAGS.batch_size,
         jit_compile=FLAGS.xla,

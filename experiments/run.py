@@ -48,6 +48,12 @@ flags.DEFINE_integer(
     "Keep only the first N transformer blocks of the encoder (Hugging Face folders, random:, "
     "and SavedModels this package built); default all.",
 )
+flags.DEFINE_string(
+    "encoder_vocab",
+    None,
+    "With a random: encoder: take this encoder's WordPiece vocabulary and lower-casing (any "
+    "--encoder spec) instead of learning one from the notes, to compare like with like.",
+)
 flags.DEFINE_integer("train_steps", None, "Training steps; preset default.")
 flags.DEFINE_integer("eval_every", None, "Steps between validations; preset default.")
 flags.DEFINE_integer("log_every", 20, "Steps between log lines and TensorBoard training scalars.")
@@ -58,6 +64,22 @@ flags.DEFINE_integer("batch_size", None, "Notes per batch; default 4, or 2 at se
 flags.DEFINE_float(
     "learning_rate", None, "Adam learning rate; preset default (the paper's 2e-4 for MIMIC)."
 )
+flags.DEFINE_float(
+    "encoder_learning_rate",
+    None,
+    "The encoder's own peak learning rate (everything but label attention); default: "
+    "--learning_rate for all.",
+)
+flags.DEFINE_enum(
+    "lr_schedule",
+    "constant",
+    list(configs.LR_SCHEDULES),
+    "After --warmup_steps: constant (the paper's), or linear / cosine decay to 0 at --train_steps.",
+)
+flags.DEFINE_integer(
+    "warmup_steps", 0, "Steps of linear warmup to the peak rates (0 to --train_steps)."
+)
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (AdamW) when above 0.")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the random encoder.")
 flags.DEFINE_enum(
     "label_attention",
@@ -127,6 +149,7 @@ def resolve_config() -> configs.ExperimentConfig:
         eval_every=FLAGS.eval_every or preset.eval_every,
         seed=FLAGS.seed,
         encoder_layers=FLAGS.encoder_layers,
+        encoder_vocab=FLAGS.encoder_vocab,
         model=FLAGS.model,
         max_words=FLAGS.max_words if FLAGS.model == "caml" else None,
         max_notes=FLAGS.max_notes,
@@ -137,6 +160,10 @@ def resolve_config() -> configs.ExperimentConfig:
         tpu=FLAGS.tpu,
         grad_accum_steps=FLAGS.grad_accum_steps,
         log_every=FLAGS.log_every,
+        encoder_learning_rate=FLAGS.encoder_learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
+        warmup_steps=FLAGS.warmup_steps,
+        weight_decay=FLAGS.weight_decay,
     )
 
 
@@ -157,6 +184,7 @@ def dry_run(config: configs.ExperimentConfig) -> str:
         config.segments.segment_length,
         config.seed,
         config.encoder_layers,
+        config.encoder_vocab,
     )
     rows = models.parameter_breakdown(encoder_parameters, hidden_size, num_labels)
     lines = [

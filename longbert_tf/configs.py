@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 MODELS = ("longbert", "caml")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 # Codes per chunk of label attention: None computes all codes at once.
 LABEL_ATTENTION_CHUNKS = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
@@ -138,14 +139,18 @@ class ExperimentConfig:
     """Everything one training and evaluation run depends on.
 
     `model` is `longbert` (which needs `encoder` and `segments`) or `caml`
-    (which needs `max_words` and ignores both). `max_notes` keeps only the first
-    notes of every split, to shrink a run for a CPU. The latest state is
+    (which needs `max_words` and ignores both). `encoder_vocab` gives a
+    `random:` encoder another encoder's vocabulary (see `encoders.resolve`).
+    `max_notes` keeps only the first notes of every split, to shrink a run for a CPU. The latest state is
     checkpointed every `checkpoint_every` steps (default: every evaluation).
     `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
     products) choose how label attention is computed; results are the same up
     to floating point (see `layers.LabelAttention`). `strategy` (see
     `distribute`) spreads each global batch of `batch_size` notes over the
-    replicas, in `grad_accum_steps` micro-batches each.
+    replicas, in `grad_accum_steps` micro-batches each. The label head learns at
+    `learning_rate`, the encoder at `encoder_learning_rate` (default: the same),
+    both on `lr_schedule` after `warmup_steps`, with decoupled `weight_decay`
+    (see `optimization`); the defaults are the paper's constant Adam.
     """
 
     dataset: str
@@ -159,6 +164,7 @@ class ExperimentConfig:
     eval_every: int
     seed: int = 0
     encoder_layers: int | None = None
+    encoder_vocab: str | None = None
     model: str = "longbert"
     max_words: int | None = None
     max_notes: int | None = None
@@ -169,6 +175,10 @@ class ExperimentConfig:
     tpu: str | None = None
     grad_accum_steps: int = 1
     log_every: int = 20
+    encoder_learning_rate: float | None = None
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -178,6 +188,17 @@ class ExperimentConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be positive")
+        if self.encoder_learning_rate is not None and not self.encoder_learning_rate > 0:
+            raise ValueError(f"encoder_learning_rate={self.encoder_learning_rate} must be positive")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}: choose from {LR_SCHEDULES}")
+        if not 0 <= self.warmup_steps <= self.train_steps:
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} must be between 0 and train_steps="
+                f"{self.train_steps}"
+            )
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be at least 0")
         if self.encoder_layers is not None and self.encoder_layers < 1:
             raise ValueError(f"encoder_layers={self.encoder_layers} must be at least 1")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:

@@ -13,7 +13,9 @@ encoders have. Encoder specs:
   (`$LONGBERT_TF_CACHE`, default `~/.cache/longbert_tf`);
 - `random:L-2_H-256_A-4` (any `L-*_H-*_A-*`): a randomly initialised BERT of
   that size with a 30,522-token WordPiece vocabulary learned from the
-  dataset's training notes, built once and cached in the dataset folder.
+  dataset's training notes, or the vocabulary (and lower-casing) of another
+  encoder, `vocab_source` (so that a pretrained encoder and a random one read
+  the same tokens), built once and cached in the dataset folder.
 
 `num_layers` keeps only the first N transformer blocks: of a Hugging Face
 folder, a `random:` spec, or a SavedModel this package built or converted.
@@ -65,9 +67,12 @@ def _fingerprint(paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_random_encoder(arch: BertArchitecture, vocab_tokens: list, out_dir: str, seed: int):
-    """Builds a randomly initialised BERT and saves it in the TF-Hub format (lower-cased)."""
-    bert.save_hub_format(build_bert_encoder(arch, seed=seed), arch, vocab_tokens, True, out_dir)
+def build_random_encoder(
+    arch: BertArchitecture, vocab_tokens: list, out_dir: str, seed: int, lower_case: bool = True
+):
+    """Builds a randomly initialised BERT and saves it in the TF-Hub format."""
+    model = build_bert_encoder(arch, seed=seed)
+    bert.save_hub_format(model, arch, vocab_tokens, lower_case, out_dir)
 
 
 def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
@@ -89,21 +94,24 @@ def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
     return bert.save_hub_format(model, truncated, vocab.tokens, vocab.lower_case, out_dir)
 
 
-def resolve(spec: str, dataset_dir: str, seed: int = 0, num_layers: int = None) -> str:
-    """Turns an encoder spec into a handle `hub.KerasLayer` can load, building it if needed."""
+def resolve(
+    spec: str,
+    dataset_dir: str,
+    seed: int = 0,
+    num_layers: int = None,
+    vocab_source: str | None = None,
+) -> str:
+    """Turns an encoder spec into a handle `hub.KerasLayer` can load, building it if needed.
+
+    `vocab_source` (an encoder spec, only with `random:`) gives the random
+    encoder that encoder's vocabulary and lower-casing flag.
+    """
+    if vocab_source is not None and not spec.startswith(RANDOM_PREFIX):
+        raise ValueError(
+            f"an encoder vocabulary ({vocab_source}) is for random: encoders; {spec} has its own"
+        )
     if spec.startswith(RANDOM_PREFIX):
-        arch = BertArchitecture.from_name(spec[len(RANDOM_PREFIX) :])
-        if num_layers is not None:
-            if not 1 <= num_layers <= arch.num_layers:
-                raise ValueError(f"num_layers={num_layers}: {spec} has {arch.num_layers} layers")
-            arch = dataclasses.replace(arch, num_layers=num_layers)
-        out_dir = os.path.join(dataset_dir, "encoders", f"random-{arch.name}-seed{seed}")
-        if not os.path.exists(out_dir):
-            logging.info("Building random %s with a vocabulary learned from the notes", arch.name)
-            texts = data.read_notes(dataset_dir, "train").text
-            vocab_tokens = tokenization.learn_vocab(texts, arch.vocab_size)
-            build_random_encoder(arch, vocab_tokens, out_dir, seed)
-        return out_dir
+        return _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source)
     layers = f"L{num_layers}" if num_layers else "all"
     if convert.is_hf_folder(spec):
         sources = [os.path.join(spec, name) for name in convert.HF_FILES]
@@ -136,6 +144,39 @@ def resolve(spec: str, dataset_dir: str, seed: int = 0, num_layers: int = None) 
             f"num_layers works for local encoders this package built or converted, not {spec}"
         )
     return spec
+
+
+def run_encoder(config) -> str:
+    """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary."""
+    return resolve(
+        config.encoder, config.dataset_dir, config.seed, config.encoder_layers, config.encoder_vocab
+    )
+
+
+def _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source) -> str:
+    """The folder of a `random:` encoder (see `resolve`), built on first use."""
+    arch = BertArchitecture.from_name(spec[len(RANDOM_PREFIX) :])
+    if num_layers is not None:
+        if not 1 <= num_layers <= arch.num_layers:
+            raise ValueError(f"num_layers={num_layers}: {spec} has {arch.num_layers} layers")
+        arch = dataclasses.replace(arch, num_layers=num_layers)
+    if vocab_source is None:
+        name = f"random-{arch.name}-seed{seed}"
+    else:
+        vocab = load_vocab(resolve(vocab_source, dataset_dir))
+        arch = dataclasses.replace(arch, vocab_size=len(vocab.tokens))
+        name = f"random-{arch.name}-seed{seed}-vocab{vocab.fingerprint}"
+    out_dir = os.path.join(dataset_dir, "encoders", name)
+    if os.path.exists(out_dir):
+        return out_dir
+    if vocab_source is None:
+        logging.info("Building random %s with a vocabulary learned from the notes", arch.name)
+        texts = data.read_notes(dataset_dir, "train").text
+        build_random_encoder(arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, seed)
+    else:
+        logging.info("Building random %s with the vocabulary of %s", arch.name, vocab_source)
+        build_random_encoder(arch, vocab.tokens, out_dir, seed, vocab.lower_case)
+    return out_dir
 
 
 def _vocab_of(resolved, handle: str) -> tokenization.Vocab:
@@ -184,7 +225,12 @@ def load(handle: str, segment_length: int) -> Encoder:
 
 
 def count_parameters(
-    spec: str, dataset_dir: str, segment_length: int, seed: int = 0, num_layers: int = None
+    spec: str,
+    dataset_dir: str,
+    segment_length: int,
+    seed: int = 0,
+    num_layers: int = None,
+    vocab_source: str | None = None,
 ) -> tuple:
     """Returns `(trainable parameters, hidden size, source)` of an encoder, needing no notes.
 
@@ -192,9 +238,10 @@ def count_parameters(
     reached (no network) is counted on a randomly initialised network of the
     size its name gives (e.g. `..._L-2_H-256_A-4`), which `source` says.
     """
-    if not spec.startswith(RANDOM_PREFIX):
+    if not spec.startswith(RANDOM_PREFIX) or vocab_source:
         try:
-            encoder = load(resolve(spec, dataset_dir, seed, num_layers), segment_length)
+            handle = resolve(spec, dataset_dir, seed, num_layers, vocab_source)
+            encoder = load(handle, segment_length)
             return encoder.num_parameters, encoder.hidden_size, spec
         except OSError as error:
             logging.warning("Encoder %s is unavailable: %s", spec, error)

@@ -64,10 +64,7 @@ def load_trained(model_dir: str) -> TrainedModel:
     with open(metrics_path) as metrics_file:
         threshold = json.load(metrics_file)["dev"]["threshold"]
     labels = data.read_labels(model_dir)
-    handle = encoders.resolve(
-        config.encoder, config.dataset_dir, config.seed, config.encoder_layers
-    )
-    encoder = encoders.load(handle, config.segments.segment_length)
+    encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
     model = LongBERT(
         encoder.layer,
         num_labels=len(labels),

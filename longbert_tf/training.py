@@ -19,7 +19,17 @@ import time
 from absl import logging
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from longbert_tf import data, distribute, encoders, evaluation, files, metrics, models, words
+from longbert_tf import (
+    data,
+    distribute,
+    encoders,
+    evaluation,
+    files,
+    metrics,
+    models,
+    optimization,
+    words,
+)
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
 from longbert_tf.models import CAML, LongBERT
@@ -160,10 +170,7 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
         segmenter, max_segments = words.word_segmenter(config.max_words), 1
         max_note_tokens = config.max_words
     else:
-        handle = encoders.resolve(
-            config.encoder, config.dataset_dir, config.seed, config.encoder_layers
-        )
-        encoder = encoders.load(handle, config.segments.segment_length)
+        encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
         vocab = encoder.vocab
         model = LongBERT(
             encoder.layer,
@@ -188,7 +195,10 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
 
 
 class Trainer:
-    """One training step: binary cross-entropy (mean over codes and notes), one Adam update.
+    """One training step: binary cross-entropy (mean over codes and notes), one update.
+
+    `optimizer_groups` (see `optimization.optimizer_groups`) say which
+    optimizer updates which variables.
 
     Each replica computes `model.label_attention.loss` of its notes divided by
     the global batch size, so summed over replicas (which `apply_gradients`
@@ -202,14 +212,20 @@ class Trainer:
     """
 
     def __init__(
-        self, model, optimizer, strategy, global_batch_size, grad_accum_steps=1, jit_compile=False
+        self,
+        model,
+        optimizer_groups,
+        strategy,
+        global_batch_size,
+        grad_accum_steps=1,
+        jit_compile=False,
     ):
         self.model = model
-        self.optimizer = optimizer
+        self.optimizer_groups = optimizer_groups
         self.strategy = strategy
         self.global_batch_size = global_batch_size
         self.grad_accum_steps = grad_accum_steps
-        self.variables = model.trainable_variables
+        self.variables = [variable for group in optimizer_groups for variable in group.variables]
         if grad_accum_steps > 1:
             with strategy.scope():
                 self.accumulated = [
@@ -235,16 +251,22 @@ class Trainer:
     def _replica_step(self, features, labels):
         loss, gradients, note_tokens = self._gradients(features, labels)
         if self.grad_accum_steps == 1:
-            self.optimizer.apply_gradients(zip(gradients, self.variables))
+            self._apply(gradients)
         else:
             for accumulated, gradient in zip(self.accumulated, gradients):
                 accumulated.assign_add(gradient)
         return loss, note_tokens
 
+    def _apply(self, gradients):
+        """Each group's optimizer applies its variables' gradients (`self.variables` order)."""
+        start = 0
+        for group in self.optimizer_groups:
+            end = start + len(group.variables)
+            group.optimizer.apply_gradients(zip(gradients[start:end], group.variables))
+            start = end
+
     def _apply_accumulated(self):
-        self.optimizer.apply_gradients(
-            zip([accumulated.read_value() for accumulated in self.accumulated], self.variables)
-        )
+        self._apply([accumulated.read_value() for accumulated in self.accumulated])
         for accumulated in self.accumulated:
             accumulated.assign(tf.zeros_like(accumulated))
 
@@ -285,7 +307,7 @@ def _check_config(config: ExperimentConfig, chief: bool) -> None:
 def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = None) -> dict:
     """Trains with the paper's recipe and returns the metrics written to `metrics.json`.
 
-    Adam at `learning_rate`, binary cross-entropy averaged over codes and
+    Adam (see `optimization`), binary cross-entropy averaged over codes and
     notes, validation every `eval_every` steps; the weights with the best dev
     micro F1 (at the dev-tuned threshold) are evaluated on test at that threshold.
     Runs under `config.strategy`; `batch_size` is the global batch. With
@@ -313,14 +335,17 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
         files.write_text(os.path.join(config.model_dir, data.LABELS_FILE), labels_text)
     model = experiment.model
     with strategy.scope():
-        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
-        optimizer.build(model.trainable_variables)
+        groups = optimization.optimizer_groups(model, config)
+    # The head's optimizer is `optimizer`, as in runs made before the encoder had its own.
+    optimizers = dict(optimizer=groups[0].optimizer)
+    if len(groups) > 1:
+        optimizers["encoder_optimizer"] = groups[1].optimizer
     # Bookkeeping that the host updates, the same on every task: not distributed variables.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     best_f1 = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_micro_f1")
     # The input position follows from the step (see Experiment.train_iterator): the
     # checkpoint holds weights, optimizer slots and counters, never note data.
-    state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, best_f1=best_f1)
+    state = tf.train.Checkpoint(model=model, step=step, best_f1=best_f1, **optimizers)
     latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
     best = tf.train.CheckpointManager(
         tf.train.Checkpoint(model=model, step=step), write.path("best"), max_to_keep=1
@@ -332,7 +357,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
         logging.info("Resumed %s at step %d", resume_from, int(step))
     train_iterator = experiment.train_iterator(int(step))
 
-    trainer = Trainer(model, optimizer, strategy, config.batch_size, config.grad_accum_steps)
+    trainer = Trainer(model, groups, strategy, config.batch_size, config.grad_accum_steps)
     if write.chief:
         train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
         dev_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "dev"))
@@ -355,7 +380,9 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
             )
             with train_writer.as_default(step=current):
                 tf.summary.scalar("loss", loss)
-                tf.summary.scalar("learning_rate", config.learning_rate)
+                for name, optimizer in optimizers.items():
+                    rate_name = name.replace("optimizer", "learning_rate")
+                    tf.summary.scalar(rate_name, float(optimizer.learning_rate))
                 tf.summary.scalar("tokens_per_second", tokens / elapsed)
             tokens, started = 0, time.time()
         if current % config.eval_every == 0 or current == config.train_steps:

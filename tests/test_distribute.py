@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs, training
+from longbert_tf import configs, optimization, training
 from longbert_tf.framework import keras
 from tests.conftest import kill_after_checkpoint, training_losses
 
@@ -47,9 +47,8 @@ def test_gradient_accumulation_equals_one_large_batch(
         experiment = training.build_experiment(config)
         before = [v.numpy() for v in experiment.model.trainable_variables]
         optimizer = keras.optimizers.SGD(1.0)  # the update is the gradient itself
-        trainer = training.Trainer(
-            experiment.model, optimizer, experiment.strategy, 4, accumulation
-        )
+        group = optimization.OptimizerGroup(optimizer, experiment.model.trainable_variables)
+        trainer = training.Trainer(experiment.model, [group], experiment.strategy, 4, accumulation)
         loss, note_tokens = trainer(experiment.train_iterator())
         after = [v.numpy() for v in experiment.model.trainable_variables]
         updates.append((float(loss), int(note_tokens), [b - a for a, b in zip(after, before)]))

@@ -102,3 +102,21 @@ def test_random_spec_is_built_once_per_dataset_and_seed(tiny_dataset_dir):
     assert os.path.getmtime(os.path.join(handle, "saved_model.pb")) == built
     encoder = encoders.load(handle, segment_length=512)
     assert len(encoder.vocab.tokens) == 30522 and encoder.hidden_size == 16
+
+
+def test_a_random_encoder_can_take_another_encoders_vocabulary(tiny_dataset_dir, tiny_encoder_dir):
+    handle = encoders.resolve(
+        "random:L-1_H-16_A-2", tiny_dataset_dir, seed=1, vocab_source=tiny_encoder_dir
+    )
+    source = encoders.load_vocab(tiny_encoder_dir)
+    assert handle.endswith(f"random-L-1_H-16_A-2-seed1-vocab{source.fingerprint}")
+    encoder = encoders.load(handle, segment_length=64)
+    assert encoder.vocab.tokens == source.tokens and encoder.vocab.lower_case == source.lower_case
+    word_embeddings = [w for w in encoder.layer.weights if "word_embeddings" in w.name]
+    assert word_embeddings[0].shape[0] == len(source.tokens) == 600
+    # The same tokens, not the same weights: the source's own table differs.
+    source_table = [w for w in encoders.load(tiny_encoder_dir, 64).layer.weights
+                    if "word_embeddings" in w.name][0]  # fmt: skip
+    assert not np.allclose(word_embeddings[0].numpy()[:, :16], source_table.numpy()[:, :16])
+    with pytest.raises(ValueError, match="is for random: encoders"):
+        encoders.resolve(tiny_encoder_dir, tiny_dataset_dir, vocab_source=tiny_encoder_dir)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from longbert_tf import encoders, models, training
+from longbert_tf import encoders, models, optimization, training
 from longbert_tf.framework import keras, tf
 from tests.test_layers import numpy_label_attention
 
@@ -75,9 +75,8 @@ def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
     model = models.LongBERT(encoder.layer, num_labels=NUM_LABELS)
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
     model(batch)
-    train_step = training.Trainer(
-        model, keras.optimizers.Adam(2e-4), tf.distribute.get_strategy(), 2
-    )
+    group = optimization.OptimizerGroup(keras.optimizers.Adam(2e-4), model.trainable_variables)
+    train_step = training.Trainer(model, [group], tf.distribute.get_strategy(), 2)
     batches = iter(tf.data.Dataset.from_tensors((batch, labels)).repeat())
 
     def loss():
