@@ -142,7 +142,8 @@ class ExperimentConfig:
     (which needs `max_words` and ignores both). `encoder_vocab` gives a
     `random:` encoder another encoder's vocabulary (see `encoders.resolve`).
     `max_notes` keeps only the first notes of every split, to shrink a run for
-    a CPU. The latest state is checkpointed every `checkpoint_every` steps (default: every evaluation).
+    a CPU. The latest state is checkpointed every `checkpoint_every` steps
+    (default: every evaluation).
     `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
     products) choose how label attention is computed; results are the same up
     to floating point (see `layers.LabelAttention`). `strategy` (see
