@@ -182,13 +182,35 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
 
     notes = read_notes(dataset_dir, split)
     ids = label_ids(notes, read_labels(dataset_dir), source=notes_path(dataset_dir, split))
-    os.makedirs(cache_dir, exist_ok=True)
+    lengths = write_token_records(notes.text.tolist(), ids, vocab, records_path)
+    info = dict(
+        source=source,
+        num_notes=len(notes),
+        empty_notes=int(sum(length == 0 for length in lengths)),
+        notes_without_codes=int(sum(not note_ids for note_ids in ids)),
+        token_percentiles={
+            str(q): float(np.percentile(lengths, q)) if lengths else 0.0
+            for q in (10, 25, 50, 75, 90, 99, 100)
+        },
+    )
+    files.write_json(info_path, info)
+    logging.info("Tokenized %s/%s: %s", dataset_dir, split, info)
+    return records_path
+
+
+def write_token_records(texts: list, ids: list, vocab, records_path: str) -> list:
+    """Writes a token cache file and its note index (see `token_cache`); returns token counts.
+
+    `ids` holds each text's label ids. Both files are written under temporary
+    names and renamed.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(records_path)), exist_ok=True)
     lengths, note_index_rows, file_offset = [], [], 0
     temporary = f"{records_path}.tmp-{os.getpid()}"
     with tf.io.TFRecordWriter(temporary) as writer:
-        for start in range(0, len(notes), TOKENIZE_BATCH_SIZE):
-            texts = notes.text.iloc[start : start + TOKENIZE_BATCH_SIZE].tolist()
-            for offset, token_ids in enumerate(vocab.tokenize(texts)):
+        for start in range(0, len(texts), TOKENIZE_BATCH_SIZE):
+            batch = texts[start : start + TOKENIZE_BATCH_SIZE]
+            for offset, token_ids in enumerate(vocab.tokenize(batch)):
                 note_index = start + offset
                 lengths.append(len(token_ids))
                 features = dict(
@@ -206,19 +228,7 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
     np.save(index_temporary, np.array(note_index_rows, np.int64).reshape([-1, 3]))
     os.replace(index_temporary, _index_path(records_path))
     os.replace(temporary, records_path)
-    info = dict(
-        source=source,
-        num_notes=len(notes),
-        empty_notes=int(sum(length == 0 for length in lengths)),
-        notes_without_codes=int(sum(not note_ids for note_ids in ids)),
-        token_percentiles={
-            str(q): float(np.percentile(lengths, q)) if lengths else 0.0
-            for q in (10, 25, 50, 75, 90, 99, 100)
-        },
-    )
-    files.write_json(info_path, info)
-    logging.info("Tokenized %s/%s: %s", dataset_dir, split, info)
-    return records_path
+    return lengths
 
 
 def _int64_feature(values) -> tf.train.Feature:
@@ -427,6 +437,42 @@ def epoch_batches(note_lengths, batch_size: int, seed: int, epoch):
     return tf.gather(batches, batch_order)
 
 
+def record_reader(records_paths: list, note_indexes: list):
+    """`row -> dataset of one serialized example`, reading one note by its byte offset.
+
+    Rows number the notes of `note_indexes` (`read_note_index` arrays, or
+    selections of their rows), one per token cache of `records_paths`, one
+    after the other.
+    """
+    paths = tf.constant(
+        [path for path, index in zip(records_paths, note_indexes) for _ in range(len(index))]
+    )
+    file_sizes = tf.constant(
+        np.concatenate(
+            [
+                np.full(len(index), os.path.getsize(path))
+                for path, index in zip(records_paths, note_indexes)
+            ]
+        ),
+        tf.int64,
+    )
+    offsets, sizes = (
+        tf.constant(np.concatenate([index[:, column] for index in note_indexes]), tf.int64)
+        for column in (0, 1)
+    )
+
+    def read(row):
+        return tf.data.FixedLengthRecordDataset(
+            paths[row],
+            record_bytes=sizes[row],
+            header_bytes=offsets[row],
+            footer_bytes=file_sizes[row] - offsets[row] - sizes[row],
+            buffer_size=1 << 16,
+        )
+
+    return read
+
+
 def training_dataset(
     records_path: str,
     segmenter,
@@ -458,23 +504,11 @@ def training_dataset(
         raise ValueError(
             f"{records_path} has no training notes for input pipeline {shard[1]} of {shard[0]}"
         )
-    file_size = os.path.getsize(records_path)
-    offsets = tf.constant(note_index[:, 0])
-    sizes = tf.constant(note_index[:, 1])
     lengths = tf.constant(np.minimum(note_index[:, 2], max_note_tokens))
     notes_per_step = batch_size * batches_per_step
     steps_per_epoch = -(-len(note_index) // notes_per_step)
     first_epoch, skip = divmod(first_step, steps_per_epoch)
-
-    def read(note):
-        offset, size = offsets[note], sizes[note]
-        return tf.data.FixedLengthRecordDataset(
-            records_path,
-            record_bytes=size,
-            header_bytes=offset,
-            footer_bytes=file_size - offset - size,
-            buffer_size=1 << 16,
-        )
+    read = record_reader([records_path], [note_index])
 
     dataset = (
         tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)

@@ -84,8 +84,14 @@ def score_bins(logits, labels) -> dict:
         reached=codes * REACHED_COLUMNS + reached,
         macro_bin=codes * MACRO_BINS + micro_bin // (MICRO_BINS // MACRO_BINS),
         micro_all=tf.math.bincount(micro_bin, minlength=MICRO_BINS, maxlength=MICRO_BINS),
-        micro_positive=tf.math.bincount(
-            tf.boolean_mask(micro_bin, labels > 0), minlength=MICRO_BINS, maxlength=MICRO_BINS
+        micro_positive=tf.cast(  # weights rather than a mask: no shape depends on the data
+            tf.math.bincount(
+                micro_bin,
+                weights=tf.cast(labels > 0, tf.float32),
+                minlength=MICRO_BINS,
+                maxlength=MICRO_BINS,
+            ),
+            tf.int32,
         ),
     )
 

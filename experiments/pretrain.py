@@ -1,0 +1,104 @@
+"""Continues masked-LM pretraining of an encoder on a dataset's training notes and extra text.
+
+    python -m experiments.pretrain --encoder=random:L-2_H-384_A-12 --dataset=codiesp_dx \
+        --text_dir=../shared/data/codiesp/background/text_files_en --out_dir=runs/pretrain_codiesp
+    python -m experiments.run --dataset=codiesp_dx --encoder=runs/pretrain_codiesp/encoder
+
+Reads the dataset's training notes only (never dev or test) and every `*.txt`
+file of each `--text_dir`; writes `OUT_DIR/encoder`, a TF-Hub-format encoder.
+Running the same command again resumes; a finished run is not repeated.
+"""
+
+import glob
+import hashlib
+import os
+
+from absl import app, flags, logging
+
+from longbert_tf import configs, data, encoders, pretraining
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "encoder", None, "Encoder spec to continue (random:..., Hugging Face or TF-Hub-format folder).",
+    required=True,
+)  # fmt: skip
+flags.DEFINE_string("encoder_vocab", None, "With random: the vocabulary of this encoder spec.")
+flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Whose training notes to read.")
+flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets (DATA_DIR/DATASET).")
+flags.DEFINE_multi_string("text_dir", [], "Folders of extra unlabelled *.txt files (UTF-8).")
+flags.DEFINE_string(
+    "out_dir", None, "Run folder; the encoder lands in OUT_DIR/encoder.", required=True
+)
+flags.DEFINE_integer("segment_length", 128, "Positions per window, [CLS] and [SEP] included.")
+flags.DEFINE_integer("batch_size", 16, "Windows per step.")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam's peak rate (linear warmup, then linear decay).")
+flags.DEFINE_integer("warmup_steps", 100, "Steps of linear warmup.")
+flags.DEFINE_integer("train_steps", 2000, "Training steps.")
+flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
+flags.DEFINE_integer("log_every", 20, "Steps between log lines and TensorBoard scalars.")
+flags.DEFINE_integer("seed", 0, "Seed of the window order, the masking and a random encoder.")
+
+
+def read_texts(text_dir: str) -> list:
+    """The texts of every `*.txt` file of a folder, in file-name order."""
+    paths = sorted(glob.glob(os.path.join(text_dir, "*.txt")))
+    if not paths:
+        raise SystemExit(f"--text_dir={text_dir} holds no *.txt files")
+    texts = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as text_file:
+                texts.append(text_file.read())
+        except UnicodeDecodeError as error:
+            raise SystemExit(f"{path} is not UTF-8 ({error}); convert it first") from None
+    return texts
+
+
+def text_records(text_dir: str, vocab, out_dir: str) -> str:
+    """A token cache of a folder's texts in `out_dir/texts/`, once per content and vocabulary."""
+    texts = read_texts(text_dir)
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = os.path.join(out_dir, "texts", f"{digest}-{vocab.fingerprint}.tfrecord")
+    if not os.path.exists(path):
+        logging.info("Tokenizing %d texts of %s", len(texts), text_dir)
+        data.write_token_records(texts, [[] for _ in texts], vocab, path)
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    dataset_dir = os.path.join(FLAGS.data_dir, FLAGS.dataset)
+    if not os.path.exists(data.notes_path(dataset_dir, "train")):
+        command = configs.PRESETS[FLAGS.dataset].prepare_command.replace("DATA_DIR", FLAGS.data_dir)
+        raise SystemExit(
+            f"Dataset {FLAGS.dataset} is not prepared in {dataset_dir}: run\n  {command}"
+        )
+    handle = encoders.resolve(
+        FLAGS.encoder, dataset_dir, FLAGS.seed, vocab_source=FLAGS.encoder_vocab
+    )
+    vocab = encoders.load_vocab(handle)
+    records = [data.token_cache(dataset_dir, "train", vocab)]
+    records += [text_records(text_dir, vocab, FLAGS.out_dir) for text_dir in FLAGS.text_dir]
+    config = pretraining.PretrainConfig(
+        encoder=handle,
+        records_paths=tuple(records),
+        out_dir=FLAGS.out_dir,
+        segment_length=FLAGS.segment_length,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        warmup_steps=FLAGS.warmup_steps,
+        train_steps=FLAGS.train_steps,
+        checkpoint_every=FLAGS.checkpoint_every,
+        log_every=FLAGS.log_every,
+        seed=FLAGS.seed,
+    )
+    results = pretraining.pretrain(config, vocab)
+    print(
+        f"masked-LM loss {results['loss']:.4f}, accuracy {results['accuracy']:.3f}; "
+        f"encoder in {results['encoder']} (use --encoder={results['encoder']})"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
