@@ -32,6 +32,7 @@ MACRO_BINS = 1 << 10
 COUNT_THRESHOLDS = np.append(metrics.THRESHOLD_GRID, 1.0)
 REACHED_COLUMNS = len(COUNT_THRESHOLDS) + 1  # 0 to 100 thresholds reached
 BIN_NAMES = ("reached", "macro_bin", "micro_all", "micro_positive")  # score_bins' keys
+_CODES_AT_ONCE = 4096  # codes whose macro ROC-AUC is computed together
 
 
 def _float32_at_least(values) -> np.ndarray:
@@ -233,10 +234,6 @@ def evaluate(counts: dict, threshold: float) -> dict:
     precision = float(metrics.ratio(true_positives[column], predicted[column]))
     recall = float(metrics.ratio(true_positives[column], positives))
     micro_all, micro_positive = counts["micro_all"], counts["micro_positive"]
-    has_both = np.flatnonzero(
-        (counts["macro_positive"].sum(1) > 0)
-        & (counts["macro_positive"].sum(1) < counts["macro_all"].sum(1))
-    )
     num_notes = int(counts["note_counts"].sum())
     results = dict(
         threshold=float(threshold),
@@ -250,21 +247,27 @@ def evaluate(counts: dict, threshold: float) -> dict:
             else float("nan")
         ),
         macro_f1=_macro_f1(counts, column),
-        macro_roc_auc=float(
-            np.mean(
-                _roc_auc(
-                    counts["macro_positive"][has_both],
-                    counts["macro_all"][has_both] - counts["macro_positive"][has_both],
-                )
-            )
-            if len(has_both)
-            else float("nan")
-        ),
+        macro_roc_auc=_macro_roc_auc(counts),
         num_notes=num_notes,
     )
     for position, k in enumerate(metrics.PRECISION_AT):
         results[f"precision_at_{k}"] = float(counts["precision_at_k"][position] / num_notes)
     return results
+
+
+def _macro_roc_auc(counts: dict) -> float:
+    """Mean per-code ROC-AUC over codes with positive and negative notes (a few codes at a time,
+    so the temporaries stay small beside the counts)."""
+    positive_notes, all_notes = counts["macro_positive"].sum(1), counts["macro_all"].sum(1)
+    codes = np.flatnonzero((positive_notes > 0) & (positive_notes < all_notes))
+    if not len(codes):
+        return float("nan")
+    aucs = []
+    for start in range(0, len(codes), _CODES_AT_ONCE):
+        chunk = codes[start : start + _CODES_AT_ONCE]
+        positive = counts["macro_positive"][chunk]
+        aucs.append(_roc_auc(positive, counts["macro_all"][chunk] - positive))
+    return float(np.mean(np.concatenate(aucs)))
 
 
 def _macro_f1(counts: dict, column: int) -> float:
