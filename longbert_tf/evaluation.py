@@ -3,9 +3,11 @@
 Nothing of size notes x codes is held. On the device each score becomes two
 integers (`score_bins`): how many thresholds of `metrics.THRESHOLD_GRID` (and
 1.0) its probability reaches, and its bin among `MICRO_BINS` equal bins of
-the logit over [-LOGIT_RANGE, LOGIT_RANGE] (beyond it: the end bins). On the
-host `SplitCounts` counts them per code, for all notes and for the positive
-ones. From those counts:
+the logit over [-LOGIT_RANGE, LOGIT_RANGE] (beyond it: the end bins); the
+device also counts them over all codes. On the host `SplitCounts` counts
+them per code, for all notes and for the positive ones, for the codes that
+have a positive note in the split (`tracked_codes`): macro averages run over
+those alone, so the others need no counts. From those counts:
   exact: micro precision / recall / F1 at every grid threshold (hence the
     tuned threshold), macro F1 at a grid threshold, precision at 5, 8, 15;
   binned: micro PR-AUC and ROC-AUC from the `MICRO_BINS` histogram, macro
@@ -13,7 +15,7 @@ ones. From those counts:
     MACRO_BINS neighbouring bins merged); scores in one bin count as tied.
 With real models' scores the binned AUCs are within 1e-4 (micro) and 1e-3
 (macro) of the exact ones (tested against `metrics` and scikit-learn).
-Memory: 2 x codes x (MACRO_BINS + 101) counts and one batch.
+Memory: 2 x tracked codes x (MACRO_BINS + 101) counts and one batch.
 """
 
 import gzip
@@ -31,7 +33,15 @@ MACRO_BINS = 1 << 10
 # Count thresholds: the tuning grid 0.01 ... 0.99, then 1.0 (the PR curve's last point).
 COUNT_THRESHOLDS = np.append(metrics.THRESHOLD_GRID, 1.0)
 REACHED_COLUMNS = len(COUNT_THRESHOLDS) + 1  # 0 to 100 thresholds reached
-BIN_NAMES = ("reached", "macro_bin", "micro_all", "micro_positive")  # score_bins' keys
+# score_bins' keys
+BIN_NAMES = (
+    "reached",
+    "macro_bin",
+    "micro_all",
+    "micro_positive",
+    "reached_micro_all",
+    "reached_micro_positive",
+)
 _CODES_AT_ONCE = 4096  # codes whose macro ROC-AUC is computed together
 
 
@@ -61,61 +71,77 @@ def thresholds_reached(probabilities):
     )
 
 
-def score_bins(logits, labels) -> dict:
-    """One batch's scores as count indices and micro histograms (on the device).
+def score_bins(logits, labels, code_slots) -> dict:
+    """One batch's scores as count indices and histograms over all codes (on the device).
 
     Args:
       logits: float32 `[batch, num_labels]`.
       labels: `[batch, num_labels]`, 1 where a code is true.
+      code_slots: int32 `[num_labels]`, each code's row in the per-code counts
+        (`SplitCounts.code_slots`), -1 for codes not counted one by one.
 
     Returns a dict of int32 tensors:
-      reached: `[batch, num_labels]`, `code * 101 + k` where `sigmoid(logit)`
-        reaches exactly k of `COUNT_THRESHOLDS`;
-      macro_bin: `[batch, num_labels]`, `code * MACRO_BINS + ` the logit's coarse bin;
+      reached: `[batch, num_labels]`, `slot * 101 + k` where `sigmoid(logit)`
+        reaches k >= 1 of `COUNT_THRESHOLDS`; -1 where k is 0 or the code has no slot;
+      macro_bin: `[batch, num_labels]`, `slot * MACRO_BINS + ` the logit's coarse
+        bin, -1 where the code has no slot;
       micro_all, micro_positive: `[MICRO_BINS]`, the batch's scores (all, and
-        those of true codes) per fine logit bin.
-    Only float32 and int32 arithmetic, so it runs on any device.
+        those of true codes) per fine logit bin;
+      reached_micro_all, reached_micro_positive: `[101]`, the same per number of
+        thresholds reached.
+    Only float32 and int32 arithmetic, no data-dependent shape: it runs on any device.
     """
-    num_labels = tf.shape(logits)[1]
     reached = thresholds_reached(tf.sigmoid(logits))
     scaled = (logits + LOGIT_RANGE) * (MICRO_BINS / (2 * LOGIT_RANGE))
     micro_bin = tf.cast(tf.clip_by_value(tf.floor(scaled), 0.0, MICRO_BINS - 1.0), tf.int32)
-    codes = tf.range(num_labels)[tf.newaxis, :]
+    slots = tf.cast(code_slots, tf.int32)[tf.newaxis, :]
+    positive = tf.cast(labels > 0, tf.float32)
+
+    def histogram(values, size, weights=None):
+        counts = tf.math.bincount(values, weights=weights, minlength=size, maxlength=size)
+        return tf.cast(counts, tf.int32)
+
     return dict(
-        reached=codes * REACHED_COLUMNS + reached,
-        macro_bin=codes * MACRO_BINS + micro_bin // (MICRO_BINS // MACRO_BINS),
-        micro_all=tf.math.bincount(micro_bin, minlength=MICRO_BINS, maxlength=MICRO_BINS),
-        micro_positive=tf.cast(  # weights rather than a mask: no shape depends on the data
-            tf.math.bincount(
-                micro_bin,
-                weights=tf.cast(labels > 0, tf.float32),
-                minlength=MICRO_BINS,
-                maxlength=MICRO_BINS,
-            ),
-            tf.int32,
+        reached=tf.where((slots >= 0) & (reached > 0), slots * REACHED_COLUMNS + reached, -1),
+        macro_bin=tf.where(
+            slots >= 0, slots * MACRO_BINS + micro_bin // (MICRO_BINS // MACRO_BINS), -1
         ),
+        micro_all=histogram(micro_bin, MICRO_BINS),
+        micro_positive=histogram(micro_bin, MICRO_BINS, positive),
+        reached_micro_all=histogram(reached, REACHED_COLUMNS),
+        reached_micro_positive=histogram(reached, REACHED_COLUMNS, positive),
     )
 
 
 class SplitCounts:
     """Counts of one split's scores (see the module docstring).
 
-    `add` takes one batch of `score_bins` output with its labels, top-scored
-    codes and note indices; `counts()` returns every count as a dict of
-    arrays, which add up over batches, replicas and workers alike.
+    `tracked_codes` are the codes counted one by one: those with a positive
+    note in the split (others would raise in `add`). `add` takes one batch of
+    `score_bins` output with its labels, top-scored codes and note indices;
+    `counts()` returns every count as a dict of arrays, which add up over
+    batches, replicas and workers alike.
     """
 
-    def __init__(self, num_labels: int, num_notes: int):
+    def __init__(self, num_labels: int, num_notes: int, tracked_codes):
         self.num_labels = num_labels
+        self.tracked_codes = np.asarray(tracked_codes, np.int64)
+        # A code's row in the per-code counts, -1 for codes not tracked (score_bins' input).
+        self.code_slots = np.full([num_labels], -1, np.int32)
+        self.code_slots[self.tracked_codes] = np.arange(len(self.tracked_codes))
+        rows = len(self.tracked_codes)
         self._counts = dict(
-            # [code, k]: notes whose probability reaches exactly k of COUNT_THRESHOLDS.
-            reached_all=np.zeros([num_labels, REACHED_COLUMNS], np.int64),
-            reached_positive=np.zeros([num_labels, REACHED_COLUMNS], np.int64),
-            # [code, bin]: notes per coarse logit bin.
-            macro_all=np.zeros([num_labels, MACRO_BINS], np.int32),
-            macro_positive=np.zeros([num_labels, MACRO_BINS], np.int32),
+            # [row, k]: notes whose probability reaches exactly k of COUNT_THRESHOLDS (k = 0
+            # is filled in by counts(): it is what the other columns leave of the notes).
+            reached_all=np.zeros([rows, REACHED_COLUMNS], np.int64),
+            reached_positive=np.zeros([rows, REACHED_COLUMNS], np.int64),
+            # [row, bin]: notes per coarse logit bin.
+            macro_all=np.zeros([rows, MACRO_BINS], np.int32),
+            macro_positive=np.zeros([rows, MACRO_BINS], np.int32),
             micro_all=np.zeros([MICRO_BINS], np.int64),
             micro_positive=np.zeros([MICRO_BINS], np.int64),
+            reached_micro_all=np.zeros([REACHED_COLUMNS], np.int64),
+            reached_micro_positive=np.zeros([REACHED_COLUMNS], np.int64),
             # Sum over notes of the share of true codes among the k best, per PRECISION_AT.
             precision_at_k=np.zeros([len(metrics.PRECISION_AT)], np.float64),
             # How often each note was counted: every entry must end at 1.
@@ -134,21 +160,36 @@ class SplitCounts:
         counts = self._counts
         is_true = np.asarray(labels) > 0
         notes, codes = np.nonzero(is_true)
-        np.add.at(counts["reached_positive"].reshape(-1), bins["reached"][notes, codes], 1)
+        if (self.code_slots[codes] < 0).any():
+            untracked = sorted(set(codes[self.code_slots[codes] < 0].tolist()))[:10]
+            raise ValueError(f"codes {untracked} are true in this split but not tracked")
+        positive_reached = bins["reached"][notes, codes]
+        np.add.at(
+            counts["reached_positive"].reshape(-1), positive_reached[positive_reached >= 0], 1
+        )
         np.add.at(counts["macro_positive"].reshape(-1), bins["macro_bin"][notes, codes], 1)
-        counts["micro_all"] += bins["micro_all"]
-        counts["micro_positive"] += bins["micro_positive"]
+        for name in ("micro_all", "micro_positive", "reached_micro_all", "reached_micro_positive"):
+            counts[name] += bins[name]
         hits = np.cumsum(np.take_along_axis(is_true, top_codes, axis=1), axis=1)
         for position, k in enumerate(metrics.PRECISION_AT):
             k = min(k, self.num_labels)
             counts["precision_at_k"][position] += np.sum(hits[:, k - 1] / k)
         np.add.at(counts["note_counts"], note_index, 1)
         # ufunc.at with matching dtypes: in place, no temporary of the counts' size.
-        np.add.at(counts["reached_all"].reshape(-1), bins["reached"], np.int64(1))
-        np.add.at(counts["macro_all"].reshape(-1), bins["macro_bin"], np.int32(1))
+        reached, macro_bin = bins["reached"], bins["macro_bin"]
+        np.add.at(counts["reached_all"].reshape(-1), reached[reached >= 0], np.int64(1))
+        np.add.at(counts["macro_all"].reshape(-1), macro_bin[macro_bin >= 0], np.int32(1))
 
     def counts(self) -> dict:
-        return self._counts
+        """The counts, column 0 of the reached counts filled in."""
+        counts = dict(self._counts)
+        for name, notes in (
+            ("reached_all", counts["note_counts"].sum()),
+            ("reached_positive", counts["macro_positive"].sum(1)),
+        ):
+            counts[name] = counts[name].copy()
+            counts[name][:, 0] = notes - counts[name][:, 1:].sum(1)
+        return counts
 
 
 def check_coverage(counts: dict, split: str) -> None:
@@ -169,8 +210,8 @@ def _at_or_above(histogram: np.ndarray) -> np.ndarray:
 
 def threshold_counts(counts: dict) -> tuple:
     """`(true_positives, predicted, positives)`: micro counts at 0, then every count threshold."""
-    predicted = _at_or_above(counts["reached_all"].sum(0))
-    true_positives = _at_or_above(counts["reached_positive"].sum(0))
+    predicted = _at_or_above(counts["reached_micro_all"])
+    true_positives = _at_or_above(counts["reached_micro_positive"])
     return true_positives, predicted, int(true_positives[0])
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import time
 
+import numpy as np
 from absl import logging
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
@@ -88,15 +89,16 @@ class Experiment:
 
     def __post_init__(self):
         self._outputs = tf.function(self._replica_outputs, reduce_retracing=True)
+        self._tracked_codes = {}  # split -> codes with a positive note
 
-    def _replica_outputs(self, features, labels, gather_top_codes: bool):
+    def _replica_outputs(self, features, labels, code_slots, gather_top_codes: bool):
         """Per replica: `evaluation.score_bins`, labels, top codes, their probabilities, note
         indices; with `gather_top_codes`, also the last three gathered from every replica."""
 
         def replica(features, labels):
             logits = self.model(features, training=False)
             top = tf.math.top_k(logits, k=min(evaluation.TOP_CODES, len(self.labels)))
-            bins = evaluation.score_bins(logits, labels)
+            bins = evaluation.score_bins(logits, labels, code_slots)
             return (
                 *(bins[name] for name in evaluation.BIN_NAMES),
                 labels,
@@ -127,9 +129,17 @@ class Experiment:
         )
         num_notes = data.count_records(self.records[split], self.config.max_notes)
         started = time.time()
-        split_counts = evaluation.SplitCounts(len(self.labels), num_notes)
+        if split not in self._tracked_codes:  # the codes with a positive note in the split
+            label_counts = data.label_counts(
+                self.records[split], len(self.labels), self.config.max_notes
+            )
+            self._tracked_codes[split] = np.flatnonzero(label_counts)
+        split_counts = evaluation.SplitCounts(
+            len(self.labels), num_notes, self._tracked_codes[split]
+        )
+        code_slots = tf.constant(split_counts.code_slots)
         for features, labels in dataset:
-            outputs, gathered = self._outputs(features, labels, predictions is not None)
+            outputs, gathered = self._outputs(features, labels, code_slots, predictions is not None)
             local = [self.strategy.experimental_local_results(output) for output in outputs]
             for replica in zip(*local):
                 *bins, labels, top_codes, _, note_index = [value.numpy() for value in replica]
@@ -382,7 +392,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
                 tf.summary.scalar("loss", loss)
                 for name, optimizer in optimizers.items():
                     rate_name = name.replace("optimizer", "learning_rate")
-                    tf.summary.scalar(rate_name, float(optimizer.learning_rate))
+                    tf.summary.scalar(rate_name, tf.convert_to_tensor(optimizer.learning_rate))
                 tf.summary.scalar("tokens_per_second", tokens / elapsed)
             tokens, started = 0, time.time()
         if current % config.eval_every == 0 or current == config.train_steps:

@@ -18,14 +18,18 @@ def scores(num_notes=600, num_labels=300, seed=0):
     return labels, logits.astype(np.float32)
 
 
-def count(labels, logits, batch_size=7):
-    split_counts = evaluation.SplitCounts(labels.shape[1], len(labels))
+def count(labels, logits, batch_size=7, tracked=None):
+    """Streaming counts of `[notes, codes]` arrays, batch by batch (tracked: positive codes)."""
+    tracked = np.flatnonzero(labels.sum(0)) if tracked is None else tracked
+    split_counts = evaluation.SplitCounts(labels.shape[1], len(labels), tracked)
     for start in range(0, len(labels), batch_size):
         batch_labels, batch_logits = (
             labels[start : start + batch_size],
             logits[start : start + batch_size],
         )
-        bins = evaluation.score_bins(tf.constant(batch_logits), tf.constant(batch_labels))
+        bins = evaluation.score_bins(
+            tf.constant(batch_logits), tf.constant(batch_labels), split_counts.code_slots
+        )
         top_codes = tf.math.top_k(batch_logits, min(15, labels.shape[1])).indices.numpy()
         note_index = np.arange(start, start + len(batch_labels))
         split_counts.add(
@@ -92,12 +96,21 @@ def test_thresholds_reached_are_exact_at_the_float32_neighbours_of_every_thresho
 
 def test_counts_of_parts_add_up_to_the_counts_of_the_whole():
     labels, logits = scores(num_notes=90, num_labels=40, seed=1)
-    whole = count(labels, logits)
-    first, second = count(labels[:50], logits[:50]), count(labels[50:], logits[50:])
+    tracked = np.flatnonzero(labels.sum(0))  # one set of per-code rows, as workers share
+    whole = count(labels, logits, tracked=tracked)
+    first = count(labels[:50], logits[:50], tracked=tracked)
+    second = count(labels[50:], logits[50:], tracked=tracked)
     for name, value in whole.items():
         if name == "note_counts":
             continue  # each part numbers its notes from 0
         np.testing.assert_allclose(first[name] + second[name], value, err_msg=name)
+
+
+def test_a_true_code_that_is_not_tracked_is_refused():
+    labels, logits = scores(num_notes=20, num_labels=10)
+    tracked = np.flatnonzero(labels.sum(0))[1:]
+    with pytest.raises(ValueError, match=r"codes \[\d+\] are true in this split but not tracked"):
+        count(labels, logits, tracked=tracked)
 
 
 def test_a_note_counted_twice_or_never_is_refused():
