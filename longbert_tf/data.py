@@ -253,18 +253,7 @@ def count_records(records_path: str, max_notes: int | None = None) -> int:
 
 def token_lengths(records_path: str) -> np.ndarray:
     """WordPiece tokens per note of a token cache, in note order (no special tokens)."""
-    spec = dict(
-        note_index=tf.io.FixedLenFeature([], tf.int64), token_ids=tf.io.VarLenFeature(tf.int64)
-    )
-
-    def length(serialized):
-        example = tf.io.parse_single_example(serialized, spec)
-        return example["note_index"], tf.size(example["token_ids"].values)
-
-    pairs = np.array(list(tf.data.TFRecordDataset(records_path).map(length).as_numpy_iterator()))
-    if not len(pairs):
-        return np.zeros([0], np.int64)
-    return pairs[np.argsort(pairs[:, 0]), 1]
+    return read_note_index(records_path)[:, 2]
 
 
 def label_counts(records_path: str, num_labels: int, max_notes: int | None = None) -> np.ndarray:
