@@ -24,7 +24,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary, tables
-from longbert_tf import data
+from longbert_tf import data, descriptions
 
 HELD_OUT_SHARE = 0.2
 
@@ -92,7 +92,9 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
     labels = sorted({code for notes in splits.values() for codes in notes.codes for code in codes})
     preparation["skipped"] = skipped.report()
-    dataset_dir = data.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels)
+    titles = descriptions.icd10cm_titles(labels)
+    preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
+    dataset_dir = data.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
     return summary.summarize(dataset_dir, preparation)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary, tables
-from longbert_tf import data
+from longbert_tf import data, descriptions
 
 ICD10_PATTERN = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 DIAGNOSIS_COLUMNS = ["subject_id", "hadm_id", "icd_code", "icd_version"]
@@ -158,7 +158,9 @@ def prepare(
         for split in data.SPLITS
     }
     preparation["skipped"] = skipped.report()
-    dataset_dir = data.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels)
+    titles = descriptions.icd10cm_titles(labels)
+    preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
+    dataset_dir = data.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels, titles)
     return summary.summarize(dataset_dir, preparation)
 
 

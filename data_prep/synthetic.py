@@ -23,7 +23,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary
-from longbert_tf import data, files
+from longbert_tf import data
 
 CONDITIONS = (
     "pneumonia sepsis hypertension cardiomyopathy pancreatitis cholecystitis appendicitis "
@@ -214,15 +214,11 @@ def generate(config: SyntheticConfig):
 def prepare(out_dir: str, config: SyntheticConfig = SyntheticConfig()) -> str:
     """Writes the synthetic dataset to `out_dir/synthetic` and returns that folder.
 
-    Beside the dataset format: `summary.json` and `descriptions.tsv` (each
-    code and its evidence phrase, for `experiments.predict --descriptions_file`).
+    Each code's description is its evidence phrase; `summary.json` is written beside.
     """
     splits, labels = generate(config)
-    dataset_dir = data.write_dataset(f"{out_dir}/synthetic", splits, labels)
     phrases = make_code_table(config).phrases
-    files.write_text(
-        f"{dataset_dir}/descriptions.tsv", "".join(f"{code}\t{phrases[code]}\n" for code in labels)
-    )
+    dataset_dir = data.write_dataset(f"{out_dir}/synthetic", splits, labels, phrases)
     result = summary.summarize(dataset_dir, dict(generator=dataclasses.asdict(config)))
     logging.info("%s", summary.format_summary(dataset_dir, result))
     return dataset_dir

@@ -14,9 +14,9 @@ most, with those tokens marked `[[...]]`.
 import json
 import sys
 
-import simple_icd_10_cm
 from absl import app, flags
 
+from longbert_tf import descriptions
 from longbert_tf.framework import tf
 
 FLAGS = flags.FLAGS
@@ -26,24 +26,6 @@ flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines for codes not in ICD-10-CM."
 )
 CONTEXT_BYTES = 60
-
-
-def read_descriptions(path: str) -> dict:
-    descriptions = {}
-    if path:
-        with open(path, encoding="utf-8") as descriptions_file:
-            for line in descriptions_file:
-                code, _, description = line.rstrip("\n").partition("\t")
-                descriptions[code.strip()] = description.strip()
-    return descriptions
-
-
-def describe(code: str, descriptions: dict) -> str:
-    if code in descriptions:
-        return descriptions[code]
-    if simple_icd_10_cm.is_valid_item(code):
-        return simple_icd_10_cm.get_description(code)
-    return ""
 
 
 def evidence_passage(text: bytes, spans: list) -> str:
@@ -70,7 +52,7 @@ def evidence_passage(text: bytes, spans: list) -> str:
     )
 
 
-def predict(serving, name: str, text: bytes, descriptions: dict) -> dict:
+def predict(serving, name: str, text: bytes, code_descriptions: dict) -> dict:
     """One note's codes: `{note, codes: [{code, probability, description, evidence}]}`."""
     # The signature replaces invalid UTF-8 the same way, so byte offsets refer to this copy.
     text = text.decode("utf-8", errors="replace").encode("utf-8")
@@ -87,7 +69,7 @@ def predict(serving, name: str, text: bytes, descriptions: dict) -> dict:
             dict(
                 code=code,
                 probability=round(float(outputs["code_probabilities"][k]), 4),
-                description=describe(code, descriptions),
+                description=descriptions.describe(code, code_descriptions),
                 evidence=[text[s:e].decode("utf-8", errors="replace") for s, e in spans],
                 evidence_spans=spans,
                 passage=evidence_passage(text, spans) if spans else "",
@@ -103,8 +85,10 @@ def main(argv):
         with open(path, "rb") as note_file:
             notes.append((path, note_file.read()))
     serving = tf.saved_model.load(FLAGS.export_dir).signatures["serving_default"]
-    descriptions = read_descriptions(FLAGS.descriptions_file)
-    results = [predict(serving, name, text, descriptions) for name, text in notes]
+    code_descriptions = (
+        descriptions.read_descriptions(FLAGS.descriptions_file) if FLAGS.descriptions_file else {}
+    )
+    results = [predict(serving, name, text, code_descriptions) for name, text in notes]
     if FLAGS.format == "json":
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return

@@ -80,6 +80,25 @@ flags.DEFINE_integer(
     "warmup_steps", 0, "Steps of linear warmup to the peak rates (0 to --train_steps)."
 )
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (AdamW) when above 0.")
+flags.DEFINE_enum(
+    "label_init",
+    "random",
+    list(configs.LABEL_INITS),
+    "descriptions: start every code's label query and classifier from its description as the "
+    "encoder reads it (DATA_DIR/DATASET/descriptions.tsv), through parameters shared by all codes, "
+    "so codes without training notes can be predicted; random: the paper's.",
+)
+flags.DEFINE_bool(
+    "normalize_tokens",
+    False,
+    "Standardise every token vector (zero mean, unit variance) before label attention.",
+)
+flags.DEFINE_bool(
+    "attend_special_tokens",
+    True,
+    "Let label attention read every segment's [CLS] and [SEP] (the paper's); "
+    "--noattend_special_tokens excludes them.",
+)
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the random encoder.")
 flags.DEFINE_enum(
     "label_attention",
@@ -164,6 +183,9 @@ def resolve_config() -> configs.ExperimentConfig:
         lr_schedule=FLAGS.lr_schedule,
         warmup_steps=FLAGS.warmup_steps,
         weight_decay=FLAGS.weight_decay,
+        label_init=FLAGS.label_init,
+        normalize_tokens=FLAGS.normalize_tokens,
+        attend_special_tokens=FLAGS.attend_special_tokens,
     )
 
 

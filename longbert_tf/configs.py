@@ -5,6 +5,7 @@ import os
 
 MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+LABEL_INITS = ("random", "descriptions")
 # Codes per chunk of label attention: None computes all codes at once.
 LABEL_ATTENTION_CHUNKS = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
@@ -152,6 +153,10 @@ class ExperimentConfig:
     `learning_rate`, the encoder at `encoder_learning_rate` (default: the same),
     both on `lr_schedule` after `warmup_steps`, with decoupled `weight_decay`
     (see `optimization`); the defaults are the paper's constant Adam.
+    `label_init="descriptions"` conditions every code's label attention on
+    its description (see `layers.LabelAttention`); `normalize_tokens` and
+    `attend_special_tokens=False` change what label attention reads (see
+    `models.LongBERT`). The defaults are the paper's model.
     """
 
     dataset: str
@@ -180,6 +185,9 @@ class ExperimentConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    label_init: str = "random"
+    normalize_tokens: bool = False
+    attend_special_tokens: bool = True
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -219,13 +227,25 @@ class ExperimentConfig:
         if self.label_attention not in LABEL_ATTENTION_CHUNKS:
             choices = sorted(LABEL_ATTENTION_CHUNKS)
             raise ValueError(f"label_attention={self.label_attention!r}: choose from {choices}")
+        if self.label_init not in LABEL_INITS:
+            raise ValueError(f"label_init={self.label_init!r}: choose from {LABEL_INITS}")
+        longbert_options = dict(
+            label_init=self.label_init != "random",
+            normalize_tokens=self.normalize_tokens,
+            attend_special_tokens=not self.attend_special_tokens,
+        )
+        if self.model == "caml" and any(longbert_options.values()):
+            chosen = [name for name, value in longbert_options.items() if value]
+            raise ValueError(f"{', '.join(chosen)}: LongBERT options, not for model caml")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16")
 
     @property
     def label_attention_args(self) -> dict:
         return dict(
-            chunk_size=LABEL_ATTENTION_CHUNKS[self.label_attention], matmul_dtype=self.compute_dtype
+            chunk_size=LABEL_ATTENTION_CHUNKS[self.label_attention],
+            matmul_dtype=self.compute_dtype,
+            described=self.label_init == "descriptions",
         )
 
     @property

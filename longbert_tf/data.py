@@ -5,7 +5,9 @@ label-index order) and, per split, `{split}.jsonl.gz`: one JSON object a line
 with `note_id` (str), `subject_id` (str), `text` (str) and `codes` (list of str,
 each listed in `labels.txt`). An empty text is allowed (it becomes a single
 `[CLS] [SEP]` segment), and so is an empty code list (a note with no codes is a
-negative for every code). Every `data_prep` module writes this format.
+negative for every code). Optionally `descriptions.tsv`: each code's
+description (see `longbert_tf.descriptions`). Every `data_prep` module writes
+this format.
 """
 
 import functools
@@ -18,7 +20,7 @@ import numpy as np
 import pandas as pd
 from absl import logging
 
-from longbert_tf import files, tokenization
+from longbert_tf import descriptions, files, tokenization
 from longbert_tf.configs import SegmentConfig
 from longbert_tf.framework import tf
 
@@ -124,8 +126,11 @@ def label_ids(notes: pd.DataFrame, labels: list, source: str) -> list:
     return ids
 
 
-def write_dataset(dataset_dir: str, splits: dict, labels: list) -> str:
-    """Writes `{split: notes DataFrame}` and `labels` in the dataset format, atomically.
+def write_dataset(
+    dataset_dir: str, splits: dict, labels: list, code_descriptions: dict | None = None
+) -> str:
+    """Writes `{split: notes DataFrame}`, `labels` and `{code: description}` (if given; only
+    the labels' are kept) in the dataset format, atomically.
 
     The folder appears complete or not at all; an existing one is replaced,
     keeping its token caches (they are keyed by content, so stale ones are
@@ -135,6 +140,10 @@ def write_dataset(dataset_dir: str, splits: dict, labels: list) -> str:
     with files.atomic_dir(dataset_dir) as temporary:
         with open(os.path.join(temporary, LABELS_FILE), "w", encoding="utf-8") as labels_file:
             labels_file.writelines(f"{code}\n" for code in labels)
+        if code_descriptions is not None:
+            descriptions.write_descriptions(
+                temporary, {code: code_descriptions.get(code, "") for code in labels}
+            )
         for split, notes in splits.items():
             with gzip.open(notes_path(temporary, split), "wt", encoding="utf-8") as notes_file:
                 records = notes[list(NOTE_COLUMNS)].to_dict("records")

@@ -268,8 +268,13 @@ def pr_curve(counts: dict) -> dict:
     )
 
 
-def evaluate(counts: dict, threshold: float) -> dict:
-    """All metrics of a split at `threshold` (a grid value), with `metrics.evaluate`'s keys."""
+def evaluate(counts: dict, threshold: float, unseen_rows=None) -> dict:
+    """All metrics of a split at `threshold` (a grid value), with `metrics.evaluate`'s keys.
+
+    `unseen_rows` (bool, one per tracked code) marks the codes without a
+    training note: `unseen_code_recall` is the recall on their (note, code)
+    pairs, of which there are `unseen_code_pairs`.
+    """
     column = _grid_index(threshold)
     true_positives, predicted, positives = threshold_counts(counts)
     precision = float(metrics.ratio(true_positives[column], predicted[column]))
@@ -293,6 +298,12 @@ def evaluate(counts: dict, threshold: float) -> dict:
     )
     for position, k in enumerate(metrics.PRECISION_AT):
         results[f"precision_at_{k}"] = float(counts["precision_at_k"][position] / num_notes)
+    if unseen_rows is not None:
+        reached = _at_or_above(counts["reached_positive"][np.asarray(unseen_rows, bool)])
+        results["unseen_code_pairs"] = int(reached[:, 0].sum())
+        results["unseen_code_recall"] = float(
+            metrics.ratio(reached[:, column].sum(), reached[:, 0].sum())
+        )
     return results
 
 

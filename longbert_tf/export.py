@@ -32,7 +32,7 @@ import dataclasses
 import json
 import os
 
-from longbert_tf import data, encoders, files, tokenization
+from longbert_tf import data, encoders, files, models, tokenization
 from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.framework import tf
 from longbert_tf.models import LongBERT
@@ -65,12 +65,7 @@ def load_trained(model_dir: str) -> TrainedModel:
         threshold = json.load(metrics_file)["dev"]["threshold"]
     labels = data.read_labels(model_dir)
     encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
-    model = LongBERT(
-        encoder.layer,
-        num_labels=len(labels),
-        seed=config.seed,
-        label_attention_args=config.label_attention_args,
-    )
+    model = models.longbert_for(config, encoder, len(labels))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
     best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))

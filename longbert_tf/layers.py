@@ -205,6 +205,7 @@ class LabelAttention(keras.layers.Layer):
         (`chunked_logits`, `chunked_loss`): same results, far less memory.
       matmul_dtype: dtype of the matrix products ("float32" or "bfloat16");
         softmax statistics, logits and the loss stay float32.
+      described: condition every code's parameters on its description (below).
 
     Call arguments:
       tokens: `[batch, num_tokens, hidden]` token representations e_i.
@@ -218,6 +219,20 @@ class LabelAttention(keras.layers.Layer):
 
     Weights: `label_queries` `[C, hidden]` (the attention layer),
     `label_weights` `[C, hidden]` and `label_biases` `[C]` (the classifier).
+
+    With `described`, each code's parameters also depend on its description
+    embedding d_c (unit length, `[C, hidden]`, set by `set_descriptions`)
+    through parameters shared by all codes, so that a code without training
+    notes can still be scored from its description:
+    q_c = m_c q'_c + A d_c, w_c = m_c w'_c + B d_c,
+    b_c = m_c b'_c + <beta, d_c> + beta_0, where m_c is 1 for codes with a
+    training note and 0 for the others (their own parameters could only learn
+    "never"). A and B start as the identity and q', w', beta at 0, so the
+    untrained layer attends to the tokens nearest each description and scores
+    how close the attended tokens are to it. Extra weights:
+    `description_queries` A and `description_weights` B `[hidden, hidden]`,
+    `description_biases` beta `[hidden]`, `shared_bias` beta_0, and the
+    non-trainable `code_descriptions` `[C, hidden]` and `trained_codes` `[C]`.
     """
 
     def __init__(
@@ -227,6 +242,7 @@ class LabelAttention(keras.layers.Layer):
         kernel_initializer=None,
         chunk_size=None,
         matmul_dtype="float32",
+        described=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -234,6 +250,7 @@ class LabelAttention(keras.layers.Layer):
         self.seed = seed
         self.chunk_size = chunk_size
         self.matmul_dtype = matmul_dtype
+        self.described = described
         self.kernel_initializer = kernel_initializer or dict(
             class_name="TruncatedNormal", config=dict(stddev=0.02)
         )
@@ -244,43 +261,80 @@ class LabelAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_size = input_shape[-1]
+        # Described codes start from their descriptions alone (see the class docstring).
+        own_initializer = "zeros" if self.described else None
         self.label_queries = self.add_weight(
             "label_queries",
             shape=[self.num_labels, hidden_size],
-            initializer=self._initializer(self.seed),
+            initializer=own_initializer or self._initializer(self.seed),
         )
         self.label_weights = self.add_weight(
             "label_weights",
             shape=[self.num_labels, hidden_size],
-            initializer=self._initializer(self.seed + 1),
+            initializer=own_initializer or self._initializer(self.seed + 1),
         )
         self.label_biases = self.add_weight(
             "label_biases", shape=[self.num_labels], initializer="zeros"
         )
+        if self.described:
+            self.code_descriptions = self.add_weight(
+                "code_descriptions",
+                shape=[self.num_labels, hidden_size],
+                initializer="zeros",
+                trainable=False,
+            )
+            self.trained_codes = self.add_weight(
+                "trained_codes", shape=[self.num_labels], initializer="ones", trainable=False
+            )
+            for name in ("description_queries", "description_weights"):
+                weight = self.add_weight(
+                    name, shape=[hidden_size, hidden_size], initializer="identity"
+                )
+                setattr(self, name, weight)
+            self.description_biases = self.add_weight(
+                "description_biases", shape=[hidden_size], initializer="zeros"
+            )
+            self.shared_bias = self.add_weight("shared_bias", shape=[], initializer="zeros")
         super().build(input_shape)
+
+    def set_descriptions(self, code_descriptions, trained_codes) -> None:
+        """Sets d_c (float `[C, hidden]`, unit or zero rows) and m_c (bool `[C]`) once built."""
+        if not self.described:
+            raise ValueError(f"layer {self.name} was not built with described=True")
+        self.code_descriptions.assign(tf.cast(code_descriptions, tf.float32))
+        self.trained_codes.assign(tf.cast(trained_codes, tf.float32))
+
+    def code_parameters(self) -> tuple:
+        """`(queries, weights, biases)` as the logits use them: `[C, hidden]` twice and `[C]`."""
+        if not self.described:
+            return self.label_queries, self.label_weights, self.label_biases
+        trained = self.trained_codes
+        descriptions = self.code_descriptions
+        queries = trained[:, tf.newaxis] * self.label_queries
+        queries += tf.matmul(descriptions, self.description_queries)
+        weights = trained[:, tf.newaxis] * self.label_weights
+        weights += tf.matmul(descriptions, self.description_weights)
+        biases = trained * self.label_biases + self.shared_bias
+        biases += tf.linalg.matvec(descriptions, self.description_biases)
+        return queries, weights, biases
 
     @property
     def _codes_per_chunk(self) -> int:
         return min(self.chunk_size, self.num_labels)  # no padding codes when there are few
 
     def call(self, tokens, mask):
+        queries, weights, biases = self.code_parameters()
         if self.chunk_size:
             logits = chunked_logits(
-                tokens,
-                mask,
-                self.label_queries,
-                self.label_weights,
-                self._codes_per_chunk,
-                self.matmul_dtype,
+                tokens, mask, queries, weights, self._codes_per_chunk, self.matmul_dtype
             )
-            return logits + self.label_biases
+            return logits + biases
         tokens = tf.cast(tokens, self.matmul_dtype)
-        queries = tf.cast(self.label_queries, self.matmul_dtype)
-        scores = tf.cast(tf.einsum("bnh,ch->bcn", tokens, queries), tf.float32)
-        weights = masked_softmax(scores, mask)  # [batch, C, num_tokens]
-        label_context = tf.einsum("bcn,bnh->bch", tf.cast(weights, self.matmul_dtype), tokens)
+        scores = tf.einsum("bnh,ch->bcn", tokens, tf.cast(queries, self.matmul_dtype))
+        attention = masked_softmax(tf.cast(scores, tf.float32), mask)  # [batch, C, num_tokens]
+        label_context = tf.einsum("bcn,bnh->bch", tf.cast(attention, self.matmul_dtype), tokens)
         label_context = tf.cast(label_context, tf.float32)  # z_c
-        return tf.einsum("bch,ch->bc", label_context, self.label_weights) + self.label_biases
+        return tf.einsum("bch,ch->bc", label_context, weights) + biases
 
     def loss(self, tokens, mask, labels, denominator):
         """Sum over notes of the mean binary cross-entropy over codes, divided by `denominator`.
@@ -297,9 +351,7 @@ class LabelAttention(keras.layers.Layer):
                 tokens,
                 mask,
                 labels,
-                self.label_queries,
-                self.label_weights,
-                self.label_biases,
+                *self.code_parameters(),
                 self._codes_per_chunk,
                 self.matmul_dtype,
             )
@@ -314,7 +366,7 @@ class LabelAttention(keras.layers.Layer):
 
         The weights `call` uses for those codes (the evidence a code's score rests on).
         """
-        queries = tf.gather(self.label_queries, label_indices)  # [batch, K, hidden]
+        queries = tf.gather(self.code_parameters()[0], label_indices)  # [batch, K, hidden]
         scores = tf.einsum("bnh,bkh->bkn", tf.cast(tokens, tf.float32), queries)
         return masked_softmax(scores, mask)
 
@@ -326,5 +378,6 @@ class LabelAttention(keras.layers.Layer):
             kernel_initializer=self.kernel_initializer,
             chunk_size=self.chunk_size,
             matmul_dtype=self.matmul_dtype,
+            described=self.described,
         )
         return config

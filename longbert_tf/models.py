@@ -19,24 +19,43 @@ class LongBERT(keras.Model):
       encoder: a `hub.KerasLayer` over a TF-Hub BERT encoder.
       num_labels: number of codes.
       seed: seed of the label attention initializers.
-      label_attention_args: `chunk_size` and `matmul_dtype` of `LabelAttention`.
+      label_attention_args: `chunk_size`, `matmul_dtype` and `described` of `LabelAttention`.
+      normalize_tokens: standardise every token vector (zero mean, unit variance
+        over its features, no learned scale) before label attention.
+      excluded_token_ids: token ids label attention never attends to (e.g.
+        every segment's `[CLS]` and `[SEP]`).
 
     Call arguments: a dict with `input_word_ids` and `input_mask`, int32
     `[batch, num_segments, width]` (mask 0 on padding). Returns float32 logits
     `[batch, num_labels]`.
     """
 
-    def __init__(self, encoder, num_labels, seed=0, label_attention_args=None, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        num_labels,
+        seed=0,
+        label_attention_args=None,
+        normalize_tokens=False,
+        excluded_token_ids=(),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.num_labels = num_labels
         self.seed = seed
+        self.normalize_tokens = normalize_tokens
+        self.excluded_token_ids = tuple(excluded_token_ids)
         self.label_attention = LabelAttention(
             num_labels, seed=seed, name="label_attention", **(label_attention_args or {})
         )
 
     def encode(self, inputs, training=None):
-        """Token representations of the notes: `([batch, num_segments * width, hidden], mask)`."""
+        """Token representations of the notes: `([batch, num_segments * width, hidden], mask)`.
+
+        The mask is 1 on the tokens label attention reads: not padding, nor an
+        excluded token id.
+        """
         word_ids = inputs["input_word_ids"]
         mask = inputs["input_mask"]
         shape = tf.shape(word_ids)
@@ -52,6 +71,11 @@ class LongBERT(keras.Model):
             training=training,
         )
         sequence = outputs["sequence_output"]
+        if self.normalize_tokens:
+            mean, variance = tf.nn.moments(sequence, axes=[-1], keepdims=True)
+            sequence = (sequence - mean) * tf.math.rsqrt(variance + 1e-6)
+        for token_id in self.excluded_token_ids:
+            mask *= tf.cast(word_ids != token_id, mask.dtype)
         tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
         return tokens, tf.reshape(mask, [batch_size, num_segments * width])
 
@@ -59,16 +83,40 @@ class LongBERT(keras.Model):
         return self.label_attention(*self.encode(inputs, training=training))
 
 
+def longbert_for(config, encoder, num_labels: int) -> LongBERT:
+    """The LongBERT an `ExperimentConfig` describes, over a loaded `encoders.Encoder`."""
+    vocab = encoder.vocab
+    return LongBERT(
+        encoder.layer,
+        num_labels=num_labels,
+        seed=config.seed,
+        label_attention_args=config.label_attention_args,
+        normalize_tokens=config.normalize_tokens,
+        excluded_token_ids=() if config.attend_special_tokens else (vocab.cls_id, vocab.sep_id),
+    )
+
+
 def set_label_priors(label_attention: LabelAttention, label_counts, num_notes: int) -> None:
     """Starts each code's bias at the log-odds of its training frequency (add-one smoothed).
 
     With thousands of rare codes, zero biases start every code at probability
     0.5 and the first thousands of Adam steps go into pulling them down; the
-    prior starts the classifier where those steps would have taken it. The
+    prior starts the classifier where those steps would have taken it. A
+    described layer's shared bias starts at the prior of a code without
+    training notes, and each code's own bias at the rest of its prior. The
     layer must be built.
     """
-    prior = (np.asarray(label_counts, np.float64) + 1) / (num_notes + 2)
-    label_attention.label_biases.assign(np.log(prior / (1 - prior)))
+
+    def log_odds(counts):
+        prior = (np.asarray(counts, np.float64) + 1) / (num_notes + 2)
+        return np.log(prior / (1 - prior))
+
+    priors = log_odds(label_counts)
+    if label_attention.described:
+        unseen = log_odds(0)
+        label_attention.shared_bias.assign(unseen)
+        priors -= unseen
+    label_attention.label_biases.assign(priors)
 
 
 class CAML(keras.Model):

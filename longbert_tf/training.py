@@ -22,6 +22,7 @@ from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
 from longbert_tf import (
     data,
+    descriptions,
     distribute,
     encoders,
     evaluation,
@@ -33,7 +34,7 @@ from longbert_tf import (
 )
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
-from longbert_tf.models import CAML, LongBERT
+from longbert_tf.models import CAML
 
 
 @dataclasses.dataclass
@@ -48,6 +49,7 @@ class Experiment:
     max_segments: int
     max_note_tokens: int  # the longest note prefix the model reads
     strategy: tf.distribute.Strategy
+    train_label_counts: np.ndarray  # [num_labels] training notes per code
 
     def dataset(self, split: str) -> tf.data.Dataset:
         """Every note of `split` once, in batches of `batch_size` (see `data.segment_dataset`)."""
@@ -153,6 +155,11 @@ class Experiment:
         logging.info("Counted %s: %d notes in %.1f s", split, num_notes, time.time() - started)
         return counts
 
+    def metrics(self, split: str, counts: dict, threshold: float) -> dict:
+        """`evaluation.evaluate` of a split's counts, with recall on codes unseen in training."""
+        unseen_rows = self.train_label_counts[self._tracked_codes[split]] == 0
+        return evaluation.evaluate(counts, threshold, unseen_rows)
+
 
 def build_experiment(
     config: ExperimentConfig, strategy: tf.distribute.Strategy = None
@@ -182,25 +189,42 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
     else:
         encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
         vocab = encoder.vocab
-        model = LongBERT(
-            encoder.layer,
-            num_labels=len(labels),
-            seed=config.seed,
-            label_attention_args=config.label_attention_args,
-        )
+        model = models.longbert_for(config, encoder, len(labels))
         segmenter = data.bert_segmenter(config.segments, vocab)
         max_segments = config.segments.max_segments
         max_note_tokens = config.segments.max_note_tokens
     records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
     probe = tf.ones([1, 1, 2], tf.int32)
     distribute.run_on_replicas(model, dict(input_word_ids=probe, input_mask=probe))
+    train_label_counts = data.label_counts(records["train"], len(labels), config.max_notes)
     models.set_label_priors(
         model.label_attention,
-        data.label_counts(records["train"], len(labels), config.max_notes),
+        train_label_counts,
         data.count_records(records["train"], config.max_notes),
     )
+    if config.label_init == "descriptions":
+        started = time.time()
+        texts = descriptions.code_descriptions(config.dataset_dir, labels)
+        model.label_attention.set_descriptions(
+            descriptions.embed(model, texts, vocab), train_label_counts > 0
+        )
+        logging.info(
+            "Embedded %d code descriptions in %.1f s (%d empty; %d codes have no training note)",
+            len(texts),
+            time.time() - started,
+            texts.count(""),
+            int(np.sum(train_label_counts == 0)),
+        )
     return Experiment(
-        config, labels, records, model, segmenter, max_segments, max_note_tokens, strategy
+        config,
+        labels,
+        records,
+        model,
+        segmenter,
+        max_segments,
+        max_note_tokens,
+        strategy,
+        train_label_counts,
     )
 
 
@@ -426,7 +450,7 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     """
     counts = experiment.count("dev")
     threshold, dev_f1 = evaluation.tune_threshold(counts)
-    results = evaluation.evaluate(counts, threshold)
+    results = experiment.metrics("dev", counts, threshold)
     logging.info("step %d  dev micro F1 %.4f at threshold %.2f", step, dev_f1, threshold)
     with writer.as_default(step=step):
         tf.summary.scalar("micro_f1", dev_f1)
@@ -463,6 +487,6 @@ def evaluate(experiment: Experiment, predictions=None) -> dict:
         model=experiment.config.model,
         input_length=experiment.config.input_length,
         encoder=experiment.config.encoder,
-        dev=evaluation.evaluate(dev_counts, threshold),
-        test=evaluation.evaluate(test_counts, threshold),
+        dev=experiment.metrics("dev", dev_counts, threshold),
+        test=experiment.metrics("test", test_counts, threshold),
     )

@@ -156,3 +156,76 @@ def test_bfloat16_products_stay_close_to_float32(token_batch):
         logits = layer(tokens, mask)
         assert logits.dtype == tf.float32
         np.testing.assert_allclose(logits.numpy(), reference, atol=2e-2)
+
+
+def described_layer(tokens, mask, chunk_size=None):
+    """A described LabelAttention of 6 codes (codes 4 and 5 without training notes and code 5
+    without a description), its free and shared parameters moved off their initial values."""
+    rng = np.random.default_rng(3)
+    layer = LabelAttention(num_labels=6, chunk_size=chunk_size, described=True)
+    layer(tokens, mask)
+    descriptions = rng.normal(size=(6, 8)).astype(np.float32)
+    descriptions /= np.linalg.norm(descriptions, axis=1, keepdims=True)
+    descriptions[5] = 0.0
+    layer.set_descriptions(descriptions, np.array([1, 1, 1, 1, 0, 0], bool))
+    for weight in layer.trainable_weights:
+        weight.assign(weight + rng.normal(scale=0.3, size=weight.shape).astype(np.float32))
+    return layer
+
+
+def numpy_described_parameters(layer):
+    """q_c = m_c q'_c + A d_c, w_c = m_c w'_c + B d_c, b_c = m_c b'_c + <beta, d_c> + beta_0."""
+    d = layer.code_descriptions.numpy()
+    m = layer.trained_codes.numpy()
+    queries = m[:, None] * layer.label_queries.numpy() + d @ layer.description_queries.numpy()
+    weights = m[:, None] * layer.label_weights.numpy() + d @ layer.description_weights.numpy()
+    biases = (
+        m * layer.label_biases.numpy()
+        + d @ layer.description_biases.numpy()
+        + layer.shared_bias.numpy()
+    )
+    return queries, weights, biases
+
+
+def test_described_label_attention_matches_numpy(token_batch):
+    tokens, mask = token_batch
+    layer = described_layer(tokens, mask)
+    check_layer(layer, dict(tokens=tf.constant(tokens), mask=tf.constant(mask)))
+    expected = numpy_label_attention(tokens, mask, *numpy_described_parameters(layer))
+    np.testing.assert_allclose(layer(tokens, mask).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # A code without training notes is scored from its description alone.
+    own = layer.label_queries.numpy()
+    layer.label_queries.assign(own + 5.0)
+    np.testing.assert_allclose(layer(tokens, mask).numpy()[:, 4:], expected[:, 4:], rtol=1e-5)
+    assert not np.allclose(layer(tokens, mask).numpy()[:, :4], expected[:, :4])
+
+
+def test_described_label_attention_starts_from_its_descriptions(token_batch):
+    tokens, mask = token_batch
+    layer = LabelAttention(num_labels=6, described=True)
+    layer(tokens, mask)
+    descriptions = np.eye(6, 8, dtype=np.float32)
+    layer.set_descriptions(descriptions, np.ones(6, bool))
+    queries, weights, biases = (value.numpy() for value in layer.code_parameters())
+    np.testing.assert_array_equal(queries, descriptions)
+    np.testing.assert_array_equal(weights, descriptions)
+    np.testing.assert_array_equal(biases, np.zeros(6))
+
+
+@pytest.mark.parametrize("chunk_size", [2, 4])
+def test_chunked_described_label_attention_equals_dense_with_gradients(token_batch, chunk_size):
+    tokens, mask = token_batch
+    dense = described_layer(tokens, mask)
+    chunked = described_layer(tokens, mask, chunk_size)
+    labels = tf.constant(np.random.default_rng(5).random((3, 6)) < 0.3, tf.float32)
+
+    def loss_and_grads(layer):
+        with tf.GradientTape() as tape:
+            loss = layer.loss(tf.constant(tokens), mask, labels, denominator=3)
+        return [loss] + tape.gradient(loss, layer.trainable_weights)
+
+    for expected, actual in zip(loss_and_grads(dense), loss_and_grads(chunked)):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    # The own parameters of codes without training notes get no gradient.
+    own_query_grads = loss_and_grads(dense)[1 + dense.trainable_weights.index(dense.label_queries)]
+    np.testing.assert_array_equal(own_query_grads.numpy()[4:], 0.0)
