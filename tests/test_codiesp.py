@@ -1,5 +1,6 @@
 """data_prep.codiesp on the real CodiEsp data (../shared/data/codiesp) and on generated layouts."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 
 from data_prep import codiesp
-from longbert_tf import data
+from longbert_tf import data, descriptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODIESP_DIR = os.path.join(ROOT, "..", "shared", "data", "codiesp")
@@ -51,6 +52,9 @@ def test_real_release_train_and_dev(real):
     labels = data.read_labels(dataset_dir)
     assert len(labels) == 2194 and all(code == code.upper() for code in labels)
     assert result["preparation"]["test"].startswith("20% of release train/")
+    titles = descriptions.code_descriptions(dataset_dir, labels)
+    assert titles[labels.index("N44.8")] == "Other noninflammatory disorders of the testis"
+    assert sum(map(bool, titles)) > 0.9 * len(labels)  # the rest are not ICD-10-CM codes
 
 
 @needs_codiesp
@@ -61,13 +65,15 @@ def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
             sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
             f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
             "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
-            "--train_steps=4", "--eval_every=4", "--batch_size=4",
+            "--train_steps=4", "--eval_every=4", "--batch_size=4", "--label_init=descriptions",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LongBERT | 256 |" in result.stdout
-    assert (tmp_path / "run/metrics.json").exists()
+    dev = json.loads((tmp_path / "run/metrics.json").read_text())["dev"]
+    assert dev["unseen_code_pairs"] > 300  # dev pairs whose code has no training note
+    assert 0 <= dev["unseen_code_recall"] <= 1
 
 
 def test_release_with_all_splits_keeps_them(tmp_path):
