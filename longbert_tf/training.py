@@ -451,12 +451,18 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     counts = experiment.count("dev")
     threshold, dev_f1 = evaluation.tune_threshold(counts)
     results = experiment.metrics("dev", counts, threshold)
-    logging.info("step %d  dev micro F1 %.4f at threshold %.2f", step, dev_f1, threshold)
+    logging.info(
+        "step %d  dev micro F1 %.4f at threshold %.2f (recall on codes unseen in training %.3f)",
+        step,
+        dev_f1,
+        threshold,
+        results["unseen_code_recall"],
+    )
     with writer.as_default(step=step):
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
-        tf.summary.scalar("micro_pr_auc", results["micro_pr_auc"])
-        tf.summary.scalar("micro_roc_auc", results["micro_roc_auc"])
+        for name in ("micro_pr_auc", "micro_roc_auc", "unseen_code_recall"):
+            tf.summary.scalar(name, results[name])
         curve = evaluation.pr_curve(counts)
         true_positives = curve["true_positive_counts"]
         summary = pr_curve_summary.raw_data_pb(

@@ -183,7 +183,9 @@ def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_datase
         accumulator.Reload()
         tags[events] = set(accumulator.Tags()["tensors"])
     assert {"loss", "learning_rate", "tokens_per_second"} <= tags["train"]
-    assert {"micro_f1", "micro_pr_auc", "micro_roc_auc", "threshold"} <= tags["dev"]
+    assert {"micro_f1", "micro_pr_auc", "micro_roc_auc", "threshold", "unseen_code_recall"} <= tags[
+        "dev"
+    ]
     assert "pr_curve/pr_curves" in tags["dev"]  # the PR-curve plugin's tag
     # Clinical text stays out of logs and summaries: no 25-character piece of any note appears.
     written = result.stderr + result.stdout
@@ -194,3 +196,26 @@ def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_datase
         for text in data.read_notes(tiny_dataset_dir, split).text:
             pieces = {text[i : i + 25] for i in range(0, max(1, len(text) - 25), 97)}
             assert not any(piece in written for piece in pieces)
+
+
+def parsed_config(*flags):
+    from experiments import run
+
+    try:
+        run.FLAGS(["run", *flags])
+        return run.resolve_config()
+    finally:
+        run.FLAGS.unparse_flags()
+
+
+def test_a_preset_recipe_fills_the_flags_not_given():
+    config = parsed_config("--dataset=codiesp_dx", "--warmup_steps=7")
+    assert config.warmup_steps == 7  # given
+    recipe = configs.PRESETS["codiesp_dx"].recipe
+    assert config.label_init == recipe["label_init"] == "descriptions"
+    assert config.segments.segment_length == recipe["segment_length"]
+    assert config.encoder_learning_rate == recipe["encoder_learning_rate"]
+    paper = parsed_config("--dataset=mimic3_full")  # the paper's model and constant Adam
+    assert (paper.label_init, paper.lr_schedule, paper.warmup_steps) == ("random", "constant", 0)
+    assert paper.encoder_learning_rate is None and paper.attend_special_tokens
+    assert paper.segments.segment_length == 512 and paper.learning_rate == 2e-4

@@ -1,0 +1,74 @@
+"""The best CodiEsp row from the raw release folder: prepare, pretrain, train, evaluate.
+
+    python benchmarks/codiesp_best.py --codiesp_dir=../shared/data/codiesp --work_dir=runs/best
+
+Runs, from the repository root, the commands it prints: `data_prep.codiesp`
+(train to fit, dev to pick the checkpoint and threshold; the release's
+`test/` when present, else a fifth of train held out), in-domain masked-LM
+pretraining of MiniLM on the training notes and the release's unannotated
+`background/` cases when `--pretrain_steps` is above 0 and the release has
+them, then `experiments.run --dataset=codiesp_dx` with the preset's recipe
+(MiniLM, description-conditioned label attention, fine-tuning schedule; see
+`configs.PRESETS`). Ends by printing `dev micro F1: X` and, when the release
+has `test/`, `test micro F1: X`. Steps already done in `--work_dir` are reused.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
+flags.DEFINE_string("work_dir", "runs/codiesp_best", "Data, encoder and run folders go here.")
+flags.DEFINE_integer(
+    "pretrain_steps", 1000, "Masked-LM steps (16 windows of 128 positions each); 0 skips them."
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*arguments: str) -> None:
+    """Runs `python -m ...` from the repository root, or exits with its status."""
+    command = [sys.executable, "-m", *arguments]
+    print("$", " ".join(command), flush=True)
+    status = subprocess.run(command, cwd=ROOT).returncode
+    if status:
+        raise SystemExit(f"{arguments[0]} failed with exit status {status}")
+
+
+def main(argv):
+    del argv
+    codiesp_dir = os.path.abspath(FLAGS.codiesp_dir)
+    work_dir = os.path.abspath(FLAGS.work_dir)
+    data_dir = os.path.join(work_dir, "data")
+    if not os.path.exists(os.path.join(data_dir, "codiesp_dx", "descriptions.tsv")):
+        run("data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={data_dir}")
+    encoder = []
+    background = os.path.join(codiesp_dir, "background", "text_files_en")
+    if FLAGS.pretrain_steps and os.path.isdir(background):
+        pretrain_dir = os.path.join(work_dir, "pretrain")
+        encoder_dir = os.path.join(pretrain_dir, "encoder")
+        if not os.path.exists(encoder_dir):
+            run(
+                "experiments.pretrain", "--encoder=minilm", "--dataset=codiesp_dx",
+                f"--data_dir={data_dir}", f"--text_dir={background}", f"--out_dir={pretrain_dir}",
+                f"--train_steps={FLAGS.pretrain_steps}",
+            )  # fmt: skip
+        encoder = [f"--encoder={encoder_dir}"]
+    model_dir = os.path.join(work_dir, "run")
+    run(
+        "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}", *encoder,
+    )  # fmt: skip
+    with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
+        results = json.load(metrics_file)
+    print(f"dev micro F1: {results['dev']['micro_f1']:.4f}")
+    if os.path.isdir(os.path.join(codiesp_dir, "test")):
+        print(f"test micro F1: {results['test']['micro_f1']:.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
