@@ -9,7 +9,9 @@ line, no header). A document is one admission: its `Discharge summary` notes
 by blank lines; other categories are ignored. Codes are read as strings and
 formatted as CAML does (diagnoses: a dot after the 4th character of E codes
 and the 3rd of all others; procedures: after the 2nd; only when longer), once
-per document; diagnoses and procedures share one label space.
+per document; diagnoses and procedures share one label space. When the
+folder has `D_ICD_DIAGNOSES` and `D_ICD_PROCEDURES`, their `LONG_TITLE`s become
+the codes' descriptions (`descriptions.tsv`, for `--label_init=descriptions`).
 
 `mimic3_full` labels every code of the prepared documents. `mimic3_50` keeps
 every document (those without a top-50 code are negatives, as in the LongBERT
@@ -31,6 +33,8 @@ DIAGNOSIS_PATTERN = re.compile(r"(?:\d{3,5}|V\d{2,4}|E\d{3,4})")
 PROCEDURE_PATTERN = re.compile(r"\d{2,4}")
 NOTE_COLUMNS = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CATEGORY", "DESCRIPTION", "TEXT"]
 CODE_COLUMNS = ["HADM_ID", "ICD9_CODE"]
+TITLE_COLUMNS = ["ICD9_CODE", "LONG_TITLE"]
+TITLE_TABLES = {"D_ICD_DIAGNOSES": True, "D_ICD_PROCEDURES": False}  # table -> is diagnosis
 NUM_TOP_CODES = 50
 
 
@@ -96,6 +100,25 @@ def read_codes(mimic_dir: str, table: str, skipped: tables.SkipCounter) -> pd.Da
     duplicates = rows.duplicated()
     skipped[f"{table}: duplicate code of an admission"] += int(duplicates.sum())
     return rows[~duplicates]
+
+
+def read_titles(mimic_dir: str) -> dict | None:
+    """`{formatted code: LONG_TITLE}` of both dictionary tables, or None when either is absent.
+
+    Formatted diagnoses and procedures never coincide (the dot sits after
+    different characters), so one dictionary holds both.
+    """
+    titles = {}
+    for table, is_diagnosis in TITLE_TABLES.items():
+        try:
+            path = tables.find_table(mimic_dir, table)
+        except FileNotFoundError:
+            return None
+        for chunk in tables.read_chunks(path, TITLE_COLUMNS):
+            chunk = chunk.dropna()
+            for code, title in zip(chunk.ICD9_CODE.str.strip(), chunk.LONG_TITLE):
+                titles[format_icd9(code, is_diagnosis)] = title
+    return titles
 
 
 def build_documents(mimic_dir: str, splits_dir: str, skipped: tables.SkipCounter) -> dict:
@@ -164,12 +187,18 @@ def prepare(
     full_labels = sorted(
         {code for notes in splits.values() for codes in notes.codes for code in codes}
     )
-    full_dir = data.write_dataset(os.path.join(out_dir, "mimic3_full"), splits, full_labels)
+    titles = read_titles(mimic_dir)
+    described = "no D_ICD_DIAGNOSES / D_ICD_PROCEDURES tables: none"
+    if titles is not None:
+        known = sum(code in titles for code in full_labels)
+        described = f"LONG_TITLE of {known:,} of {len(full_labels):,} codes"
+    full_dir = data.write_dataset(os.path.join(out_dir, "mimic3_full"), splits, full_labels, titles)
     results = {
         full_dir: summary.summarize(
             full_dir,
             dict(
                 skipped=skipped.report(),
+                descriptions=described,
                 label_count_note=(
                     f"{len(full_labels):,} codes, read as strings. The literature's 8,921 "
                     "(CAML) / 8,922 come from reading ICD9_CODE with type inference, which turns "
@@ -189,7 +218,9 @@ def prepare(
         )
     preparation["notes_without_top_codes"] = "dropped" if drop_notes_without_top_codes else "kept"
     top_splits = restrict(splits, labels, drop_notes_without_top_codes)
-    top_dir = data.write_dataset(os.path.join(out_dir, "mimic3_50"), top_splits, sorted(labels))
+    top_dir = data.write_dataset(
+        os.path.join(out_dir, "mimic3_50"), top_splits, sorted(labels), titles
+    )
     results[top_dir] = summary.summarize(top_dir, preparation)
     return results
 

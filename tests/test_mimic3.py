@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data_prep import mimic3
-from longbert_tf import data
+from longbert_tf import data, descriptions
 from tests import mimic_files
 from tests.mimic_files import code_row, note_row
 
@@ -79,6 +79,25 @@ def write_mimic3(mimic_dir, splits_dir, gz=True):
     mimic_files.write_table(
         f"{mimic_dir}/PROCEDURES_ICD{suffix}", mimic_files.PROCEDURES_ICD, procedures
     )
+    diagnosis_titles = [
+        [1, "0389", "Septicemia NOS", "Unspecified septicemia"],
+        [2, "4019", "Hypertension NOS", "Unspecified essential hypertension"],
+    ]
+    procedure_titles = [
+        [1, "0066", "PTCA", "Percutaneous transluminal coronary angioplasty [PTCA]"],
+        [
+            2,
+            "966",
+            "Entral infus nutrit sub",
+            "Enteral infusion of concentrated nutritional substances",
+        ],
+    ]
+    mimic_files.write_table(
+        f"{mimic_dir}/D_ICD_DIAGNOSES{suffix}", mimic_files.D_ICD_DIAGNOSES, diagnosis_titles
+    )
+    mimic_files.write_table(
+        f"{mimic_dir}/D_ICD_PROCEDURES{suffix}", mimic_files.D_ICD_PROCEDURES, procedure_titles
+    )
     os.makedirs(splits_dir, exist_ok=True)
     split_ids = {
         "train": ["100001", "100002", *BULK_ADMISSIONS[:60]],
@@ -124,6 +143,22 @@ def test_full_documents_and_codes_are_exact(prepared):
     labels = data.read_labels(str(root / "out/mimic3_full"))
     assert {"038.9", "00.66", "V45.81", "E849.7", "799.9"} <= set(labels)
     assert "7999" not in labels and len(labels) == 10 + 60 + 1
+
+
+def test_dictionary_titles_become_descriptions(prepared, tmp_path):
+    root, results = prepared
+    full_dir = str(root / "out" / "mimic3_full")
+    labels = data.read_labels(full_dir)
+    texts = dict(zip(labels, descriptions.code_descriptions(full_dir, labels)))
+    assert texts["038.9"] == "Unspecified septicemia"
+    assert texts["00.66"] == "Percutaneous transluminal coronary angioplasty [PTCA]"
+    assert texts["96.6"] == "Enteral infusion of concentrated nutritional substances"
+    assert texts["042"] == ""  # not in the generated dictionary
+    assert results[full_dir]["preparation"]["descriptions"].startswith("LONG_TITLE of 4 of ")
+    top_dir = str(root / "out" / "mimic3_50")  # the generated dictionary has none of its codes
+    top_labels = data.read_labels(top_dir)
+    with pytest.raises(ValueError, match="describes none of the 50 codes"):
+        descriptions.code_descriptions(top_dir, top_labels)
 
 
 def test_skips_are_counted_and_reported(prepared):
