@@ -16,7 +16,9 @@ in two splits), or given by `--split_file`: a CSV with columns `hadm_id` (or
 `test`). The label space is every code observed in the documents, or
 `--code_list_file` (one code a line, e.g. every ICD-10-CM code: the paper's
 72,748-code experiment gives each its own attention and classifier vectors);
-codes outside that list are dropped and counted.
+codes outside that list are dropped and counted. Each code's description is
+its `long_title` in `hosp/d_icd_diagnoses` (when present), else its ICD-10-CM
+title from `simple-icd-10-cm`.
 """
 
 import hashlib
@@ -31,6 +33,7 @@ from longbert_tf import data, descriptions
 
 ICD10_PATTERN = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 DIAGNOSIS_COLUMNS = ["subject_id", "hadm_id", "icd_code", "icd_version"]
+TITLE_COLUMNS = ["icd_code", "icd_version", "long_title"]
 DISCHARGE_COLUMNS = ["subject_id", "hadm_id", "note_seq", "text"]
 SPLIT_NAMES = {"train": "train", "dev": "dev", "val": "dev", "test": "test"}
 SPLIT_FRACTIONS = (("train", 0.75), ("dev", 0.85), ("test", 1.0))  # cumulative
@@ -40,6 +43,22 @@ def format_icd10(code: str) -> str:
     """`E1122` or `e11.22` -> `E11.22`; codes of three characters stay as they are."""
     code = code.strip().upper().replace(".", "")
     return f"{code[:3]}.{code[3:]}" if len(code) > 3 else code
+
+
+def read_titles(mimic_dir: str, labels: list) -> dict:
+    """`{code: title}` of `labels`: `hosp/d_icd_diagnoses` ICD-10 long titles, else ICD-10-CM's."""
+    titles = descriptions.icd10cm_titles(labels)
+    try:
+        path = tables.find_table(os.path.join(mimic_dir, "hosp"), "d_icd_diagnoses")
+    except FileNotFoundError:
+        return titles
+    wanted = set(labels)
+    for chunk in tables.read_chunks(path, TITLE_COLUMNS):
+        chunk = chunk[chunk.icd_version.str.strip() == "10"].dropna()
+        for code, title in zip(chunk.icd_code.map(format_icd10), chunk.long_title):
+            if code in wanted:
+                titles[code] = title
+    return titles
 
 
 def read_icd10_codes(mimic_dir: str, skipped: tables.SkipCounter) -> pd.Series:
@@ -158,8 +177,8 @@ def prepare(
         for split in data.SPLITS
     }
     preparation["skipped"] = skipped.report()
-    titles = descriptions.icd10cm_titles(labels)
-    preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
+    titles = read_titles(mimic_dir, labels)
+    preparation["descriptions"] = f"titles of {len(titles):,} of {len(labels):,} codes"
     dataset_dir = data.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels, titles)
     return summary.summarize(dataset_dir, preparation)
 

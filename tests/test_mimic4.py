@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep import mimic4
-from longbert_tf import data
+from longbert_tf import data, descriptions
 from tests import mimic_files
 
 NUM_PATIENTS = 400
@@ -52,6 +52,17 @@ def write_mimic4(mimic_dir):
     mimic_files.write_table(
         f"{mimic_dir}/note/discharge.csv.gz", mimic_files.MIMIC4_DISCHARGE, discharge, False
     )
+    titles = [
+        ["4019", 9, "Unspecified essential hypertension"],  # ICD-9: not a label
+        ["I10", 10, "Essential (primary) hypertension, from the dictionary"],
+        ["E1122", 10, "Type 2 diabetes mellitus with diabetic chronic kidney disease"],
+    ]
+    mimic_files.write_table(
+        f"{mimic_dir}/hosp/d_icd_diagnoses.csv.gz",
+        mimic_files.MIMIC4_D_ICD_DIAGNOSES,
+        titles,
+        False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +94,16 @@ def test_documents_codes_and_skips_are_exact(raw_dir, tmp_path):
     assert skipped["admissions with ICD-10 codes but no discharge note"] == 1
     assert skipped["discharge: note of an admission without ICD-10 codes"] == 2
     assert len(merged) == 2 + sum(1 + p % 3 for p in range(100, 100 + NUM_PATIENTS))
+
+
+def test_descriptions_come_from_the_dictionary_then_icd10cm(raw_dir, tmp_path):
+    mimic4.prepare(raw_dir, str(tmp_path))
+    dataset_dir = str(tmp_path / "mimic4_dx")
+    labels = data.read_labels(dataset_dir)
+    texts = dict(zip(labels, descriptions.code_descriptions(dataset_dir, labels)))
+    assert texts["I10"] == "Essential (primary) hypertension, from the dictionary"
+    assert texts["Z87.891"] == "Personal history of nicotine dependence"  # simple-icd-10-cm
+    assert texts["R00"] == "Abnormalities of heart beat"
 
 
 def test_patient_split_is_deterministic_and_about_75_10_15(raw_dir, tmp_path):
