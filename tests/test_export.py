@@ -1,5 +1,6 @@
 """Serving exports: raw text and token ids, saved_model_cli, input limits, and the predict CLI."""
 
+import dataclasses
 import json
 import os
 import re
@@ -63,8 +64,9 @@ def ids_export(trained):
     return export.export(config.model_dir, str(root / "export_ids"), "token_ids")
 
 
-def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
-    _, config = trained
+def in_memory_and_served(config, export_dir) -> tuple:
+    """Test-split probabilities `[notes, codes]` of the best checkpoint in memory, and the
+    text export's outputs on the same notes."""
     experiment = training.build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
@@ -73,8 +75,13 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
         probabilities = tf.sigmoid(experiment.model(features, training=False)).numpy()
         in_memory[features["note_index"].numpy()] = probabilities
     texts = data.read_notes(config.dataset_dir, "test").text.tolist()
-    serving = tf.saved_model.load(text_export).signatures["serving_default"]
-    outputs = serving(text=tf.constant(texts))
+    serving = tf.saved_model.load(export_dir).signatures["serving_default"]
+    return in_memory, serving(text=tf.constant(texts))
+
+
+def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
+    _, config = trained
+    in_memory, outputs = in_memory_and_served(config, text_export)
     np.testing.assert_allclose(outputs["probabilities"].numpy(), in_memory, atol=1e-5)
     with open(os.path.join(config.model_dir, "metrics.json")) as metrics_file:
         threshold = json.load(metrics_file)["dev"]["threshold"]
@@ -84,6 +91,25 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
     for row, count in enumerate(expected):
         codes = [code.decode() for code in outputs["codes"].numpy()[row][:count]]
         assert set(codes) == {labels[i] for i in np.flatnonzero(in_memory[row] >= threshold)}
+
+
+def test_a_described_model_exports(trained, tmp_path):
+    """Description-conditioned label attention, token normalisation and no [CLS]/[SEP]: the
+    served probabilities are the in-memory ones."""
+    _, config = trained
+    described = dataclasses.replace(
+        config,
+        model_dir=str(tmp_path / "run"),
+        train_steps=20,
+        eval_every=20,
+        label_init="descriptions",
+        normalize_tokens=True,
+        attend_special_tokens=False,
+    )
+    training.train_and_evaluate(described)
+    export_dir = export.export(described.model_dir, str(tmp_path / "export"), "text")
+    in_memory, outputs = in_memory_and_served(described, export_dir)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), in_memory, atol=1e-5)
 
 
 def run_saved_model_cli(export_dir, input_exprs, import_tf_text):
