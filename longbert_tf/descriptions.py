@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from longbert_tf import distribute
 from longbert_tf.framework import tf
 
 DESCRIPTIONS_FILE = "descriptions.tsv"
@@ -110,14 +111,20 @@ def embed(model, texts: list, vocab) -> np.ndarray:
     gives a zero row.
     """
     inputs = description_inputs(texts, vocab)
-    encode = tf.function(lambda batch: model.encode(batch, training=False))
+
+    @tf.function
+    def embed_batch(batch):
+        tokens, mask = model.encode(batch, training=False)
+        mask = tf.cast(mask, tf.float32)[:, :, tf.newaxis]
+        mean = tf.reduce_sum(tokens * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        return tf.math.l2_normalize(mean, -1)
+
     embeddings = []
     for start in range(0, len(texts), EMBED_BATCH_SIZE):
         batch = {name: value[start : start + EMBED_BATCH_SIZE] for name, value in inputs.items()}
-        tokens, mask = encode(batch)
-        mask = tf.cast(mask, tf.float32)[:, :, tf.newaxis]
-        mean = tf.reduce_sum(tokens * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
-        embeddings.append(tf.math.l2_normalize(mean, -1).numpy())
+        # Every replica embeds the same batch (an encoder loaded in a strategy's scope runs
+        # only in a replica context); the first replica's result is kept.
+        embeddings.append(distribute.run_on_replicas(embed_batch, batch).numpy())
     embeddings = np.concatenate(embeddings).astype(np.float32)
     embeddings[[not text for text in texts]] = 0.0
     return embeddings

@@ -25,6 +25,7 @@ def main(data_dir: str, encoder_dir: str) -> None:
         learning_rate=1e-3,
         train_steps=1,
         eval_every=1,
+        label_init="descriptions",  # built (descriptions embedded) under either strategy
     )
     keras.utils.set_random_seed(0)
     single = training.build_experiment(config)
