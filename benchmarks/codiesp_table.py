@@ -18,8 +18,8 @@ Rows, all with 128-position segments and batch 4 at `--seq_len`:
 - random_vocab: a random-init network of MiniLM's shape and vocabulary, same recipe;
 - minilm_mlm, random_vocab_mlm: the two after in-domain masked-LM pretraining
   on the training notes and the unannotated background cases;
-- minilm_desc, minilm_mlm_desc: with `--label_init=descriptions` (and label
-  attention kept off `[CLS]`/`[SEP]`);
+- minilm_desc, minilm_mlm_desc, random_vocab_desc: with
+  `--label_init=descriptions` (and label attention kept off `[CLS]`/`[SEP]`);
 - minilm_desc_cls_sep, minilm_desc_norm: ablations of minilm_desc, attending
   to `[CLS]`/`[SEP]` again, and with standardised token vectors;
 - best_256, best_1024: the row with the best dev micro F1 at 256 and 1,024 tokens.
@@ -78,6 +78,11 @@ ROWS = {
     "random_vocab_mlm": ((MINILM_SHAPE, MINILM), [], RECIPE + PAPER_MODEL),
     "minilm_desc": (None, [f"--encoder={MINILM}"], RECIPE + DESCRIPTIONS),
     "minilm_mlm_desc": ((MINILM, None), [], RECIPE + DESCRIPTIONS),
+    "random_vocab_desc": (
+        None,
+        [f"--encoder={MINILM_SHAPE}", f"--encoder_vocab={MINILM}"],
+        RECIPE + DESCRIPTIONS,
+    ),
     "minilm_desc_cls_sep": (
         None,
         [f"--encoder={MINILM}"],
