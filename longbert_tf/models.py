@@ -22,8 +22,10 @@ class LongBERT(keras.Model):
       label_attention_args: `chunk_size`, `matmul_dtype` and `described` of `LabelAttention`.
       normalize_tokens: standardise every token vector (zero mean, unit variance
         over its features, no learned scale) before label attention.
-      excluded_token_ids: token ids label attention never attends to (e.g.
-        every segment's `[CLS]` and `[SEP]`).
+      special_token_ids: the ids of `[CLS]` and `[SEP]`. A note with no other
+        token (an empty text) attends to nothing, so its logits are the biases.
+      attend_special_tokens: whether label attention reads the special tokens
+        of notes that have other tokens.
 
     Call arguments: a dict with `input_word_ids` and `input_mask`, int32
     `[batch, num_segments, width]` (mask 0 on padding). Returns float32 logits
@@ -37,7 +39,8 @@ class LongBERT(keras.Model):
         seed=0,
         label_attention_args=None,
         normalize_tokens=False,
-        excluded_token_ids=(),
+        special_token_ids=(),
+        attend_special_tokens=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -45,7 +48,8 @@ class LongBERT(keras.Model):
         self.num_labels = num_labels
         self.seed = seed
         self.normalize_tokens = normalize_tokens
-        self.excluded_token_ids = tuple(excluded_token_ids)
+        self.special_token_ids = tuple(special_token_ids)
+        self.attend_special_tokens = attend_special_tokens
         self.label_attention = LabelAttention(
             num_labels, seed=seed, name="label_attention", **(label_attention_args or {})
         )
@@ -53,8 +57,9 @@ class LongBERT(keras.Model):
     def encode(self, inputs, training=None):
         """Token representations of the notes: `([batch, num_segments * width, hidden], mask)`.
 
-        The mask is 1 on the tokens label attention reads: not padding, nor an
-        excluded token id.
+        The mask is 1 on the tokens label attention reads: not padding, no
+        special token unless `attend_special_tokens`, and none at all in a
+        note made of special tokens only.
         """
         word_ids = inputs["input_word_ids"]
         mask = inputs["input_mask"]
@@ -74,8 +79,13 @@ class LongBERT(keras.Model):
         if self.normalize_tokens:
             mean, variance = tf.nn.moments(sequence, axes=[-1], keepdims=True)
             sequence = (sequence - mean) * tf.math.rsqrt(variance + 1e-6)
-        for token_id in self.excluded_token_ids:
-            mask *= tf.cast(word_ids != token_id, mask.dtype)
+        content = mask
+        for token_id in self.special_token_ids:
+            content *= tf.cast(word_ids != token_id, mask.dtype)
+        if self.attend_special_tokens:
+            mask *= tf.reduce_max(content, axis=[1, 2], keepdims=True)  # 0 for an empty note
+        else:
+            mask = content
         tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
         return tokens, tf.reshape(mask, [batch_size, num_segments * width])
 
@@ -92,7 +102,8 @@ def longbert_for(config, encoder, num_labels: int) -> LongBERT:
         seed=config.seed,
         label_attention_args=config.label_attention_args,
         normalize_tokens=config.normalize_tokens,
-        excluded_token_ids=() if config.attend_special_tokens else (vocab.cls_id, vocab.sep_id),
+        special_token_ids=(vocab.cls_id, vocab.sep_id),
+        attend_special_tokens=config.attend_special_tokens,
     )
 
 

@@ -45,7 +45,12 @@ def test_synthetic_preparation_writes_descriptions(tiny_dataset_dir):
 
 def test_embed_is_the_unit_mean_of_the_token_vectors(tiny_encoder_dir):
     encoder = encoders.load(tiny_encoder_dir, segment_length=descriptions.DESCRIPTION_LENGTH)
-    model = models.LongBERT(encoder.layer, num_labels=3, excluded_token_ids=(encoder.vocab.cls_id,))
+    model = models.LongBERT(
+        encoder.layer,
+        num_labels=3,
+        special_token_ids=(encoder.vocab.cls_id,),
+        attend_special_tokens=False,
+    )
     texts = ["acute pancreatitis", "", "chronic cholecystitis with a long description " * 9]
     embeddings = descriptions.embed(model, texts, encoder.vocab)
     inputs = descriptions.description_inputs(texts, encoder.vocab)

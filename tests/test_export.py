@@ -138,7 +138,7 @@ def test_saved_model_cli_serves_raw_text_with_tensorflow_text_ops(trained, text_
     serving = tf.saved_model.load(text_export).signatures["serving_default"]
     expected = serving(text=tf.constant([note, ""]))["num_codes"].numpy().tolist()
     assert counts and [int(counts.group(1)), int(counts.group(2))] == expected
-    assert expected[0] >= 1  # the note has codes; the empty one gets what its prior gives
+    assert expected[0] >= 1  # the note has codes
 
 
 def test_plain_saved_model_cli_serves_token_ids(trained, ids_export):
@@ -172,7 +172,8 @@ def test_token_id_export_matches_text_export(trained, text_export, ids_export):
     np.testing.assert_allclose(outputs["probabilities"].numpy(), expected, atol=1e-6)
 
 
-def test_input_limits_give_defined_results(text_export):
+def test_input_limits_give_defined_results(trained, text_export):
+    _, config = trained
     serving = tf.saved_model.load(text_export).signatures["serving_default"]
     megabyte = ("Diagnosed with pneumonia. " * 40_000)[:1_000_000]
     batch = [b"", megabyte.encode(), b"\xff\xfe\x80 invalid \xc3 bytes pneumonia.", b"short"]
@@ -180,6 +181,9 @@ def test_input_limits_give_defined_results(text_export):
     probabilities = outputs["probabilities"].numpy()
     assert probabilities.shape == (4, EASY.num_codes) and np.isfinite(probabilities).all()
     assert outputs["codes"].shape[0] == 4 and (outputs["num_codes"].numpy() >= 0).all()
+    # An empty note attends to nothing: it gets what the codes' biases (priors) give.
+    biases = export.load_trained(config.model_dir).model.label_attention.code_parameters()[2]
+    np.testing.assert_allclose(probabilities[0], tf.sigmoid(biases).numpy(), atol=1e-6)
     # Each note alone gives what it gives inside the mixed batch.
     for row, text in enumerate(batch):
         alone = serving(text=tf.constant([text]))["probabilities"].numpy()[0]

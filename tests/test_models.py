@@ -60,6 +60,34 @@ def test_segments_are_encoded_separately_and_concatenated(model, batch):
     np.testing.assert_allclose(model(batch).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("attend_special_tokens", [True, False])
+def test_an_empty_note_attends_to_nothing(tiny_encoder_dir, batch, attend_special_tokens):
+    """An empty text is one `[CLS] [SEP]` segment: its logits are the biases alone, while a
+    note with content still reads its special tokens when asked to."""
+    encoder = encoders.load(tiny_encoder_dir, segment_length=32)
+    cls_id, sep_id = encoder.vocab.cls_id, encoder.vocab.sep_id
+    model = models.LongBERT(
+        encoder.layer,
+        num_labels=NUM_LABELS,
+        special_token_ids=(cls_id, sep_id),
+        attend_special_tokens=attend_special_tokens,
+    )
+    empty = dict(batch)
+    empty["input_word_ids"] = batch["input_word_ids"].copy()
+    empty["input_mask"] = batch["input_mask"].copy()
+    empty["input_word_ids"][1] = 0
+    empty["input_mask"][1] = 0
+    empty["input_word_ids"][1, 0, :2] = cls_id, sep_id
+    empty["input_mask"][1, 0, :2] = 1
+    empty["input_word_ids"][0, :, 0] = cls_id
+    model.label_attention.build([None, None, 16])
+    model.label_attention.label_biases.assign(np.arange(NUM_LABELS, dtype=np.float32))
+    logits = model(empty).numpy()
+    np.testing.assert_allclose(logits[1], np.arange(NUM_LABELS), atol=1e-6)
+    _, mask = model.encode(empty)
+    assert mask.numpy()[0, 0] == attend_special_tokens  # the first note's [CLS]
+
+
 def test_parameter_breakdown_counts_the_model(model):
     breakdown = models.parameter_breakdown(
         sum(w.shape.num_elements() for w in model.encoder.trainable_weights), 16, NUM_LABELS
