@@ -152,8 +152,9 @@ def chunked_loss(
                 is_code[index],
                 matmul_dtype,
             )
-            chunk_grads = tf.reduce_sum(tf.matmul(product_grads, token_products), 0)
-            chunk_grads = tf.cast(chunk_grads, tf.float32)  # [2 * chunk, hidden]
+            # Each note's products in matmul_dtype, their sum over the batch in float32.
+            note_grads = tf.cast(tf.matmul(product_grads, token_products), tf.float32)
+            chunk_grads = tf.reduce_sum(note_grads, 0)  # [2 * chunk, hidden]
             token_grads += tf.cast(tf.matmul(product_grads, chunk, transpose_a=True), tf.float32)
             return (
                 index + 1,
