@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 from longbert_tf.framework import tf
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -89,6 +91,11 @@ def sum_over_workers(strategy: tf.distribute.Strategy, arrays: dict) -> dict:
         name: strategy.reduce(tf.distribute.ReduceOp.SUM, share, axis=None).numpy()
         for name, share in shares.items()
     }
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Returns once every worker of a multi-worker run has reached it (at once otherwise)."""
+    sum_over_workers(strategy, {"barrier": np.zeros([1], np.float32)})
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

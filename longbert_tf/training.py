@@ -429,7 +429,13 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
         elif current % (config.checkpoint_every or config.eval_every) == 0:
             latest.save(checkpoint_number=current)
 
-    tf.train.Checkpoint(model=model, step=step).restore(best.latest_checkpoint).expect_partial()
+    # Every worker evaluates the chief's best weights: after a resume the other workers' own
+    # best/ (in their emptied scratch folders) can be empty. The barrier waits for the chief's save.
+    distribute.barrier(strategy)
+    best_path = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
+    if best_path is None:
+        raise FileNotFoundError(f"no best checkpoint in {config.model_dir}/best to evaluate")
+    tf.train.Checkpoint(model=model, step=step).restore(best_path).expect_partial()
     predictions = None
     if predictions_file:  # every task gathers the top codes; the chief writes them
         predictions = evaluation.PredictionsWriter(

@@ -164,16 +164,21 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
 def test_killed_two_worker_run_resumes_at_the_same_input_position(
     tiny_data_dir, deterministic_encoder, tmp_path
 ):
-    steps = 120
+    """Killed after the best validation (step 80 of 100), resumed: every worker trains on the
+    notes and evaluates the weights the uninterrupted run does, though only the chief kept
+    the best checkpoint."""
+    steps = 100
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
         "--segment_length=128", "--batch_size=4", f"--train_steps={steps}",
-        "--eval_every=60", "--checkpoint_every=10", "--log_every=1",
+        "--eval_every=10", "--log_every=1",
     ]  # fmt: skip
     finish(start_two_workers([*flags, f"--model_dir={tmp_path}/whole"], tmp_path), tmp_path)
+    with open(f"{tmp_path}/whole/metrics.json") as metrics_file:
+        expected = json.load(metrics_file)
     killed = [*flags, f"--model_dir={tmp_path}/run"]
     processes = start_two_workers(killed, tmp_path)
-    kill_after_checkpoint(processes, f"{tmp_path}/run/checkpoints", 20)
+    kill_after_checkpoint(processes, f"{tmp_path}/run/checkpoints", expected["best_step"])
     assert not os.path.exists(f"{tmp_path}/run/metrics.json")
     # Worker 1 saved its share of the checkpoints into its scratch folder, not the model dir.
     assert glob.glob(f"{tmp_path}/worker1_tmp/longbert-*-worker1/checkpoints/ckpt-*.index")
@@ -181,7 +186,7 @@ def test_killed_two_worker_run_resumes_at_the_same_input_position(
     logs = finish(start_two_workers(killed, tmp_path), tmp_path)
     for log in logs:
         step = int(re.search(r"Resumed .*ckpt-\d+ at step (\d+)", log).group(1))
-        assert 20 <= step < steps
+        assert expected["best_step"] <= step < steps, "the best step must precede the kill"
         assert f"step {steps}/{steps}" in log  # counting on from there, not from 0
     # Each worker trained on the notes the uninterrupted run used: the same loss at every step.
     uninterrupted, resumed = (
@@ -192,5 +197,10 @@ def test_killed_two_worker_run_resumes_at_the_same_input_position(
     for step in range(1, steps + 1):
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-4), step
     with open(f"{tmp_path}/run/metrics.json") as metrics_file:
-        assert json.load(metrics_file)["test"]["num_notes"] == 8
+        results = json.load(metrics_file)
+    assert results["best_step"] == expected["best_step"] < steps
+    for split in ("dev", "test"):
+        assert results[split]["num_notes"] == 8
+        for name in ("micro_f1", "micro_pr_auc", "micro_roc_auc"):
+            assert results[split][name] == pytest.approx(expected[split][name], abs=1e-6), name
     assert_only_the_chief_wrote(tmp_path, f"{tmp_path}/run")
