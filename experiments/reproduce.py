@@ -76,14 +76,20 @@ def row_config(row: str, out_dir: str) -> configs.ExperimentConfig:
 
 
 def published_rows(dataset: str) -> list:
-    """`(name, input length, metrics)` of published results for the dataset."""
+    """`(name, input length, metrics and source)` of published results for the dataset.
+
+    `published_results.json` maps a dataset to its rows in table order, each a dict with `model`,
+    `input_length` (an int, a description such as "entire note", or null), `source`, and the
+    metrics the source reports; `report.row` prints absent metrics as '-'.
+    """
     with open(PUBLISHED) as published_file:
-        by_model = json.load(published_file).get(dataset, {})
-    return [
-        (f"{model} (published: {values['source']})", int(length), values)
-        for model, lengths in by_model.items()
-        for length, values in lengths.items()
-    ]
+        rows = json.load(published_file).get(dataset, [])
+    published = []
+    for entry in rows:
+        values = dict(entry)
+        model, length = values.pop("model"), values.pop("input_length", None)
+        published.append((f"{model} (published: {values['source']})", length, values))
+    return published
 
 
 def main(argv):
@@ -103,7 +109,12 @@ def main(argv):
     files.write_json(
         os.path.join(out_dir, "table.json"),
         dict(
-            dataset=FLAGS.dataset, rows=rows, published=[p[2] | {"model": p[0]} for p in published]
+            dataset=FLAGS.dataset,
+            rows=rows,
+            published=[
+                values | {"model": name, "input_length": length}
+                for name, length, values in published
+            ],
         ),
     )
     table = "\n".join(lines) + "\n"

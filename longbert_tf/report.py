@@ -17,10 +17,14 @@ def header() -> list:
     return ["| " + " | ".join(COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
 
 
-def row(name: str, input_length: int, test: dict) -> str:
-    """A Markdown row from test metrics (fractions, three decimals; missing ones as '-')."""
+def row(name: str, input_length: int | str | None, test: dict) -> str:
+    """A Markdown row from test metrics (fractions, three decimals; missing ones as '-').
+
+    `input_length` is tokens or words, or a description ("entire note"); None prints as '-'.
+    """
     values = [f"{test[key]:.3f}" if test.get(key) is not None else "-" for key in METRICS]
-    return f"| {name} | {input_length} | " + " | ".join(values) + " |"
+    length = "-" if input_length is None else input_length
+    return f"| {name} | {length} | " + " | ".join(values) + " |"
 
 
 def table(config: ExperimentConfig, results: dict) -> str:
