@@ -7,19 +7,43 @@ import shutil
 import tempfile
 
 
+def _previous(final_dir: str) -> str:
+    """Where `atomic_dir` keeps the old `final_dir` during the swap."""
+    parent, name = os.path.split(os.path.abspath(final_dir))
+    return os.path.join(parent, f".{name}.old")
+
+
+def recover(final_dir: str) -> None:
+    """Finishes a swap of `atomic_dir` that a killed process left halfway.
+
+    Killed between its two renames, `final_dir` is missing and the old copy
+    is beside it: the old copy comes back. Killed after them, the old copy is
+    removed.
+    """
+    previous = _previous(final_dir)
+    if not os.path.exists(previous):
+        return
+    if os.path.exists(final_dir):
+        shutil.rmtree(previous)
+    else:
+        os.rename(previous, final_dir)
+
+
 @contextlib.contextmanager
 def atomic_dir(final_dir: str):
     """Yields an empty temporary folder beside `final_dir` that replaces it when the block succeeds.
 
-    On an exception the temporary folder is removed and `final_dir` is left as it was.
+    On an exception the temporary folder is removed and `final_dir` is left as
+    it was; a swap a kill interrupted is finished first (see `recover`).
     """
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
+    recover(final_dir)
     temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.tmp-", dir=parent)
     try:
         yield temporary
         if os.path.exists(final_dir):
-            previous = f"{temporary}.old"
+            previous = _previous(final_dir)
             os.rename(final_dir, previous)
             os.rename(temporary, final_dir)
             shutil.rmtree(previous)

@@ -1,0 +1,58 @@
+"""Atomic writes: a folder is replaced whole, and a swap a kill interrupted is finished."""
+
+import os
+
+import pytest
+
+from longbert_tf import files
+
+
+def write_folder(path, text: str) -> None:
+    with open(os.path.join(path, "content.txt"), "w") as content:
+        content.write(text)
+
+
+def read_folder(path) -> str:
+    with open(os.path.join(path, "content.txt")) as content:
+        return content.read()
+
+
+def test_a_failed_block_leaves_the_folder_as_it_was(tmp_path):
+    final = str(tmp_path / "cache")
+    with files.atomic_dir(final) as temporary:
+        write_folder(temporary, "first")
+    with pytest.raises(RuntimeError), files.atomic_dir(final) as temporary:
+        write_folder(temporary, "second")
+        raise RuntimeError("the writer failed")
+    assert read_folder(final) == "first"
+    assert os.listdir(tmp_path) == ["cache"]
+
+
+@pytest.mark.parametrize("killed_after_renames", [1, 2])
+def test_a_swap_killed_between_or_after_its_renames_is_finished(
+    tmp_path, monkeypatch, killed_after_renames
+):
+    final = str(tmp_path / "cache")
+    with files.atomic_dir(final) as temporary:
+        write_folder(temporary, "old")
+    renames, rename = [], os.rename
+
+    def rename_then_die(source, target):
+        rename(source, target)
+        renames.append(target)
+        if len(renames) == killed_after_renames:
+            raise KeyboardInterrupt  # the process dies here: nothing after runs
+
+    monkeypatch.setattr(os, "rename", rename_then_die)
+    monkeypatch.setattr(files.shutil, "rmtree", lambda *args, **kwargs: None)
+    with pytest.raises(KeyboardInterrupt), files.atomic_dir(final) as temporary:
+        write_folder(temporary, "new")
+    monkeypatch.undo()
+    expected = "old" if killed_after_renames == 1 else "new"
+    # The next writer first finishes the swap: the old folder is back (killed between the
+    # renames) or the new one stays (killed after them), and readers see it meanwhile.
+    with files.atomic_dir(final) as temporary:
+        assert read_folder(final) == expected
+        write_folder(temporary, "newer")
+    assert read_folder(final) == "newer"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".old")]
