@@ -29,6 +29,19 @@ from longbert_tf import data, descriptions
 HELD_OUT_SHARE = 0.2
 
 
+def read_utf8(path: str) -> str:
+    """The text of a release file; an error names the file and the first byte that is not UTF-8."""
+    with open(path, "rb") as source:
+        raw = source.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 at byte {error.start} ({raw[error.start : error.start + 4]!r}); "
+            "CodiEsp's files are UTF-8: re-encode or replace this file"
+        ) from None
+
+
 def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter) -> pd.DataFrame:
     """Notes of one release split, in case-id order."""
     split_dir = os.path.join(codiesp_dir, split)
@@ -38,18 +51,19 @@ def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter
             f"{labels_path} does not exist (CodiEsp layout: {split}/{split}D.tsv)"
         )
     codes = {}
-    with open(labels_path, encoding="utf-8") as labels_file:
-        for line_number, line in enumerate(labels_file, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
-                raise ValueError(f"{labels_path}, line {line_number}: expected 'case-id<TAB>code'")
-            case_id, code = fields[0].strip(), fields[1].strip().upper()
-            if code in codes.setdefault(case_id, []):
-                skipped[f"{split}: duplicate code of a case"] += 1
-            else:
-                codes[case_id].append(code)
+    for line_number, line in enumerate(
+        read_utf8(labels_path).replace("\r\n", "\n").split("\n"), start=1
+    ):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+            raise ValueError(f"{labels_path}, line {line_number}: expected 'case-id<TAB>code'")
+        case_id, code = fields[0].strip(), fields[1].strip().upper()
+        if code in codes.setdefault(case_id, []):
+            skipped[f"{split}: duplicate code of a case"] += 1
+        else:
+            codes[case_id].append(code)
     texts = {
         os.path.basename(path)[: -len(".txt")]: path
         for path in glob.glob(os.path.join(split_dir, "text_files_en", "*.txt"))
@@ -59,8 +73,7 @@ def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter
     skipped[f"{split}: coded case without a text file"] += len(set(codes) - set(texts))
     rows = []
     for case_id in sorted(texts):
-        with open(texts[case_id], encoding="utf-8") as text_file:
-            text = text_file.read().strip()
+        text = read_utf8(texts[case_id]).strip()
         rows.append([case_id, case_id, text, sorted(codes.get(case_id, []))])
     return pd.DataFrame(rows, columns=list(data.NOTE_COLUMNS))
 

@@ -111,3 +111,16 @@ def test_malformed_label_line_is_named(tmp_path):
         codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="not a CodiEsp release folder"):
         codiesp.prepare(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    write_release(tmp_path / "release", {"train": {"a": ("x", ["r05"]), "b": ("y", ["r06"])}})
+    (tmp_path / "release/train/text_files_en/b.txt").write_bytes(b"Fiebre de 39 \xbaC.")
+    with pytest.raises(ValueError, match=r"text_files_en/b.txt: not UTF-8 at byte 13"):
+        codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    (tmp_path / "release/train/text_files_en/b.txt").write_text("y")
+    with open(tmp_path / "release/train/trainD.tsv", "ab") as labels_file:
+        labels_file.write(b"c\tr07\xff\n")
+    with pytest.raises(ValueError, match=r"trainD.tsv: not UTF-8 at byte 17"):
+        codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out/codiesp_dx")  # nothing half-written
