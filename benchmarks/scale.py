@@ -19,7 +19,6 @@ exercised: the encoder's cost per note is the step benchmark's business.
 import glob
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -34,7 +33,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from longbert_tf import configs, data, training  # noqa: E402
+from longbert_tf import configs, data, hardware, training  # noqa: E402
 from longbert_tf.framework import tf  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -138,10 +137,7 @@ def main(argv):
     del argv
     if not 0 < FLAGS.fraction <= 1:
         raise app.UsageError(f"--fraction={FLAGS.fraction} must be in (0, 1]")
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as cpuinfo:
-        model = re.search(r"model name\s*:\s*(.*)", cpuinfo.read())
-    print(f"CPU: {model.group(1) if model else cpu}, {os.cpu_count()} cores")
+    print(f"CPU: {hardware.cpu_name()}")
     work_dir = os.path.abspath(FLAGS.work_dir)
     data_dir, model_dir = f"{work_dir}/data", f"{work_dir}/run"
     export_dir = f"{work_dir}/export"

@@ -28,7 +28,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import bert, configs, encoders, models, optimization, training
+from longbert_tf import bert, configs, encoders, hardware, models, optimization, training
 from longbert_tf.framework import keras, tf
 
 FLAGS = flags.FLAGS
@@ -36,7 +36,12 @@ flags.DEFINE_integer("num_labels", 8921, "Codes.")
 flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of 512).")
 flags.DEFINE_integer("batch_size", 1, "Notes per step.")
 flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNKS), "")
-flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Label attention matmuls.")
+flags.DEFINE_enum(
+    "compute_dtype",
+    "auto",
+    list(configs.COMPUTE_DTYPES),
+    "Label attention matmuls; auto as in experiments.run (bfloat16 only where native).",
+)
 flags.DEFINE_integer(
     "chunk_size", None, "Codes per chunk of chunked label attention (default 1,024)."
 )
@@ -97,10 +102,11 @@ def run_one() -> dict:
     chunk_size = configs.LABEL_ATTENTION_CHUNKS[FLAGS.label_attention]
     if chunk_size and FLAGS.chunk_size:
         chunk_size = FLAGS.chunk_size
+    compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
     model = models.LongBERT(
         encoder.layer,
         FLAGS.num_labels,
-        label_attention_args=dict(chunk_size=chunk_size, matmul_dtype=FLAGS.compute_dtype),
+        label_attention_args=dict(chunk_size=chunk_size, matmul_dtype=compute_dtype),
     )
     rng = np.random.default_rng(0)
     shape = [FLAGS.batch_size, FLAGS.seq_len // SEGMENT, SEGMENT]
@@ -136,7 +142,7 @@ def run_one() -> dict:
         seq_len=FLAGS.seq_len,
         batch_size=FLAGS.batch_size,
         label_attention=FLAGS.label_attention,
-        compute_dtype=FLAGS.compute_dtype,
+        compute_dtype=compute_dtype,
         xla=FLAGS.xla,
         step_seconds=seconds,
         tokens_per_second=FLAGS.batch_size * FLAGS.seq_len / seconds,
@@ -144,6 +150,10 @@ def run_one() -> dict:
         peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         peak_gpu_memory_gb=gpu_peak,
     )
+
+
+def bfloat16_instructions() -> str:
+    return ", ".join(flag.upper() for flag in hardware.cpu_bfloat16_flags()) or "none (emulated)"
 
 
 def dense_memory_gb(num_labels: int, seq_len: int, batch_size: int) -> float:
@@ -163,6 +173,7 @@ def failure(done: subprocess.CompletedProcess) -> str:
 
 
 def sweep():
+    print(f"CPU: {hardware.cpu_name()}; bfloat16 instructions: {bfloat16_instructions()}")
     peaks = {dtype: matmul_peak(dtype) for dtype in (tf.float32, tf.bfloat16)}
     print(
         f"matmul peak: {peaks[tf.float32]:.0f} GFLOP/s float32, "
@@ -219,6 +230,8 @@ def main(argv):
     if FLAGS.json:
         print(json.dumps(result))
         return
+    print(f"CPU: {hardware.cpu_name()}; bfloat16 instructions: {bfloat16_instructions()}")
+    print(f"label attention products: {result['compute_dtype']} ({FLAGS.compute_dtype})")
     print(f"step time: {result['step_seconds']:.2f} s")
     print(f"tokens/s: {result['tokens_per_second']:,.0f}")
     print(f"achieved: {result['gflops_per_second']:.0f} GFLOP/s")

@@ -109,9 +109,11 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_enum(
     "compute_dtype",
-    "float32",
-    ["float32", "bfloat16"],
-    "dtype of label attention's matrix products; softmax statistics and the loss stay float32.",
+    "auto",
+    list(configs.COMPUTE_DTYPES),
+    "dtype of label attention's matrix products; softmax statistics and the loss stay float32. "
+    "auto: bfloat16 where the hardware multiplies it natively (TPU, GPU of compute capability "
+    ">= 8.0, CPU with AVX512_BF16 or AMX-BF16), else float32; the choice is logged and saved.",
 )
 flags.DEFINE_enum(
     "strategy",

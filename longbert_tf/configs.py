@@ -6,6 +6,10 @@ import os
 MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 LABEL_INITS = ("random", "descriptions")
+# Label attention products: "auto" is bfloat16 where the hardware has it (see `hardware`).
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+# Set when a run starts, not chosen: what a run's weights belong to (see `training.bind_run`).
+RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
 # Codes per chunk of label attention: None computes all codes at once.
 LABEL_ATTENTION_CHUNKS = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
@@ -160,8 +164,9 @@ class ExperimentConfig:
     a CPU. The latest state is checkpointed every `checkpoint_every` steps
     (default: every evaluation).
     `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
-    products) choose how label attention is computed; results are the same up
-    to floating point (see `layers.LabelAttention`). `strategy` (see
+    products; "auto" is resolved when the run starts, see `hardware`) choose
+    how label attention is computed; results are the same up to floating point
+    (see `layers.LabelAttention`). `strategy` (see
     `distribute`) spreads each global batch of `batch_size` notes over the
     replicas, in `grad_accum_steps` micro-batches each. The label head learns at
     `learning_rate`, the encoder at `encoder_learning_rate` (default: the same),
@@ -171,6 +176,9 @@ class ExperimentConfig:
     its description (see `layers.LabelAttention`); `normalize_tokens` and
     `attend_special_tokens=False` change what label attention reads (see
     `models.LongBERT`). The defaults are the paper's model.
+    `vocab_fingerprint` and `labels_fingerprint` are set when a run starts
+    (see `training.bind_run`): the tokenization and the label order its
+    weights belong to, which resuming and exporting insist on.
     """
 
     dataset: str
@@ -190,7 +198,7 @@ class ExperimentConfig:
     max_notes: int | None = None
     checkpoint_every: int | None = None
     label_attention: str = "chunked"
-    compute_dtype: str = "float32"
+    compute_dtype: str = "auto"
     strategy: str = "auto"
     tpu: str | None = None
     grad_accum_steps: int = 1
@@ -202,6 +210,8 @@ class ExperimentConfig:
     label_init: str = "random"
     normalize_tokens: bool = False
     attend_special_tokens: bool = True
+    vocab_fingerprint: str | None = None
+    labels_fingerprint: str | None = None
 
     def __post_init__(self):
         if self.dataset not in PRESETS:
@@ -251,11 +261,13 @@ class ExperimentConfig:
         if self.model == "caml" and any(longbert_options.values()):
             chosen = [name for name, value in longbert_options.items() if value]
             raise ValueError(f"{', '.join(chosen)}: LongBERT options, not for model caml")
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose float32 or bfloat16")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose from {COMPUTE_DTYPES}")
 
     @property
     def label_attention_args(self) -> dict:
+        if self.compute_dtype == "auto":
+            raise ValueError("compute_dtype=auto: see training.resolve_compute_dtype")
         return dict(
             chunk_size=LABEL_ATTENTION_CHUNKS[self.label_attention],
             matmul_dtype=self.compute_dtype,

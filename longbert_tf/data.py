@@ -108,6 +108,25 @@ def read_labels(dataset_dir: str) -> list:
     return labels
 
 
+def require_notes(dataset_dir: str, split: str, prepared_by: str) -> None:
+    """Raises unless `split` holds a note (reads one line); `prepared_by` is the command to name."""
+    path = notes_path(dataset_dir, split)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: prepare the dataset ({prepared_by})")
+    with gzip.open(path, "rt", encoding="utf-8") as notes_file:
+        if any(line.strip() for line in notes_file):
+            return
+    raise ValueError(
+        f"{path} holds no notes: the {split} split is empty; prepare the dataset again "
+        f"({prepared_by})"
+    )
+
+
+def labels_fingerprint(labels: list) -> str:
+    """Identifies a label list and its order: equal fingerprints give equal label indices."""
+    return hashlib.sha256("".join(f"{code}\n" for code in labels).encode()).hexdigest()[:16]
+
+
 def label_ids(notes: pd.DataFrame, labels: list, source: str) -> list:
     """Maps each note's codes to sorted, unique label indices.
 

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import os
 
-from longbert_tf import data, encoders, files, models, tokenization
+from longbert_tf import data, encoders, files, models, tokenization, training
 from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.framework import tf
 from longbert_tf.models import LongBERT
@@ -65,6 +65,7 @@ def load_trained(model_dir: str) -> TrainedModel:
         threshold = json.load(metrics_file)["dev"]["threshold"]
     labels = data.read_labels(model_dir)
     encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
+    training.bind_run(config, encoder.vocab, labels)  # the run's own vocabulary and labels
     model = models.longbert_for(config, encoder, len(labels))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))

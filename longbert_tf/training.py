@@ -27,12 +27,13 @@ from longbert_tf import (
     encoders,
     evaluation,
     files,
+    hardware,
     metrics,
     models,
     optimization,
     words,
 )
-from longbert_tf.configs import ExperimentConfig
+from longbert_tf.configs import RUN_BINDING, ExperimentConfig
 from longbert_tf.framework import keras, tf
 from longbert_tf.models import CAML
 
@@ -172,6 +173,7 @@ def build_experiment(
     model's variables belong to `strategy` (default: the current one).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    config = resolve_compute_dtype(config)
     started = time.time()
     with strategy.scope():
         experiment = _build_experiment(config, strategy)
@@ -193,6 +195,7 @@ def _build_experiment(config: ExperimentConfig, strategy) -> Experiment:
         segmenter = data.bert_segmenter(config.segments, vocab)
         max_segments = config.segments.max_segments
         max_note_tokens = config.segments.max_note_tokens
+    config = bind_run(config, vocab, labels)
     records = {split: data.token_cache(config.dataset_dir, split, vocab) for split in data.SPLITS}
     probe = tf.ones([1, 1, 2], tf.int32)
     distribute.run_on_replicas(model, dict(input_word_ids=probe, input_mask=probe))
@@ -318,24 +321,69 @@ class Trainer:
         return self._step(iterator)
 
 
-def _check_config(config: ExperimentConfig, chief: bool) -> None:
-    """Saves the config (chief), or checks it equals the one of the run already in the model dir."""
-    path = os.path.join(config.model_dir, "config.json")
-    if os.path.exists(path):
-        with open(path) as config_file:
-            # Through the dataclass, so fields added since the run started take their defaults.
-            saved = ExperimentConfig.from_dict(json.load(config_file)).to_dict()
-        current = config.to_dict()
-        changed = {
-            key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key)
-        }
-        if changed:
+def _saved_config(model_dir: str) -> ExperimentConfig | None:
+    """The config of the run in `model_dir`, or None before it starts."""
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as config_file:
+        # Through the dataclass, so fields added since the run started take their defaults.
+        return ExperimentConfig.from_dict(json.load(config_file))
+
+
+def resolve_compute_dtype(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` with `compute_dtype="auto"` made concrete: a started run keeps its own dtype,
+    a new one takes bfloat16 where this machine multiplies it natively (see `hardware`)."""
+    if config.compute_dtype != "auto":
+        return config
+    saved = _saved_config(config.model_dir)
+    if saved is not None and saved.compute_dtype != "auto":
+        dtype, reason = saved.compute_dtype, "auto: the dtype the run started with"
+    else:
+        dtype, reason = hardware.compute_dtype("auto", config.strategy)
+    logging.info("Label attention multiplies in %s (%s)", dtype, reason)
+    return dataclasses.replace(config, compute_dtype=dtype)
+
+
+def _same_run(config: ExperimentConfig, saved: ExperimentConfig | None) -> ExperimentConfig:
+    """`config`, checked to be the run already in the model dir (if any) and bound as it is."""
+    if saved is None:
+        return config
+    chosen = {key: value for key, value in config.to_dict().items() if key not in RUN_BINDING}
+    started = {key: value for key, value in saved.to_dict().items() if key not in RUN_BINDING}
+    changed = {key for key in chosen.keys() | started.keys() if chosen.get(key) != started.get(key)}
+    if changed:
+        raise ValueError(
+            f"{config.model_dir} holds a run with a different config ({sorted(changed)}): "
+            "use another --model_dir, or remove that one to start over"
+        )
+    return dataclasses.replace(config, **{name: getattr(saved, name) for name in RUN_BINDING})
+
+
+def bind_run(config: ExperimentConfig, vocab, labels: list) -> ExperimentConfig:
+    """`config` bound to the vocabulary and label order its weights are trained with.
+
+    A config already bound (a run resumed or exported) must find the same ones:
+    restored embeddings index token ids of the run's vocabulary, and its
+    classifier rows follow the run's label order.
+    """
+    found = dict(
+        vocab_fingerprint=vocab.fingerprint, labels_fingerprint=data.labels_fingerprint(labels)
+    )
+    what = dict(
+        vocab_fingerprint="encoder vocabulary (re-preparing a dataset rebuilds its "
+        "encoders/random-* with a vocabulary learned anew)",
+        labels_fingerprint="label list (labels.txt)",
+    )
+    for name, value in found.items():
+        expected = getattr(config, name)
+        if expected is not None and expected != value:
             raise ValueError(
-                f"{config.model_dir} holds a run with a different config ({sorted(changed)}): "
-                "use another --model_dir, or remove that one to start over"
+                f"{config.model_dir} was trained with another {what[name]}: {name} "
+                f"{expected}, found {value}. Its weights only fit that one: restore the encoder "
+                "and dataset it was trained with, or train a new --model_dir"
             )
-    elif chief:
-        files.write_json(path, config.to_dict())
+    return dataclasses.replace(config, **found)
 
 
 def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = None) -> dict:
@@ -349,6 +397,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
     note's top codes there (see `evaluation.PredictionsWriter`).
     """
     strategy = distribute.make_strategy(config.strategy, config.tpu)
+    config = resolve_compute_dtype(config)
     write = distribute.WriteDir(config.model_dir, strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % (config.grad_accum_steps * replicas):
@@ -357,16 +406,23 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
             f"{config.grad_accum_steps} x {replicas} replicas"
         )
     metrics_path = os.path.join(config.model_dir, "metrics.json")
-    _check_config(config, write.chief)
+    saved = _saved_config(config.model_dir)
+    config = _same_run(config, saved)
     if os.path.exists(metrics_path):
         logging.info("%s is finished; delete %s to evaluate again", config.model_dir, metrics_path)
         with open(metrics_path) as metrics_file:
             return json.load(metrics_file)
+    prepared_by = config.preset.prepare_command.replace("DATA_DIR", config.data_dir)
+    for split in data.SPLITS:
+        data.require_notes(config.dataset_dir, split, prepared_by)
     keras.utils.set_random_seed(config.seed)
-    experiment = build_experiment(config, strategy)
-    if write.chief:  # the run's label order beside its weights: serving needs nothing else
+    experiment = build_experiment(config, strategy)  # refuses another vocabulary or label list
+    config = experiment.config
+    if saved is None and write.chief:
+        # The run's label order beside its weights (serving needs nothing else), then its config.
         labels_text = "".join(f"{code}\n" for code in experiment.labels)
         files.write_text(os.path.join(config.model_dir, data.LABELS_FILE), labels_text)
+        files.write_json(os.path.join(config.model_dir, "config.json"), config.to_dict())
     model = experiment.model
     with strategy.scope():
         groups = optimization.optimizer_groups(model, config)

@@ -1,5 +1,6 @@
 """Interrupting training (SIGKILL) and running the same command again continues where it stopped."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -10,9 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs, training
+from data_prep import synthetic
+from longbert_tf import configs, data, export, training
 from longbert_tf.framework import tf
-from tests.conftest import kill_after_checkpoint, training_losses
+from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,3 +98,59 @@ def test_a_checkpoint_holds_weights_optimizer_slots_and_counters_only(tiny_data_
     expected_bytes = 4 * (weights + 2 * trainable)
     size = sum(os.path.getsize(path) for path in glob.glob(f"{checkpoint}.*"))
     assert expected_bytes <= size <= 1.05 * expected_bytes, (size, expected_bytes)
+
+
+def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
+    """Resume and export use the run's own vocabulary and labels, or say why they cannot."""
+    data_dir, model_dir = str(tmp_path / "data"), str(tmp_path / "run")
+    synthetic.prepare(data_dir, TINY_SYNTHETIC)
+    dataset_dir = f"{data_dir}/synthetic"
+    config = configs.ExperimentConfig(
+        dataset="synthetic", data_dir=data_dir, model_dir=model_dir,
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
+        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, max_notes=8,
+    )  # fmt: skip
+    training.train_and_evaluate(config)
+    with open(f"{model_dir}/config.json") as config_file:
+        saved = json.load(config_file)
+    labels = data.read_labels(dataset_dir)
+    assert saved["labels_fingerprint"] == data.labels_fingerprint(labels)
+    assert saved["vocab_fingerprint"] == export.load_trained(model_dir).vocab.fingerprint
+    metrics = (tmp_path / "run" / "metrics.json").read_text()
+    os.remove(f"{model_dir}/metrics.json")  # unfinished again: running it resumes
+
+    (tmp_path / "data/synthetic/labels.txt").write_text("".join(f"{c}\n" for c in labels[::-1]))
+    with pytest.raises(ValueError, match=r"another label list \(labels.txt\)"):
+        training.train_and_evaluate(config)
+    assert data.read_labels(model_dir) == labels  # the run's own list is left as it was
+
+    # Prepared again from other notes: the random encoder is rebuilt with another vocabulary.
+    synthetic.prepare(data_dir, dataclasses.replace(TINY_SYNTHETIC, seed=4))
+    with pytest.raises(ValueError, match="another encoder vocabulary"):
+        training.train_and_evaluate(config)
+    (tmp_path / "run" / "metrics.json").write_text(metrics)
+    with pytest.raises(ValueError, match="another encoder vocabulary"):
+        export.load_trained(model_dir)
+
+
+@pytest.mark.parametrize("empty_split", ["train", "dev"])
+def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
+    data_dir = str(tmp_path / "data")
+    synthetic.prepare(data_dir, TINY_SYNTHETIC)
+    dataset_dir = f"{data_dir}/synthetic"
+    splits = {split: data.read_notes(dataset_dir, split) for split in data.SPLITS}
+    splits[empty_split] = splits[empty_split].iloc[:0]
+    data.write_dataset(dataset_dir, splits, data.read_labels(dataset_dir))
+    config = configs.ExperimentConfig(
+        dataset="synthetic", data_dir=data_dir, model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
+        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2,
+    )  # fmt: skip
+    expected = (
+        rf"{empty_split}.jsonl.gz holds no notes: the {empty_split} split is empty; prepare "
+        rf"the dataset again \(python -m data_prep.synthetic --out_dir={data_dir}\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        training.train_and_evaluate(config)
+    assert not os.path.exists(f"{dataset_dir}/encoders")  # refused before building anything
+    assert not os.path.exists(config.model_dir)

@@ -1,0 +1,68 @@
+"""compute_dtype=auto: bfloat16 only where the hardware multiplies it natively."""
+
+import json
+
+import pytest
+
+from longbert_tf import configs, hardware, training
+
+CPUINFO = (
+    "processor\t: {index}\nmodel name\t: Test CPU 9000\n"
+    "flags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
+)
+
+
+@pytest.fixture
+def cpu(tmp_path, monkeypatch):
+    """Writes a two-core /proc/cpuinfo with the given extra flags; no GPU."""
+    monkeypatch.setattr(hardware.tf.config, "list_physical_devices", lambda kind=None: [])
+
+    def with_flags(extra: str):
+        path = tmp_path / "cpuinfo"
+        path.write_text("".join(CPUINFO.format(index=i, extra=extra) for i in range(2)))
+        monkeypatch.setattr(hardware, "CPUINFO", str(path))
+
+    return with_flags
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [("", "float32"), ("avx512_bf16", "bfloat16"), ("amx_tile amx_bf16", "bfloat16")],
+)
+def test_auto_takes_bfloat16_only_with_native_instructions(cpu, extra, expected):
+    cpu(extra)
+    dtype, reason = hardware.compute_dtype("auto", "auto")
+    assert dtype == expected
+    assert ("Test CPU 9000" in reason) == (expected == "float32")
+    assert hardware.compute_dtype("bfloat16", "auto")[0] == "bfloat16"  # asked for, given
+    assert hardware.compute_dtype("auto", "tpu")[0] == "bfloat16"
+    with pytest.raises(ValueError, match="compute_dtype='float16'"):
+        hardware.compute_dtype("float16", "auto")
+
+
+def test_gpus_decide_by_their_compute_capability(cpu, monkeypatch):
+    cpu("avx512_bf16")  # the CPU does not matter once there are GPUs
+    for capability, expected in [((7, 5), "float32"), ((8, 0), "bfloat16")]:
+        monkeypatch.setattr(hardware.tf.config, "list_physical_devices", lambda kind=None: ["gpu"])
+        details = {"compute_capability": capability}
+        monkeypatch.setattr(
+            hardware.tf.config.experimental, "get_device_details", lambda gpu, d=details: d
+        )
+        assert hardware.compute_dtype("auto", "auto")[0] == expected
+
+
+def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir, tmp_path):
+    config = configs.ExperimentConfig(
+        dataset="synthetic", data_dir=tiny_data_dir, model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
+        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, max_notes=8,
+    )  # fmt: skip
+    assert config.compute_dtype == "auto"
+    cpu("avx512_bf16")
+    training.train_and_evaluate(config)
+    with open(tmp_path / "run" / "config.json") as config_file:
+        assert json.load(config_file)["compute_dtype"] == "bfloat16"
+    cpu("")  # the same run on a machine without bfloat16 keeps the dtype it started with
+    assert training.resolve_compute_dtype(config).compute_dtype == "bfloat16"
+    other = configs.ExperimentConfig(**{**config.__dict__, "model_dir": str(tmp_path / "new")})
+    assert training.resolve_compute_dtype(other).compute_dtype == "float32"
