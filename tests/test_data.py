@@ -270,6 +270,18 @@ def test_training_batches_group_notes_of_alike_length(tiny_dataset_dir, tiny_enc
     assert shards[0] | shards[1] == set(range(24)) and not shards[0] & shards[1]
 
 
+def cached_token_ids(records: str) -> list:
+    """Each note's token ids in a token cache, in file order."""
+    return [
+        list(
+            tf.train.Example.FromString(record.numpy())
+            .features.feature["token_ids"]
+            .int64_list.value
+        )
+        for record in tf.data.TFRecordDataset(records)
+    ]
+
+
 def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_path):
     dataset_dir, vocab = edge_dataset
     records = data.token_cache(dataset_dir, "train", vocab)
@@ -279,12 +291,18 @@ def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_
     # Another vocabulary (here: cased) gets its own cache, never the first one.
     cased = tokenization.Vocab(vocab.path, lower_case=False)
     assert data.token_cache(dataset_dir, "train", cased) != records
-    # Changed notes rebuild the cache in place.
+    # Changed notes rebuild the cache in place: it holds the new note's tokens.
     notes = data.read_notes(dataset_dir, "train")
+    before = cached_token_ids(records)
     notes.loc[1, "text"] = "completely different words"
     data.write_dataset(dataset_dir, {"train": notes, "dev": notes, "test": notes}, ["A", "B", "C"])
     assert data.token_cache(dataset_dir, "train", vocab) == records
+    after = cached_token_ids(records)
+    assert after[1] == vocab.tokenize(["completely different words"])[0] != before[1]
+    assert after[:1] + after[2:] == before[:1] + before[2:]
     info = json.loads(open(records.replace(".tfrecord", ".json")).read())
+    new_notes = data.file_sha256(data.notes_path(dataset_dir, "train"))
+    assert info["source"]["notes_sha256"] == new_notes
     assert info["num_notes"] == 4 and info["empty_notes"] == 1 and info["notes_without_codes"] == 1
 
 
