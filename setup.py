@@ -17,7 +17,15 @@ setup(
     description="ICD coding of long clinical notes with BERT segments and label attention",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11,<3.12",
+    # TensorFlow 2.21 and tensorflow-text 2.21.1 publish wheels for CPython 3.10 to 3.13 only;
+    # .ci/resolve_check resolves the pinned stack for each version listed in the classifiers.
+    python_requires=">=3.11,<3.14",
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+    ],
     packages=find_packages(include=["longbert_tf", "data_prep", "experiments"]),
     install_requires=REQUIREMENTS,
     extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
