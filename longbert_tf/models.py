@@ -1,7 +1,10 @@
 """LongBERT (segment-wise BERT, then label attention) and the CAML baseline."""
 
+import dataclasses
+
 import numpy as np
 
+from longbert_tf import hardware
 from longbert_tf.framework import keras, tf
 from longbert_tf.layers import LabelAttention
 
@@ -94,7 +97,14 @@ class LongBERT(keras.Model):
 
 
 def longbert_for(config, encoder, num_labels: int) -> LongBERT:
-    """The LongBERT an `ExperimentConfig` describes, over a loaded `encoders.Encoder`."""
+    """The LongBERT an `ExperimentConfig` describes, over a loaded `encoders.Encoder`.
+
+    A `compute_dtype` of "auto" (a config no run has resolved yet, see
+    `training.resolve_compute_dtype`) takes what this machine multiplies natively.
+    """
+    if config.compute_dtype == "auto":
+        dtype, _ = hardware.compute_dtype("auto", config.strategy)
+        config = dataclasses.replace(config, compute_dtype=dtype)
     vocab = encoder.vocab
     return LongBERT(
         encoder.layer,
