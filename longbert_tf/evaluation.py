@@ -268,8 +268,10 @@ def pr_curve(counts: dict) -> dict:
     )
 
 
-def evaluate(counts: dict, threshold: float, unseen_rows=None) -> dict:
+def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) -> dict:
     """All metrics of a split at `threshold` (a grid value), with `metrics.evaluate`'s keys.
+
+    `num_labels` is the size of the label space the CAML-style macro averages run over.
 
     `unseen_rows` (bool, one per tracked code) marks the codes without a
     training note: `unseen_code_recall` is the recall on their (note, code)
@@ -296,6 +298,8 @@ def evaluate(counts: dict, threshold: float, unseen_rows=None) -> dict:
         macro_roc_auc=_macro_roc_auc(counts),
         num_notes=num_notes,
     )
+    caml = _caml_macro(counts, column, num_labels)
+    results.update(zip(("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"), caml))
     for position, k in enumerate(metrics.PRECISION_AT):
         results[f"precision_at_{k}"] = float(counts["precision_at_k"][position] / num_notes)
     if unseen_rows is not None:
@@ -334,6 +338,17 @@ def _macro_f1(counts: dict, column: int) -> float:
         metrics.ratio(true_positives[:, column], positives),
     )
     return float(np.mean(f1[positives > 0]))
+
+
+def _caml_macro(counts: dict, column: int, num_labels: int) -> tuple:
+    """`metrics.caml_macro_precision_recall_f1` from the counts: a code that is not tracked has
+    no true positive, so it adds 0 to both sums and only counts in `num_labels`."""
+    true_positives = _at_or_above(counts["reached_positive"])
+    predicted = _at_or_above(counts["reached_all"])
+    tp = true_positives[:, column]
+    precision = float(metrics.ratio(tp, predicted[:, column]).sum() / num_labels)
+    recall = float(metrics.ratio(tp, true_positives[:, 0]).sum() / num_labels)
+    return precision, recall, float(metrics.f1_score(precision, recall))
 
 
 TOP_CODES = 15  # codes per note for precision at k and the predictions file

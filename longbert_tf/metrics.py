@@ -89,7 +89,8 @@ def roc_auc(y_true, y_score) -> float:
 
 
 def macro_f1(y_true, y_prob, threshold: float) -> float:
-    """Mean per-code F1 over codes with at least one positive note."""
+    """Mean per-code F1 over codes with at least one positive note (for the literature's macro
+    F1, see `caml_macro_precision_recall_f1`)."""
     y_true = np.asarray(y_true, dtype=bool)
     predicted = np.asarray(y_prob) >= threshold
     has_positive = y_true.any(axis=0)
@@ -99,6 +100,22 @@ def macro_f1(y_true, y_prob, threshold: float) -> float:
     precision = ratio(true_positives, predicted.sum(axis=0))
     recall = ratio(true_positives, y_true.sum(axis=0))
     return float(np.mean(f1_score(precision, recall)[has_positive]))
+
+
+def caml_macro_precision_recall_f1(y_true, y_prob, threshold: float) -> tuple:
+    """Macro precision, recall and F1 as CAML's evaluation (Mullenbach et al. 2018) and most
+    ICD-coding papers after it compute them.
+
+    Precision and recall are means over every code of the label space (codes
+    without a positive note or without a prediction count 0), and F1 is their
+    harmonic mean, not the mean of per-code F1s (that is `macro_f1`).
+    """
+    y_true = np.asarray(y_true, dtype=bool)
+    predicted = np.asarray(y_prob) >= threshold
+    true_positives = np.sum(predicted & y_true, axis=0)
+    precision = float(np.mean(ratio(true_positives, predicted.sum(axis=0))))
+    recall = float(np.mean(ratio(true_positives, y_true.sum(axis=0))))
+    return precision, recall, float(f1_score(precision, recall))
 
 
 def macro_roc_auc(y_true, y_score) -> float:
@@ -134,6 +151,8 @@ def evaluate(y_true, y_prob, threshold: float) -> dict:
         macro_roc_auc=macro_roc_auc(y_true, y_prob),
         num_notes=int(np.shape(y_true)[0]),
     )
+    caml = caml_macro_precision_recall_f1(y_true, y_prob, threshold)
+    results.update(zip(("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"), caml))
     for k in PRECISION_AT:
         results[f"precision_at_{k}"] = precision_at_k(y_true, y_prob, k)
     return results

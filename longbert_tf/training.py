@@ -159,7 +159,7 @@ class Experiment:
     def metrics(self, split: str, counts: dict, threshold: float) -> dict:
         """`evaluation.evaluate` of a split's counts, with recall on codes unseen in training."""
         unseen_rows = self.train_label_counts[self._tracked_codes[split]] == 0
-        return evaluation.evaluate(counts, threshold, unseen_rows)
+        return evaluation.evaluate(counts, threshold, len(self.labels), unseen_rows)
 
 
 def build_experiment(

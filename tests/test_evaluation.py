@@ -47,11 +47,14 @@ def test_streaming_metrics_equal_the_exact_ones():
     counts = count(labels, logits)
     threshold, f1 = evaluation.tune_threshold(counts)
     assert (threshold, f1) == metrics.tune_threshold(labels, probabilities)
-    streamed = evaluation.evaluate(counts, threshold)
+    streamed = evaluation.evaluate(counts, threshold, labels.shape[1])
     exact = metrics.evaluate(labels, probabilities, threshold)
     assert streamed.keys() == exact.keys()
     for key in ("threshold", "micro_f1", "micro_precision", "micro_recall", "macro_f1"):
         assert streamed[key] == exact[key], key
+    for key in ("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"):
+        assert streamed[key] == pytest.approx(exact[key], abs=1e-12), key
+    assert (labels.sum(0) == 0).any()  # codes without positives count in the CAML averages
     for key in ("precision_at_5", "precision_at_8", "precision_at_15"):
         assert streamed[key] == pytest.approx(exact[key], abs=1e-12), key
     assert streamed["num_notes"] == 600
@@ -72,11 +75,13 @@ def test_streaming_metrics_equal_the_exact_ones():
         abs=1e-3,
     )
     # At a threshold other than the tuned one too.
+    streamed, exact = (
+        evaluation.evaluate(counts, 0.7, labels.shape[1]),
+        metrics.evaluate(labels, probabilities, 0.7),
+    )
     for key in ("micro_f1", "macro_f1"):
-        assert (
-            evaluation.evaluate(counts, 0.7)[key]
-            == metrics.evaluate(labels, probabilities, 0.7)[key]
-        )
+        assert streamed[key] == exact[key], key
+    assert streamed["caml_macro_f1"] == pytest.approx(exact["caml_macro_f1"], abs=1e-12)
 
 
 def test_thresholds_reached_are_exact_at_the_float32_neighbours_of_every_threshold():
@@ -139,7 +144,7 @@ def test_pr_curve_counts_match_direct_counting():
 def test_only_grid_thresholds_can_be_evaluated():
     labels, logits = scores(num_notes=20, num_labels=10)
     with pytest.raises(ValueError, match="threshold=0.555 is not on the grid"):
-        evaluation.evaluate(count(labels, logits), 0.555)
+        evaluation.evaluate(count(labels, logits), 0.555, labels.shape[1])
 
 
 def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(

@@ -75,6 +75,28 @@ def test_macro_f1_averages_codes_with_positives(multilabel):
     assert metrics.macro_f1(y_true, y_prob, 0.5) == pytest.approx(expected)
 
 
+def test_caml_macro_f1_by_hand():
+    """Codes: 0 (2 positives, 1 found, 2 predicted), 1 (no positive, predicted once), 2 (a
+    positive, never predicted), 3 (nothing at all): P = (1/2 + 0 + 0 + 0) / 4, R = (1/2) / 4."""
+    y_true = np.array([[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    y_prob = np.array([[0.9, 0.1, 0.2, 0.0], [0.3, 0.1, 0.1, 0.0], [0.8, 0.6, 0.0, 0.0]])
+    precision, recall, f1 = metrics.caml_macro_precision_recall_f1(y_true, y_prob, 0.5)
+    assert (precision, recall) == (0.125, 0.125) and f1 == pytest.approx(0.125)
+    # Not the mean per-code F1 over the codes with positives: (1/2 + 0) / 2.
+    assert metrics.macro_f1(y_true, y_prob, 0.5) == pytest.approx(0.25)
+
+
+def test_caml_macro_f1_matches_scikit_learn(multilabel):
+    y_true, y_prob = multilabel
+    y_true[:, 0] = 0  # a code without positives counts too
+    predicted = (y_prob >= 0.5).astype(int)
+    precision = sk.precision_score(y_true, predicted, average="macro", zero_division=0)
+    recall = sk.recall_score(y_true, predicted, average="macro", zero_division=0)
+    expected = (precision, recall, 2 * precision * recall / (precision + recall))
+    actual = metrics.caml_macro_precision_recall_f1(y_true, y_prob, 0.5)
+    assert actual == pytest.approx(expected)
+
+
 def test_precision_at_k_by_hand():
     y_true = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 1]])
     y_score = np.array([[0.9, 0.8, 0.7, 0.1, 0.0], [0.5, 0.4, 0.3, 0.2, 0.1]])
@@ -105,6 +127,9 @@ def test_evaluate_reports_every_metric(multilabel):
         "micro_roc_auc",
         "macro_f1",
         "macro_roc_auc",
+        "caml_macro_precision",
+        "caml_macro_recall",
+        "caml_macro_f1",
         "num_notes",
         "precision_at_5",
         "precision_at_8",
