@@ -35,7 +35,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_labels", 8921, "Codes.")
 flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of 512).")
 flags.DEFINE_integer("batch_size", 1, "Notes per step.")
-flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNKS), "")
+flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNK_SIZES), "")
 flags.DEFINE_enum(
     "compute_dtype",
     "auto",
@@ -99,7 +99,7 @@ def run_one() -> dict:
     """Times the training step of the configuration in FLAGS."""
     keras.utils.set_random_seed(0)
     encoder = encoders.load(benchmark_encoder(), SEGMENT)
-    chunk_size = configs.LABEL_ATTENTION_CHUNKS[FLAGS.label_attention]
+    chunk_size = configs.LABEL_ATTENTION_CHUNK_SIZES[FLAGS.label_attention]
     if chunk_size and FLAGS.chunk_size:
         chunk_size = FLAGS.chunk_size
     compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")

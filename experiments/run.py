@@ -103,7 +103,7 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and the rando
 flags.DEFINE_enum(
     "label_attention",
     "chunked",
-    sorted(configs.LABEL_ATTENTION_CHUNKS),
+    sorted(configs.LABEL_ATTENTION_CHUNK_SIZES),
     "dense: all codes' scores at once ([batch, codes, tokens]); chunked: 1,024 codes at a time, "
     "their gradients computed in the same pass (same results, far less memory).",
 )

@@ -11,7 +11,7 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Set when a run starts, not chosen: what a run's weights belong to (see `training.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
 # Codes per chunk of label attention: None computes all codes at once.
-LABEL_ATTENTION_CHUNKS = {"dense": None, "chunked": 1024}
+LABEL_ATTENTION_CHUNK_SIZES = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
 CAML_LEARNING_RATE = 1e-4  # Mullenbach et al.'s, for MIMIC-III full and top-50
 CAML_BATCH_SIZE = 16
@@ -248,8 +248,8 @@ class ExperimentConfig:
             raise ValueError(f"model caml needs max_words >= 1, got {self.max_words}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {MODELS}")
-        if self.label_attention not in LABEL_ATTENTION_CHUNKS:
-            choices = sorted(LABEL_ATTENTION_CHUNKS)
+        if self.label_attention not in LABEL_ATTENTION_CHUNK_SIZES:
+            choices = sorted(LABEL_ATTENTION_CHUNK_SIZES)
             raise ValueError(f"label_attention={self.label_attention!r}: choose from {choices}")
         if self.label_init not in LABEL_INITS:
             raise ValueError(f"label_init={self.label_init!r}: choose from {LABEL_INITS}")
@@ -269,7 +269,7 @@ class ExperimentConfig:
         if self.compute_dtype == "auto":
             raise ValueError("compute_dtype=auto: see training.resolve_compute_dtype")
         return dict(
-            chunk_size=LABEL_ATTENTION_CHUNKS[self.label_attention],
+            chunk_size=LABEL_ATTENTION_CHUNK_SIZES[self.label_attention],
             matmul_dtype=self.compute_dtype,
             described=self.label_init == "descriptions",
         )

@@ -38,19 +38,21 @@ def _chunk_attention(products, mask_bias, has_token):
     """One chunk's attention terms, fused by XLA (matrix products stay outside).
 
     Args:
-      products: `[batch, 2 * chunk, tokens]`, <e, q> for the chunk's codes, then <e, w>.
+      products: `[batch, 2 * chunk, tokens]`, <e_i, q_c> for the chunk's codes, then <e_i, w_c>.
       mask_bias: float32 `[batch, 1, tokens]`, 0 on tokens and -1e30 on padding.
       has_token: float32 `[batch, 1]`, 0 for a note without any token.
 
     Returns:
-      `(weights, values, attended)`: float32 `[batch, chunk, tokens]` twice and
-      `[batch, chunk]`, attended = sum_i a_ci <e_i, w_c> (0 for an empty note).
+      `(attention, classifier_products, attended)`: float32 `[batch, chunk, tokens]`
+      a_ci and <e_i, w_c>, and `[batch, chunk]` attended = sum_i a_ci <e_i, w_c>
+      = <z_c, w_c> (0 for an empty note).
     """
     products = tf.cast(products, tf.float32)
     chunk_size = tf.shape(products)[1] // 2
-    weights = tf.nn.softmax(products[:, :chunk_size] + mask_bias, axis=-1)
-    values = products[:, chunk_size:]
-    return weights, values, tf.reduce_sum(weights * values, -1) * has_token
+    attention = tf.nn.softmax(products[:, :chunk_size] + mask_bias, axis=-1)
+    classifier_products = products[:, chunk_size:]
+    attended = tf.reduce_sum(attention * classifier_products, -1) * has_token
+    return attention, classifier_products, attended
 
 
 @tf.function(jit_compile=True)
@@ -61,42 +63,51 @@ def _chunk_loss(products, mask_bias, has_token, biases, labels, is_code, grad_dt
     chunk (padding codes have `is_code` 0). Returns `(loss [batch], bias
     gradients [chunk], product gradients [batch, 2 * chunk, tokens])`, the
     last in `grad_dtype` for the matrix products that follow.
+
+    With s_ci = <e_i, q_c>, v_ci = <e_i, w_c>, a_c = softmax_i(s_ci) and
+    logit_c = sum_i a_ci v_ci + b_c, the cross-entropy's gradient is
+    g_c = sigmoid(logit_c) - y_c for logit_c and b_c; then
+    d/dv_ci = g_c a_ci (the logit is linear in v), and, since
+    d a_cj / d s_ci = a_cj (delta_ij - a_ci),
+    d/ds_ci = g_c a_ci (v_ci - sum_j a_cj v_cj) = g_c a_ci (v_ci - attended_c).
     """
-    weights, values, attended = _chunk_attention(products, mask_bias, has_token)
+    attention, classifier_products, attended = _chunk_attention(products, mask_bias, has_token)
     logits = attended + biases
     loss = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits) * is_code
-    logit_grads = (tf.sigmoid(logits) - labels) * is_code  # [batch, chunk]
+    logit_grads = (tf.sigmoid(logits) - labels) * is_code  # g_c, [batch, chunk]
     attended_grads = logit_grads * has_token  # an empty note's logits are its biases alone
-    value_grads = weights * attended_grads[:, :, tf.newaxis]  # d loss / d <e, w>
-    score_grads = value_grads * (values - attended[:, :, tf.newaxis])  # softmax backward
-    grads = tf.cast(tf.concat([score_grads, value_grads], 1), grad_dtype)
+    classifier_product_grads = attention * attended_grads[:, :, tf.newaxis]  # d/dv
+    score_grads = classifier_product_grads * (classifier_products - attended[:, :, tf.newaxis])
+    grads = tf.cast(tf.concat([score_grads, classifier_product_grads], 1), grad_dtype)
     return tf.reduce_sum(loss, -1), tf.reduce_sum(logit_grads, 0), grads
 
 
-def _prepare(tokens, mask, queries, weights, chunk_size, matmul_dtype):
-    """Tokens in `matmul_dtype`, the mask as a bias, and each chunk's queries beside its weights."""
+def _prepare(tokens, mask, queries, classifiers, chunk_size, matmul_dtype):
+    """Tokens in `matmul_dtype`, the mask as a bias, and each chunk's queries beside its
+    classifier vectors: `[num_chunks, 2 * chunk, hidden]`."""
     mask = tf.cast(mask, tf.float32)
     mask_bias = (1.0 - mask)[:, tf.newaxis, :] * -1e30
     has_token = tf.cast(tf.reduce_any(mask > 0, axis=-1), tf.float32)[:, tf.newaxis]
     chunks = tf.concat(
-        [_code_chunks(queries, chunk_size), _code_chunks(weights, chunk_size)], axis=1
-    )  # [num_chunks, 2 * chunk, hidden]
+        [_code_chunks(queries, chunk_size), _code_chunks(classifiers, chunk_size)], axis=1
+    )
     return tf.cast(tokens, matmul_dtype), mask_bias, has_token, tf.cast(chunks, matmul_dtype)
 
 
-def chunked_logits(tokens, mask, queries, weights, chunk_size, matmul_dtype="float32"):
+def chunked_logits(tokens, mask, queries, classifiers, chunk_size, matmul_dtype="float32"):
     """Label attention logits without biases, `chunk_size` codes at a time: `[batch, codes]`.
 
-    Equal to the dense computation; only one chunk's `[batch, chunk, tokens]`
-    scores exist at a time. For training use `chunked_loss`, which computes
-    the gradients in the same pass.
+    `queries` q_c and `classifiers` w_c are `[codes, hidden]`. Equal to the
+    dense computation; only one chunk's `[batch, chunk, tokens]` scores exist
+    at a time. For training use `chunked_loss`, which computes the gradients
+    in the same pass.
     """
-    tokens, mask_bias, has_token, chunks = _prepare(
-        tokens, mask, queries, weights, chunk_size, matmul_dtype
+    matmul_tokens, mask_bias, has_token, chunks = _prepare(
+        tokens, mask, queries, classifiers, chunk_size, matmul_dtype
     )
 
     def body(index, attended):
-        products = tf.matmul(chunks[index], tokens, transpose_b=True)  # [batch, 2 * chunk, tokens]
+        products = tf.matmul(chunks[index], matmul_tokens, transpose_b=True)
         return index + 1, attended.write(index, _chunk_attention(products, mask_bias, has_token)[2])
 
     num_chunks = tf.shape(chunks)[0]
@@ -111,7 +122,7 @@ def chunked_logits(tokens, mask, queries, weights, chunk_size, matmul_dtype="flo
 
 
 def chunked_loss(
-    tokens, mask, labels, queries, weights, biases, chunk_size, matmul_dtype="float32"
+    tokens, mask, labels, queries, classifiers, biases, chunk_size, matmul_dtype="float32"
 ):
     """Sum over notes of the mean binary cross-entropy over codes, `chunk_size` codes at a time.
 
@@ -124,7 +135,8 @@ def chunked_loss(
 
     Args:
       tokens: `[batch, tokens, hidden]`; mask: `[batch, tokens]`; labels:
-        float32 `[batch, codes]`; queries, weights: `[codes, hidden]`; biases `[codes]`.
+        float32 `[batch, codes]`; queries q_c, classifiers w_c: `[codes, hidden]`;
+        biases `[codes]`.
 
     Returns:
       float32 scalar.
@@ -132,17 +144,17 @@ def chunked_loss(
     num_codes = tf.shape(queries)[0]
 
     @tf.custom_gradient
-    def loss_and_grads(tokens, queries, weights, biases):
-        token_products, mask_bias, has_token, chunks = _prepare(
-            tokens, mask, queries, weights, chunk_size, matmul_dtype
+    def loss_and_grads(tokens, queries, classifiers, biases):
+        matmul_tokens, mask_bias, has_token, chunks = _prepare(
+            tokens, mask, queries, classifiers, chunk_size, matmul_dtype
         )
         bias_chunks = _code_chunks(biases, chunk_size)
         label_chunks = tf.transpose(_code_chunks(tf.transpose(labels), chunk_size), [0, 2, 1])
         is_code = _code_chunks(tf.ones([num_codes]), chunk_size)
 
-        def body(index, loss, token_grads, query_grads, weight_grads, bias_grads):
-            chunk = chunks[index]
-            products = tf.matmul(chunk, token_products, transpose_b=True)
+        def body(index, loss, token_grads, query_grads, classifier_grads, bias_grads):
+            chunk = chunks[index]  # [2 * chunk, hidden]: q_c, then w_c
+            products = tf.matmul(chunk, matmul_tokens, transpose_b=True)
             note_loss, chunk_bias_grads, product_grads = _chunk_loss(
                 products,
                 mask_bias,
@@ -152,8 +164,11 @@ def chunked_loss(
                 is_code[index],
                 matmul_dtype,
             )
-            # Each note's products in matmul_dtype, their sum over the batch in float32.
-            note_grads = tf.cast(tf.matmul(product_grads, token_products), tf.float32)
+            # The products are linear in both factors: d/dq_c = sum_i (d/ds_ci) e_i,
+            # d/dw_c = sum_i (d/dv_ci) e_i (summed over notes too), and
+            # d/de_i = sum_c (d/ds_ci) q_c + (d/dv_ci) w_c. Each note's products in
+            # matmul_dtype, their sum over the batch in float32.
+            note_grads = tf.cast(tf.matmul(product_grads, matmul_tokens), tf.float32)
             chunk_grads = tf.reduce_sum(note_grads, 0)  # [2 * chunk, hidden]
             token_grads += tf.cast(tf.matmul(product_grads, chunk, transpose_a=True), tf.float32)
             return (
@@ -161,12 +176,12 @@ def chunked_loss(
                 loss + note_loss,
                 token_grads,
                 query_grads.write(index, chunk_grads[:chunk_size]),
-                weight_grads.write(index, chunk_grads[chunk_size:]),
+                classifier_grads.write(index, chunk_grads[chunk_size:]),
                 bias_grads.write(index, chunk_bias_grads),
             )
 
         num_chunks = tf.shape(chunks)[0]
-        _, note_loss, token_grads, query_grads, weight_grads, bias_grads = tf.while_loop(
+        _, note_loss, token_grads, query_grads, classifier_grads, bias_grads = tf.while_loop(
             lambda index, *_: index < num_chunks,
             body,
             (0, tf.zeros([tf.shape(tokens)[0]]), tf.zeros(tf.shape(tokens), tf.float32))
@@ -180,13 +195,13 @@ def chunked_loss(
             return (
                 tf.cast(factor * token_grads, tokens.dtype),
                 factor * _unchunk(query_grads.stack(), num_codes),
-                factor * _unchunk(weight_grads.stack(), num_codes),
+                factor * _unchunk(classifier_grads.stack(), num_codes),
                 factor * _unchunk(bias_grads.stack(), num_codes),
             )
 
         return tf.reduce_sum(note_loss) * scale, grad
 
-    return loss_and_grads(tokens, queries, weights, biases)
+    return loss_and_grads(tokens, queries, classifiers, biases)
 
 
 class LabelAttention(keras.layers.Layer):
@@ -306,28 +321,29 @@ class LabelAttention(keras.layers.Layer):
         self.trained_codes.assign(tf.cast(trained_codes, tf.float32))
 
     def code_parameters(self) -> tuple:
-        """`(queries, weights, biases)` as the logits use them: `[C, hidden]` twice and `[C]`."""
+        """`(queries, classifiers, biases)` q_c, w_c, b_c as the logits use them: `[C, hidden]`
+        twice and `[C]`."""
         if not self.described:
             return self.label_queries, self.label_weights, self.label_biases
         trained = self.trained_codes
         descriptions = self.code_descriptions
         queries = trained[:, tf.newaxis] * self.label_queries
         queries += tf.matmul(descriptions, self.description_queries)
-        weights = trained[:, tf.newaxis] * self.label_weights
-        weights += tf.matmul(descriptions, self.description_weights)
+        classifiers = trained[:, tf.newaxis] * self.label_weights
+        classifiers += tf.matmul(descriptions, self.description_weights)
         biases = trained * self.label_biases + self.shared_bias
         biases += tf.linalg.matvec(descriptions, self.description_biases)
-        return queries, weights, biases
+        return queries, classifiers, biases
 
     @property
     def _codes_per_chunk(self) -> int:
         return min(self.chunk_size, self.num_labels)  # no padding codes when there are few
 
     def call(self, tokens, mask):
-        queries, weights, biases = self.code_parameters()
+        queries, classifiers, biases = self.code_parameters()
         if self.chunk_size:
             logits = chunked_logits(
-                tokens, mask, queries, weights, self._codes_per_chunk, self.matmul_dtype
+                tokens, mask, queries, classifiers, self._codes_per_chunk, self.matmul_dtype
             )
             return logits + biases
         tokens = tf.cast(tokens, self.matmul_dtype)
@@ -335,7 +351,7 @@ class LabelAttention(keras.layers.Layer):
         attention = masked_softmax(tf.cast(scores, tf.float32), mask)  # [batch, C, num_tokens]
         label_context = tf.einsum("bcn,bnh->bch", tf.cast(attention, self.matmul_dtype), tokens)
         label_context = tf.cast(label_context, tf.float32)  # z_c
-        return tf.einsum("bch,ch->bc", label_context, weights) + biases
+        return tf.einsum("bch,ch->bc", label_context, classifiers) + biases
 
     def loss(self, tokens, mask, labels, denominator):
         """Sum over notes of the mean binary cross-entropy over codes, divided by `denominator`.
