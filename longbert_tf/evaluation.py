@@ -6,10 +6,13 @@ integers (`score_bins`): how many thresholds of `metrics.THRESHOLD_GRID` (and
 the logit over [-LOGIT_RANGE, LOGIT_RANGE] (beyond it: the end bins); the
 device also counts them over all codes. On the host `SplitCounts` counts
 them per code, for all notes and for the positive ones, for the codes that
-have a positive note in the split (`tracked_codes`): macro averages run over
-those alone, so the others need no counts. From those counts:
+have a positive note in the split (`tracked_codes`): the per-code macro
+averages run over those alone, and the others have no true positive, so they
+add 0 to the sums of the CAML-style macro averages and only count in their
+number of codes. From those counts:
   exact: micro precision / recall / F1 at every grid threshold (hence the
-    tuned threshold), macro F1 at a grid threshold, precision at 5, 8, 15;
+    tuned threshold), at a grid threshold both macro F1s (`macro_f1` and the
+    CAML-style `caml_macro_*`), precision at 5, 8, 15;
   binned: micro PR-AUC and ROC-AUC from the `MICRO_BINS` histogram, macro
     ROC-AUC from per-code histograms of `MACRO_BINS` bins (MICRO_BINS /
     MACRO_BINS neighbouring bins merged); scores in one bin count as tied.
@@ -271,7 +274,8 @@ def pr_curve(counts: dict) -> dict:
 def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) -> dict:
     """All metrics of a split at `threshold` (a grid value), with `metrics.evaluate`'s keys.
 
-    `num_labels` is the size of the label space the CAML-style macro averages run over.
+    `num_labels` is the size of the label space the CAML-style macro averages run over (every
+    code of the labels file, not only the tracked ones).
 
     `unseen_rows` (bool, one per tracked code) marks the codes without a
     training note: `unseen_code_recall` is the recall on their (note, code)
@@ -343,6 +347,12 @@ def _macro_f1(counts: dict, column: int) -> float:
 def _caml_macro(counts: dict, column: int, num_labels: int) -> tuple:
     """`metrics.caml_macro_precision_recall_f1` from the counts: a code that is not tracked has
     no true positive, so it adds 0 to both sums and only counts in `num_labels`."""
+    num_tracked = len(counts["reached_all"])
+    if num_labels < num_tracked:
+        raise ValueError(
+            f"num_labels={num_labels} is smaller than the {num_tracked} codes counted one by "
+            "one: pass the size of the whole label space (the labels file's length)"
+        )
     true_positives = _at_or_above(counts["reached_positive"])
     predicted = _at_or_above(counts["reached_all"])
     tp = true_positives[:, column]

@@ -4,7 +4,9 @@
 AUCs and P@k). A code is predicted when its probability is >= the threshold.
 Ratios with a zero denominator are 0 (precision with no predictions, F1 with
 P = R = 0); an AUC that is undefined (no positives or no negatives) is NaN.
-Macro averages run over the codes that have at least one positive note.
+Macro averages run over the codes that have at least one positive note, except
+the CAML-style macro precision / recall / F1, which run over every code of the
+label space (`caml_macro_precision_recall_f1`).
 """
 
 import numpy as np
@@ -89,8 +91,16 @@ def roc_auc(y_true, y_score) -> float:
 
 
 def macro_f1(y_true, y_prob, threshold: float) -> float:
-    """Mean per-code F1 over codes with at least one positive note (for the literature's macro
-    F1, see `caml_macro_precision_recall_f1`)."""
+    """Mean per-code F1 over the codes with at least one positive note (`metrics.json`'s
+    `macro_f1`).
+
+    Each code's F1 is `2 TP / (2 TP + FP + FN)` (0 when the code is never
+    predicted); codes without a positive note are left out, so the label space
+    does not matter. This is scikit-learn's `f1_score(average="macro")` on
+    those codes, and the macro F1 Edin et al. (2023) compute. It is not the
+    macro F1 CAML and most ICD-coding papers report: that is
+    `caml_macro_precision_recall_f1`. NaN when no code has a positive note.
+    """
     y_true = np.asarray(y_true, dtype=bool)
     predicted = np.asarray(y_prob) >= threshold
     has_positive = y_true.any(axis=0)
@@ -103,12 +113,20 @@ def macro_f1(y_true, y_prob, threshold: float) -> float:
 
 
 def caml_macro_precision_recall_f1(y_true, y_prob, threshold: float) -> tuple:
-    """Macro precision, recall and F1 as CAML's evaluation (Mullenbach et al. 2018) and most
-    ICD-coding papers after it compute them.
+    """Macro (precision, recall, F1) as CAML's `evaluation.py` (Mullenbach et al. 2018) and most
+    ICD-coding papers after it compute them (`metrics.json`'s `caml_macro_precision`,
+    `caml_macro_recall`, `caml_macro_f1`).
 
-    Precision and recall are means over every code of the label space (codes
-    without a positive note or without a prediction count 0), and F1 is their
-    harmonic mean, not the mean of per-code F1s (that is `macro_f1`).
+    With per-code counts over the notes, the average runs over every column of
+    `y_true`, i.e. every code of the label space (CAML: its whole label
+    dictionary), codes absent from the split included:
+      precision = mean over codes of TP / (TP + FP), 0 for a code never predicted;
+      recall = mean over codes of TP / (TP + FN), 0 for a code without a positive note;
+      F1 = 2 P R / (P + R), 0 when P = R = 0.
+    So F1 is the harmonic mean of the two means, not the mean of per-code F1s
+    (that is `macro_f1`), and codes without positives lower all three. CAML
+    adds 1e-10 to each denominator instead of mapping 0 / 0 to 0: the same
+    zeros, and other ratios differ by less than 1e-10 relatively.
     """
     y_true = np.asarray(y_true, dtype=bool)
     predicted = np.asarray(y_prob) >= threshold

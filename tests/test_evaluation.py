@@ -84,6 +84,62 @@ def test_streaming_metrics_equal_the_exact_ones():
     assert streamed["caml_macro_f1"] == pytest.approx(exact["caml_macro_f1"], abs=1e-12)
 
 
+def logits_of(probabilities):
+    probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(probabilities / (1 - probabilities)).astype(np.float32)
+
+
+def test_streamed_macro_f1s_by_hand():
+    """`test_metrics.test_caml_macro_f1_by_hand`'s notes: code 1 (no positive, predicted) and
+    code 3 (nothing) are not tracked, yet count in the CAML means."""
+    labels = np.float32([[1, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    logits = logits_of([[0.9, 0.1, 0.2, 0.0], [0.3, 0.1, 0.1, 0.0], [0.8, 0.6, 0.0, 0.0]])
+    counts = count(labels, logits, batch_size=2)
+    results = evaluation.evaluate(counts, 0.5, num_labels=4)
+    assert results["macro_f1"] == pytest.approx(0.25)
+    for key in ("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"):
+        assert results[key] == pytest.approx(0.125), key
+    # Four more codes in the label space, absent from the split: the CAML means halve.
+    results = evaluation.evaluate(counts, 0.5, num_labels=8)
+    assert results["macro_f1"] == pytest.approx(0.25)
+    assert results["caml_macro_f1"] == pytest.approx(0.0625)
+    with pytest.raises(ValueError, match=r"num_labels=1 is smaller than the 2 codes counted"):
+        evaluation.evaluate(counts, 0.5, num_labels=1)
+
+
+def test_streamed_macro_f1s_match_scikit_learn_with_empty_and_unpredicted_codes():
+    labels, logits = scores(num_notes=200, num_labels=60, seed=3)
+    labels[:, :4] = 0  # no positive: codes 0, 1 never predicted, 2, 3 predicted
+    logits[:, :2] = -10.0
+    logits[:7, 2:4] = 3.0
+    labels[:9, 4], logits[:, 4] = 1, -10.0  # positives, never predicted
+    probabilities = tf.sigmoid(logits).numpy()
+    counts = count(labels, logits)
+    for threshold in (0.3, 0.5, 0.9):
+        predicted = (probabilities >= threshold).astype(int)
+        assert not predicted[:, [0, 1, 4]].any() and predicted[:, [2, 3]].any(0).all()
+        streamed = evaluation.evaluate(counts, threshold, labels.shape[1])
+        exact = metrics.evaluate(labels, probabilities, threshold)
+        precision = sk_metrics.precision_score(labels, predicted, average="macro", zero_division=0)
+        recall = sk_metrics.recall_score(labels, predicted, average="macro", zero_division=0)
+        expected = dict(
+            caml_macro_precision=precision,
+            caml_macro_recall=recall,
+            caml_macro_f1=2 * precision * recall / (precision + recall),
+        )
+        for key, value in expected.items():
+            assert streamed[key] == pytest.approx(value, abs=1e-12), (key, threshold)
+            assert streamed[key] == pytest.approx(exact[key], abs=1e-12), (key, threshold)
+        positive = labels.any(0)
+        assert streamed["macro_f1"] == exact["macro_f1"]
+        assert streamed["macro_f1"] == pytest.approx(
+            sk_metrics.f1_score(
+                labels[:, positive], predicted[:, positive], average="macro", zero_division=0
+            ),
+            abs=1e-12,
+        )
+
+
 def test_thresholds_reached_are_exact_at_the_float32_neighbours_of_every_threshold():
     thresholds = evaluation.COUNT_THRESHOLDS
     nearest = thresholds.astype(np.float32)

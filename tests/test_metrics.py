@@ -84,17 +84,54 @@ def test_caml_macro_f1_by_hand():
     assert (precision, recall) == (0.125, 0.125) and f1 == pytest.approx(0.125)
     # Not the mean per-code F1 over the codes with positives: (1/2 + 0) / 2.
     assert metrics.macro_f1(y_true, y_prob, 0.5) == pytest.approx(0.25)
+    # Four more codes, absent from the split: the CAML means halve (0.5 / 8), the per-code mean
+    # (over codes with positives) stays.
+    wider_true, wider_prob = np.pad(y_true, [(0, 0), (0, 4)]), np.pad(y_prob, [(0, 0), (0, 4)])
+    assert metrics.caml_macro_precision_recall_f1(wider_true, wider_prob, 0.5) == (
+        pytest.approx(0.0625),
+        pytest.approx(0.0625),
+        pytest.approx(0.0625),
+    )
+    assert metrics.macro_f1(wider_true, wider_prob, 0.5) == pytest.approx(0.25)
 
 
-def test_caml_macro_f1_matches_scikit_learn(multilabel):
+def caml_reference(y_true, predicted):
+    """CAML's macro precision / recall / F1 as its evaluation.py writes them: per-code ratios
+    with 1e-10 added to every denominator, averaged over every column."""
+    true_positives = np.sum(y_true * predicted, axis=0)
+    precision = np.mean(true_positives / (predicted.sum(axis=0) + 1e-10))
+    recall = np.mean(true_positives / (y_true.sum(axis=0) + 1e-10))
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return precision, recall, f1
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8, 1.01])
+def test_caml_macro_matches_scikit_learn_and_the_reference_formula(multilabel, threshold):
     y_true, y_prob = multilabel
-    y_true[:, 0] = 0  # a code without positives counts too
-    predicted = (y_prob >= 0.5).astype(int)
+    y_true[:, 0], y_prob[:, 0] = 0, 0.0  # no positive, never predicted
+    y_prob[:, 1] = 0.01  # positives, never predicted
+    y_prob[0, 3] = 0.95  # no positive (code 3), predicted
+    predicted = (y_prob >= threshold).astype(int)
+    if threshold <= 0.8:
+        assert not y_true[:, 0].any() and not predicted[:, 0].any()
+        assert y_true[:, 1].any() and not predicted[:, 1].any()
+        assert not y_true[:, 3].any() and predicted[:, 3].any()
     precision = sk.precision_score(y_true, predicted, average="macro", zero_division=0)
     recall = sk.recall_score(y_true, predicted, average="macro", zero_division=0)
-    expected = (precision, recall, 2 * precision * recall / (precision + recall))
-    actual = metrics.caml_macro_precision_recall_f1(y_true, y_prob, 0.5)
-    assert actual == pytest.approx(expected)
+    harmonic = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    actual = metrics.caml_macro_precision_recall_f1(y_true, y_prob, threshold)
+    assert actual == pytest.approx((precision, recall, harmonic), abs=1e-12)
+    assert actual == pytest.approx(caml_reference(y_true, predicted), rel=1e-9, abs=1e-12)
+    with_positives = y_true.any(axis=0)
+    assert metrics.macro_f1(y_true, y_prob, threshold) == pytest.approx(
+        sk.f1_score(
+            y_true[:, with_positives],
+            predicted[:, with_positives],
+            average="macro",
+            zero_division=0,
+        ),
+        abs=1e-12,
+    )
 
 
 def test_precision_at_k_by_hand():
