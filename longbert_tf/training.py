@@ -491,14 +491,15 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
     best_path = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
     if best_path is None:
         raise FileNotFoundError(f"no best checkpoint in {config.model_dir}/best to evaluate")
-    tf.train.Checkpoint(model=model, step=step).restore(best_path).expect_partial()
+    best_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    tf.train.Checkpoint(model=model, step=best_step).restore(best_path).expect_partial()
     predictions = None
     if predictions_file:  # every task gathers the top codes; the chief writes them
         predictions = evaluation.PredictionsWriter(
             predictions_file if write.chief else None, experiment.labels, config.dataset_dir
         )
     results = evaluate(experiment, predictions)
-    results["best_step"] = int(step)
+    results["best_step"] = int(best_step)
     if write.chief:
         files.write_json(metrics_path, results)
     write.cleanup()
