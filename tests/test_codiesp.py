@@ -58,6 +58,7 @@ def test_real_release_train_and_dev(real):
 
 
 @needs_codiesp
+@pytest.mark.slow
 def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
     out_dir, _ = real
     result = subprocess.run(

@@ -93,6 +93,7 @@ def test_first_layers_equal_the_full_models_intermediate_output(converted, refer
     assert encoder.num_parameters == bert_parameter_count(arch) == 15_615_360
 
 
+@pytest.mark.slow
 def test_truncating_a_saved_model_of_the_package(converted, reference, cache):
     truncated = encoders.resolve(converted, dataset_dir="unused", num_layers=3)
     assert truncated.startswith(os.path.join(cache, "truncated"))

@@ -15,6 +15,8 @@ from longbert_tf import configs, optimization, training
 from longbert_tf.framework import keras
 from tests.conftest import kill_after_checkpoint, training_losses
 
+pytestmark = pytest.mark.slow  # trains, several processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -203,6 +203,7 @@ def test_only_grid_thresholds_can_be_evaluated():
         evaluation.evaluate(count(labels, logits), 0.555, labels.shape[1])
 
 
+@pytest.mark.slow
 def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(
     tiny_data_dir, deterministic_encoder, tmp_path
 ):

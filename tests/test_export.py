@@ -14,6 +14,8 @@ from data_prep import synthetic
 from longbert_tf import configs, data, export, tokenization, training
 from longbert_tf.framework import tf
 
+pytestmark = pytest.mark.slow  # trains and exports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Short notes, few codes: a tiny encoder learns where the evidence is within 300 steps.
 EASY = synthetic.SyntheticConfig(

@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from longbert_tf import framework
+
+pytestmark = pytest.mark.slow  # starts processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

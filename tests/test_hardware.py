@@ -51,6 +51,7 @@ def test_gpus_decide_by_their_compute_capability(cpu, monkeypatch):
         assert hardware.compute_dtype("auto", "auto")[0] == expected
 
 
+@pytest.mark.slow
 def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir, tmp_path):
     config = configs.ExperimentConfig(
         dataset="synthetic", data_dir=tiny_data_dir, model_dir=str(tmp_path / "run"),

@@ -248,6 +248,7 @@ def test_output_inside_the_mimic_folder_is_refused(tmp_path):
         mimic3.prepare(str(tmp_path / "raw"), str(tmp_path / "splits"), str(tmp_path / "raw/out"))
 
 
+@pytest.mark.slow
 def test_command_line_prints_the_summary(tmp_path):
     write_mimic3(str(tmp_path / "raw"), str(tmp_path / "splits"))
     result = subprocess.run(

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from data_prep import plot_lengths
 from longbert_tf import data, tokenization
@@ -32,6 +33,7 @@ def test_token_lengths_follow_note_order(tiny_dataset_dir, tiny_encoder_dir):
     assert lengths.tolist() == expected
 
 
+@pytest.mark.slow
 def test_command_writes_the_figure_and_the_shares(tiny_dataset_dir, tiny_encoder_dir, tmp_path):
     out = tmp_path / "figure.png"
     result = subprocess.run(

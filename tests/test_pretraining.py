@@ -9,6 +9,8 @@ import pytest
 
 from longbert_tf import encoders, pretraining, tokenization
 
+pytestmark = pytest.mark.slow  # pretrains and writes an encoder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

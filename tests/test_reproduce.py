@@ -11,6 +11,8 @@ import pytest
 
 from longbert_tf import report
 
+pytestmark = pytest.mark.slow  # trains and starts processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(ROOT, "experiments", "published_results.json")
 PAPER_TABLES = os.path.join(ROOT, "..", "shared", "paper_tables.md")

@@ -16,6 +16,8 @@ from longbert_tf import configs, data, export, training
 from longbert_tf.framework import tf
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
 
+pytestmark = pytest.mark.slow  # trains and kills processes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -11,6 +11,8 @@ import pytest
 from data_prep import presets
 from longbert_tf import configs, data
 
+pytestmark = pytest.mark.slow  # starts experiments.run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
     "--encoder=random:L-1_H-16_A-2",
