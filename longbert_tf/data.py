@@ -176,14 +176,6 @@ def write_dataset(
     return dataset_dir
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def token_cache(dataset_dir: str, split: str, vocab) -> str:
     """Returns the TFRecord file of one split tokenized with `vocab`, writing it if needed.
 
@@ -198,8 +190,8 @@ def token_cache(dataset_dir: str, split: str, vocab) -> str:
     records_path = os.path.join(cache_dir, f"{split}.tfrecord")
     info_path = os.path.join(cache_dir, f"{split}.json")
     source = dict(
-        notes_sha256=file_sha256(notes_path(dataset_dir, split)),
-        labels_sha256=file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
+        notes_sha256=files.file_sha256(notes_path(dataset_dir, split)),
+        labels_sha256=files.file_sha256(os.path.join(dataset_dir, LABELS_FILE)),
         vocab_fingerprint=vocab.fingerprint,
         format=TOKEN_CACHE_FORMAT,
     )

@@ -26,13 +26,12 @@ folder, a `random:` spec, or a SavedModel this package built or converted.
 """
 
 import dataclasses
-import hashlib
 import importlib
 import os
 
 from absl import logging
 
-from longbert_tf import bert, convert, data, distribute, tokenization
+from longbert_tf import bert, convert, data, distribute, files, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import hub, tf
 
@@ -62,16 +61,6 @@ def cache_root() -> str:
     return os.environ.get(CACHE_ENV) or os.path.join(
         os.path.expanduser("~"), ".cache", "longbert_tf"
     )
-
-
-def _fingerprint(paths) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(os.path.basename(path).encode())
-        with open(path, "rb") as source:
-            for block in iter(lambda: source.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def build_random_encoder(
@@ -126,7 +115,7 @@ def resolve(
         sources = [os.path.join(spec, name) for name in convert.HF_FILES]
         tokenizer_config = os.path.join(spec, "tokenizer_config.json")
         sources += [tokenizer_config] if os.path.exists(tokenizer_config) else []
-        name = f"{os.path.basename(os.path.abspath(spec))}-{_fingerprint(sources)}-{layers}"
+        name = f"{os.path.basename(os.path.abspath(spec))}-{files.fingerprint(sources)}-{layers}"
         out_dir = os.path.join(cache_root(), "converted", name)
         if not os.path.exists(out_dir):
             logging.info("Converting %s into %s", spec, out_dir)
@@ -143,7 +132,7 @@ def resolve(
         variables = os.path.join(spec, "variables")
         sources = [os.path.join(spec, "saved_model.pb")]
         sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
-        name = f"{os.path.basename(os.path.abspath(spec))}-{_fingerprint(sources)}-{layers}"
+        name = f"{os.path.basename(os.path.abspath(spec))}-{files.fingerprint(sources)}-{layers}"
         out_dir = os.path.join(cache_root(), "truncated", name)
         if not os.path.exists(out_dir):
             truncate(spec, num_layers, out_dir)

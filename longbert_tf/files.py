@@ -1,6 +1,7 @@
 """Writing files and folders so that a reader never sees them half-written."""
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -65,3 +66,18 @@ def write_text(path: str, text: str) -> None:
 def write_json(path: str, value) -> None:
     """Writes `value` as indented JSON through a temporary file and a rename."""
     write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(paths) -> str:
+    """16 hex digits that change with the name or the content of any of the files."""
+    listing = "".join(f"{os.path.basename(path)}:{file_sha256(path)}\n" for path in paths)
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]

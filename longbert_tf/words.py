@@ -97,9 +97,11 @@ def build(texts, seed: int = 0) -> tuple:
 
 
 def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
-    """`build` on the training notes of a dataset, cached in `dataset_dir/caml/`."""
+    """`build` on the training notes of a dataset, cached in `dataset_dir/caml/` (written whole,
+    rebuilt when the training notes or the seed change)."""
     cache_dir = os.path.join(dataset_dir, "caml")
-    source = dict(notes=data.file_sha256(data.notes_path(dataset_dir, "train")), seed=seed)
+    source = dict(notes=files.file_sha256(data.notes_path(dataset_dir, "train")), seed=seed)
+    files.recover(cache_dir)
     info_path = os.path.join(cache_dir, "source.json")
     if os.path.exists(info_path):
         with open(info_path) as info_file:
@@ -109,15 +111,11 @@ def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
                 return vocab, np.load(os.path.join(cache_dir, "embeddings.npy"))
     logging.info("Building CAML's vocabulary and word2vec embeddings for %s", dataset_dir)
     vocab, embeddings = build(data.read_notes(dataset_dir, "train").text, seed)
-    os.makedirs(cache_dir, exist_ok=True)
-    with open(os.path.join(cache_dir, "words.txt.tmp"), "w", encoding="utf-8") as words_file:
-        words_file.writelines(f"{word}\n" for word in vocab.words)
-    os.replace(os.path.join(cache_dir, "words.txt.tmp"), os.path.join(cache_dir, "words.txt"))
-    np.save(os.path.join(cache_dir, "embeddings.tmp.npy"), embeddings)
-    os.replace(
-        os.path.join(cache_dir, "embeddings.tmp.npy"), os.path.join(cache_dir, "embeddings.npy")
-    )
-    files.write_json(info_path, source)
+    with files.atomic_dir(cache_dir) as temporary:
+        with open(os.path.join(temporary, "words.txt"), "w", encoding="utf-8") as words_file:
+            words_file.writelines(f"{word}\n" for word in vocab.words)
+        np.save(os.path.join(temporary, "embeddings.npy"), embeddings)
+        files.write_json(os.path.join(temporary, "source.json"), source)
     return vocab, embeddings
 
 

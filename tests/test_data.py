@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from longbert_tf import data, tokenization
+from longbert_tf import data, files, tokenization
 from longbert_tf.configs import SegmentConfig
 from longbert_tf.framework import tf
 
@@ -301,7 +301,7 @@ def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_
     assert after[1] == vocab.tokenize(["completely different words"])[0] != before[1]
     assert after[:1] + after[2:] == before[:1] + before[2:]
     info = json.loads(open(records.replace(".tfrecord", ".json")).read())
-    new_notes = data.file_sha256(data.notes_path(dataset_dir, "train"))
+    new_notes = files.file_sha256(data.notes_path(dataset_dir, "train"))
     assert info["source"]["notes_sha256"] == new_notes
     assert info["num_notes"] == 4 and info["empty_notes"] == 1 and info["notes_without_codes"] == 1
 
