@@ -282,6 +282,7 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
     pairs, of which there are `unseen_code_pairs`.
     """
     column = _grid_index(threshold)
+    code_counts = _code_counts(counts)
     true_positives, predicted, positives = threshold_counts(counts)
     precision = float(metrics.ratio(true_positives[column], predicted[column]))
     recall = float(metrics.ratio(true_positives[column], positives))
@@ -298,11 +299,11 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
             if 0 < positives < micro_all.sum()
             else float("nan")
         ),
-        macro_f1=_macro_f1(counts, column),
+        macro_f1=_macro_f1(code_counts, column),
         macro_roc_auc=_macro_roc_auc(counts),
         num_notes=num_notes,
     )
-    caml = _caml_macro(counts, column, num_labels)
+    caml = _caml_macro(code_counts, column, num_labels)
     results.update(zip(("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"), caml))
     for position, k in enumerate(metrics.PRECISION_AT):
         results[f"precision_at_{k}"] = float(counts["precision_at_k"][position] / num_notes)
@@ -330,10 +331,15 @@ def _macro_roc_auc(counts: dict) -> float:
     return float(np.mean(np.concatenate(aucs)))
 
 
-def _macro_f1(counts: dict, column: int) -> float:
+def _code_counts(counts: dict) -> tuple:
+    """`(true_positives, predicted)` per tracked code at 0 and every count threshold:
+    `[tracked codes, REACHED_COLUMNS]` each (column 0: every positive, every note)."""
+    return _at_or_above(counts["reached_positive"]), _at_or_above(counts["reached_all"])
+
+
+def _macro_f1(code_counts: tuple, column: int) -> float:
     """Mean per-code F1 at a grid column over codes with a positive note."""
-    true_positives = _at_or_above(counts["reached_positive"])
-    predicted = _at_or_above(counts["reached_all"])
+    true_positives, predicted = code_counts
     positives = true_positives[:, 0]
     if not (positives > 0).any():
         return float("nan")
@@ -344,17 +350,16 @@ def _macro_f1(counts: dict, column: int) -> float:
     return float(np.mean(f1[positives > 0]))
 
 
-def _caml_macro(counts: dict, column: int, num_labels: int) -> tuple:
+def _caml_macro(code_counts: tuple, column: int, num_labels: int) -> tuple:
     """`metrics.caml_macro_precision_recall_f1` from the counts: a code that is not tracked has
     no true positive, so it adds 0 to both sums and only counts in `num_labels`."""
-    num_tracked = len(counts["reached_all"])
+    true_positives, predicted = code_counts
+    num_tracked = len(predicted)
     if num_labels < num_tracked:
         raise ValueError(
             f"num_labels={num_labels} is smaller than the {num_tracked} codes counted one by "
             "one: pass the size of the whole label space (the labels file's length)"
         )
-    true_positives = _at_or_above(counts["reached_positive"])
-    predicted = _at_or_above(counts["reached_all"])
     tp = true_positives[:, column]
     precision = float(metrics.ratio(tp, predicted[:, column]).sum() / num_labels)
     recall = float(metrics.ratio(tp, true_positives[:, 0]).sum() / num_labels)
