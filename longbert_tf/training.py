@@ -336,7 +336,15 @@ def resolve_compute_dtype(config: ExperimentConfig) -> ExperimentConfig:
     a new one takes bfloat16 where this machine multiplies it natively (see `hardware`)."""
     if config.compute_dtype != "auto":
         return config
-    saved = _saved_config(config.model_dir)
+    return _resolve_compute_dtype(config, _saved_config(config.model_dir))
+
+
+def _resolve_compute_dtype(
+    config: ExperimentConfig, saved: ExperimentConfig | None
+) -> ExperimentConfig:
+    """`resolve_compute_dtype` with the run's saved config (None before it starts) read already."""
+    if config.compute_dtype != "auto":
+        return config
     if saved is not None and saved.compute_dtype != "auto":
         dtype, reason = saved.compute_dtype, "auto: the dtype the run started with"
     else:
@@ -397,7 +405,8 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
     note's top codes there (see `evaluation.PredictionsWriter`).
     """
     strategy = distribute.make_strategy(config.strategy, config.tpu)
-    config = resolve_compute_dtype(config)
+    saved = _saved_config(config.model_dir)
+    config = _resolve_compute_dtype(config, saved)
     write = distribute.WriteDir(config.model_dir, strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % (config.grad_accum_steps * replicas):
@@ -406,7 +415,6 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
             f"{config.grad_accum_steps} x {replicas} replicas"
         )
     metrics_path = os.path.join(config.model_dir, "metrics.json")
-    saved = _saved_config(config.model_dir)
     config = _same_run(config, saved)
     if os.path.exists(metrics_path):
         logging.info("%s is finished; delete %s to evaluate again", config.model_dir, metrics_path)
