@@ -8,7 +8,7 @@ for `--batches` batches and prints the note tokens per second it delivers, to
 compare with the training step's (`experiments.run` logs it). Padding waste is
 the share of encoder positions that hold no note token ([CLS], [SEP] and
 padding count as waste): measured on the training batches (notes sorted by
-length within windows, see `data.epoch_batches`), and computed from
+length within windows, see `pipeline.epoch_batches`), and computed from
 the notes' lengths for batches of random notes padded to their longest note
 and for padding every note to `seq_len`.
 """
@@ -18,7 +18,15 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import configs, data, encoders
+from longbert_tf import (
+    configs,
+    dataset,
+    encoder_specs,
+    pipeline,
+    segmentation,
+    token_cache,
+    tokenization,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", "data/synthetic", "A prepared dataset folder.")
@@ -32,17 +40,17 @@ flags.DEFINE_integer("batches", 400, "Batches to time.")
 def main(argv):
     del argv
     segments = configs.SegmentConfig(FLAGS.seq_len, FLAGS.segment_length)
-    vocab = encoders.load_vocab(encoders.resolve(FLAGS.encoder, FLAGS.dataset_dir))
-    records = data.token_cache(FLAGS.dataset_dir, "train", vocab)
-    dataset = data.training_dataset(
-        records,
-        data.bert_segmenter(segments, vocab),
+    vocab = tokenization.load_vocab(encoder_specs.resolve(FLAGS.encoder, FLAGS.dataset_dir))
+    cache_path = token_cache.build(FLAGS.dataset_dir, "train", vocab)
+    batches = pipeline.training_dataset(
+        cache_path,
+        segmentation.bert_segmenter(segments, vocab),
         segments.max_note_tokens,
-        num_labels=len(data.read_labels(FLAGS.dataset_dir)),
+        num_labels=len(dataset.read_labels(FLAGS.dataset_dir)),
         batch_size=FLAGS.batch_size,
         seed=0,
     )
-    iterator = iter(dataset)
+    iterator = iter(batches)
     next(iterator)  # tracing is not timed
     note_tokens = positions = 0
     started = time.perf_counter()
@@ -53,9 +61,10 @@ def main(argv):
         positions += mask.size
     seconds = time.perf_counter() - started
 
-    lengths = np.minimum(data.token_lengths(records), segments.max_note_tokens)
+    lengths = np.minimum(token_cache.token_lengths(cache_path), segments.max_note_tokens)
     needed = [
-        int(data.segment_layout(int(length), segments)[1].shape[0]) for length in np.unique(lengths)
+        int(segmentation.segment_layout(int(length), segments)[1].shape[0])
+        for length in np.unique(lengths)
     ]
     segments_of = dict(zip(np.unique(lengths).tolist(), needed))
     rng = np.random.default_rng(0)

@@ -33,7 +33,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from longbert_tf import configs, data, hardware, training  # noqa: E402
+from longbert_tf import configs, dataset, hardware  # noqa: E402
+from longbert_tf.experiment import build_experiment  # noqa: E402
 from longbert_tf.framework import tf  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -70,8 +71,8 @@ def write_dataset(data_dir: str, fraction: float, tokens_per_note: int, seed: in
             vocabulary = sum((words[code] for code in codes), [])
             text = " ".join(rng.choice(vocabulary, tokens_per_note))
             rows.append((f"{split}-{note}", str(note), text, [labels[code] for code in codes]))
-        splits[split] = pd.DataFrame(rows, columns=list(data.NOTE_COLUMNS))
-    return data.write_dataset(os.path.join(data_dir, "mimic4_dx"), splits, labels)
+        splits[split] = pd.DataFrame(rows, columns=list(dataset.NOTE_COLUMNS))
+    return dataset.write_dataset(os.path.join(data_dir, "mimic4_dx"), splits, labels)
 
 
 def run(command: list, log_path: str) -> float:
@@ -92,7 +93,7 @@ def metrics_seconds(model_dir: str, split: str = "test") -> float:
     """
     with open(os.path.join(model_dir, "config.json")) as config_file:
         config = configs.ExperimentConfig.from_dict(json.load(config_file))
-    experiment = training.build_experiment(config)
+    experiment = build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     forward = tf.function(
@@ -175,7 +176,7 @@ def main(argv):
         ],
         f"{work_dir}/export.log",
     )
-    note = data.read_notes(dataset_dir, "test").text.iloc[0]
+    note = dataset.read_notes(dataset_dir, "test").text.iloc[0]
     with open(f"{work_dir}/note.txt", "w") as note_file:
         note_file.write(note)
     wall["experiments.predict"] = run(

@@ -28,8 +28,9 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import bert, configs, encoders, hardware, models, optimization, training
+from longbert_tf import bert, configs, encoder_specs, encoders, hardware, models, optimization
 from longbert_tf.framework import keras, tf
+from longbert_tf.trainer import Trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_labels", 8921, "Codes.")
@@ -64,11 +65,11 @@ CODES_PER_NOTE = 15
 
 def benchmark_encoder() -> str:
     """The paper-size random encoder in the TF-Hub format, built once into the cache."""
-    path = os.path.join(encoders.cache_root(), "benchmark", f"random-{ARCH.name}")
+    path = os.path.join(encoder_specs.cache_root(), "benchmark", f"random-{ARCH.name}")
     if not os.path.exists(path):
         tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         tokens += [f"w{i}" for i in range(ARCH.vocab_size - len(tokens))]
-        encoders.build_random_encoder(ARCH, tokens, path, seed=0)
+        encoder_specs.build_random_encoder(ARCH, tokens, path, seed=0)
     return path
 
 
@@ -120,7 +121,7 @@ def run_one() -> dict:
     labels = tf.constant(labels)
     model(features)  # creates the weights
     batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
-    step = training.Trainer(
+    step = Trainer(
         model,
         [optimization.OptimizerGroup(keras.optimizers.Adam(2e-4), model.trainable_variables)],
         tf.distribute.get_strategy(),

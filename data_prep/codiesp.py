@@ -24,7 +24,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary, tables
-from longbert_tf import data, descriptions
+from longbert_tf import dataset, descriptions
 
 HELD_OUT_SHARE = 0.2
 
@@ -75,7 +75,7 @@ def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter
     for case_id in sorted(texts):
         text = read_utf8(texts[case_id]).strip()
         rows.append([case_id, case_id, text, sorted(codes.get(case_id, []))])
-    return pd.DataFrame(rows, columns=list(data.NOTE_COLUMNS))
+    return pd.DataFrame(rows, columns=list(dataset.NOTE_COLUMNS))
 
 
 def _held_out(case_id: str, split: str) -> bool:
@@ -92,7 +92,7 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
     skipped = tables.SkipCounter()
     splits = {}
     preparation = {}
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         if os.path.isdir(os.path.join(codiesp_dir, split)):
             splits[split] = read_release_split(codiesp_dir, split, skipped)
             preparation[split] = f"release {split}/"
@@ -107,7 +107,7 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
     preparation["skipped"] = skipped.report()
     titles = descriptions.icd10cm_titles(labels)
     preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
-    dataset_dir = data.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
+    dataset_dir = dataset.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
     return summary.summarize(dataset_dir, preparation)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary, tables
-from longbert_tf import data
+from longbert_tf import dataset
 
 DIAGNOSIS_PATTERN = re.compile(r"(?:\d{3,5}|V\d{2,4}|E\d{3,4})")
 PROCEDURE_PATTERN = re.compile(r"\d{2,4}")
@@ -130,7 +130,7 @@ def build_documents(mimic_dir: str, splits_dir: str, skipped: tables.SkipCounter
     codes_by_admission = codes.groupby("hadm_id").code.agg(sorted)
     splits = {}
     seen = {}
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         path = os.path.join(splits_dir, f"{split}_full_hadm_ids.csv")
         hadm_ids = tables.read_id_list(path)
         for hadm_id in hadm_ids:
@@ -192,7 +192,9 @@ def prepare(
     if titles is not None:
         known = sum(code in titles for code in full_labels)
         described = f"LONG_TITLE of {known:,} of {len(full_labels):,} codes"
-    full_dir = data.write_dataset(os.path.join(out_dir, "mimic3_full"), splits, full_labels, titles)
+    full_dir = dataset.write_dataset(
+        os.path.join(out_dir, "mimic3_full"), splits, full_labels, titles
+    )
     results = {
         full_dir: summary.summarize(
             full_dir,
@@ -218,7 +220,7 @@ def prepare(
         )
     preparation["notes_without_top_codes"] = "dropped" if drop_notes_without_top_codes else "kept"
     top_splits = restrict(splits, labels, drop_notes_without_top_codes)
-    top_dir = data.write_dataset(
+    top_dir = dataset.write_dataset(
         os.path.join(out_dir, "mimic3_50"), top_splits, sorted(labels), titles
     )
     results[top_dir] = summary.summarize(top_dir, preparation)

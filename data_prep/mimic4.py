@@ -29,7 +29,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary, tables
-from longbert_tf import data, descriptions
+from longbert_tf import dataset, descriptions
 
 ICD10_PATTERN = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 DIAGNOSIS_COLUMNS = ["subject_id", "hadm_id", "icd_code", "icd_version"]
@@ -172,14 +172,14 @@ def prepare(
         preparation["split"] = f"by patient, seed {seed}"
     splits = {
         split: documents[documents.split == split]
-        .rename(columns={"hadm_id": "note_id"})[list(data.NOTE_COLUMNS)]
+        .rename(columns={"hadm_id": "note_id"})[list(dataset.NOTE_COLUMNS)]
         .reset_index(drop=True)
-        for split in data.SPLITS
+        for split in dataset.SPLITS
     }
     preparation["skipped"] = skipped.report()
     titles = read_titles(mimic_dir, labels)
     preparation["descriptions"] = f"titles of {len(titles):,} of {len(labels):,} codes"
-    dataset_dir = data.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels, titles)
+    dataset_dir = dataset.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels, titles)
     return summary.summarize(dataset_dir, preparation)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from data_prep.summary import PERCENTILES
-from longbert_tf import configs, data, encoders, files
+from longbert_tf import configs, dataset, encoder_specs, files, token_cache, tokenization
 
 matplotlib.use("Agg")
 from matplotlib import pyplot  # noqa: E402
@@ -62,9 +62,12 @@ def plot(lengths: np.ndarray, title: str, path: str) -> None:
 def main(argv):
     del argv
     dataset_dir = flags.FLAGS.dataset_dir.rstrip("/")
-    vocab = encoders.load_vocab(encoders.resolve(flags.FLAGS.encoder, dataset_dir))
+    vocab = tokenization.load_vocab(encoder_specs.resolve(flags.FLAGS.encoder, dataset_dir))
     lengths = np.concatenate(
-        [data.token_lengths(data.token_cache(dataset_dir, split, vocab)) for split in data.SPLITS]
+        [
+            token_cache.token_lengths(token_cache.build(dataset_dir, split, vocab))
+            for split in dataset.SPLITS
+        ]
     )
     out = flags.FLAGS.out or os.path.join(dataset_dir, "token_lengths.png")
     plot(lengths, f"{os.path.basename(dataset_dir)}: {len(lengths):,} notes", out)

@@ -3,13 +3,13 @@
 import os
 
 from data_prep import synthetic
-from longbert_tf import data
+from longbert_tf import dataset
 from longbert_tf.configs import ExperimentConfig
 
 
 def ensure_prepared(config: ExperimentConfig) -> None:
     """Generates the synthetic dataset when missing; for the others says how to prepare them."""
-    if os.path.exists(os.path.join(config.dataset_dir, data.LABELS_FILE)):
+    if os.path.exists(os.path.join(config.dataset_dir, dataset.LABELS_FILE)):
         return
     if config.dataset == "synthetic":
         synthetic.prepare(config.data_dir, synthetic.SyntheticConfig(seed=config.seed))

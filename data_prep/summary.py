@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 
-from longbert_tf import data, files
+from longbert_tf import dataset, files
 
 PERCENTILES = (10, 25, 50, 75, 90, 99, 100)
 WORD = re.compile(r"\w+|[^\w\s]")
@@ -17,11 +17,11 @@ def summarize(dataset_dir: str, preparation: dict) -> dict:
     tokenizer splits a text into before WordPiece; WordPiece token counts
     depend on the encoder's vocabulary (see `data_prep.plot_lengths`).
     """
-    labels = data.read_labels(dataset_dir)
+    labels = dataset.read_labels(dataset_dir)
     splits = {}
     train_codes = set()
-    for split in data.SPLITS:
-        notes = data.read_notes(dataset_dir, split)
+    for split in dataset.SPLITS:
+        notes = dataset.read_notes(dataset_dir, split)
         codes_per_note = notes.codes.map(len).to_numpy()
         words = np.array([len(WORD.findall(text)) for text in notes.text])
         split_codes = {code for codes in notes.codes for code in codes}

@@ -23,7 +23,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import summary
-from longbert_tf import data
+from longbert_tf import dataset
 
 CONDITIONS = (
     "pneumonia sepsis hypertension cardiomyopathy pancreatitis cholecystitis appendicitis "
@@ -205,7 +205,7 @@ def generate(config: SyntheticConfig):
                     codes=codes,
                 )
             )
-        splits[split] = pd.DataFrame(rows, columns=list(data.NOTE_COLUMNS))
+        splits[split] = pd.DataFrame(rows, columns=list(dataset.NOTE_COLUMNS))
         first_note += size
         first_subject += (size + 2) // 3
     return splits, table.codes
@@ -218,7 +218,7 @@ def prepare(out_dir: str, config: SyntheticConfig = SyntheticConfig()) -> str:
     """
     splits, labels = generate(config)
     phrases = make_code_table(config).phrases
-    dataset_dir = data.write_dataset(f"{out_dir}/synthetic", splits, labels, phrases)
+    dataset_dir = dataset.write_dataset(f"{out_dir}/synthetic", splits, labels, phrases)
     result = summary.summarize(dataset_dir, dict(generator=dataclasses.asdict(config)))
     logging.info("%s", summary.format_summary(dataset_dir, result))
     return dataset_dir

@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags, logging
 
-from longbert_tf import configs, data, encoders, pretraining
+from longbert_tf import configs, dataset, encoder_specs, pretraining, token_cache, tokenization
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -54,14 +54,14 @@ def read_texts(text_dir: str) -> list:
     return texts
 
 
-def text_records(text_dir: str, vocab, out_dir: str) -> str:
+def text_cache(text_dir: str, vocab, out_dir: str) -> str:
     """A token cache of a folder's texts in `out_dir/texts/`, once per content and vocabulary."""
     texts = read_texts(text_dir)
     digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
     path = os.path.join(out_dir, "texts", f"{digest}-{vocab.fingerprint}.tfrecord")
     if not os.path.exists(path):
         logging.info("Tokenizing %d texts of %s", len(texts), text_dir)
-        data.write_token_records(texts, [[] for _ in texts], vocab, path)
+        token_cache.write(texts, [[] for _ in texts], vocab, path)
     return path
 
 
@@ -69,20 +69,20 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     dataset_dir = os.path.join(FLAGS.data_dir, FLAGS.dataset)
-    if not os.path.exists(data.notes_path(dataset_dir, "train")):
+    if not os.path.exists(dataset.notes_path(dataset_dir, "train")):
         command = configs.PRESETS[FLAGS.dataset].prepare_command.replace("DATA_DIR", FLAGS.data_dir)
         raise SystemExit(
             f"Dataset {FLAGS.dataset} is not prepared in {dataset_dir}: run\n  {command}"
         )
-    handle = encoders.resolve(
+    handle = encoder_specs.resolve(
         FLAGS.encoder, dataset_dir, FLAGS.seed, vocab_source=FLAGS.encoder_vocab
     )
-    vocab = encoders.load_vocab(handle)
-    records = [data.token_cache(dataset_dir, "train", vocab)]
-    records += [text_records(text_dir, vocab, FLAGS.out_dir) for text_dir in FLAGS.text_dir]
+    vocab = tokenization.load_vocab(handle)
+    token_caches = [token_cache.build(dataset_dir, "train", vocab)]
+    token_caches += [text_cache(text_dir, vocab, FLAGS.out_dir) for text_dir in FLAGS.text_dir]
     config = pretraining.PretrainConfig(
         encoder=handle,
-        records_paths=tuple(records),
+        token_caches=tuple(token_caches),
         out_dir=FLAGS.out_dir,
         segment_length=FLAGS.segment_length,
         batch_size=FLAGS.batch_size,

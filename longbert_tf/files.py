@@ -54,13 +54,26 @@ def atomic_dir(final_dir: str):
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def write_text(path: str, text: str) -> None:
-    """Writes `text` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str):
+    """Yields a temporary path beside `path` that replaces `path` when the block succeeds.
+
+    On an exception the temporary file is removed and `path` is left as it was.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as text_file:
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` through a temporary file and a rename."""
+    with atomic_file(path) as temporary, open(temporary, "w", encoding="utf-8") as text_file:
         text_file.write(text)
-    os.replace(temporary, path)
 
 
 def write_json(path: str, value) -> None:

@@ -20,7 +20,7 @@ import os
 import numpy as np
 from absl import logging
 
-from longbert_tf import bert, data, files, optimization
+from longbert_tf import bert, files, optimization, token_cache
 from longbert_tf.framework import hub, keras, tf
 
 MASK_RATE = 0.15  # share of a window's tokens the loss is taken on
@@ -33,7 +33,7 @@ class PretrainConfig:
     """One pretraining run: encoder handle, data, and BERT's optimisation settings."""
 
     encoder: str  # a resolved handle of a TF-Hub-format encoder this package built or converted
-    records_paths: tuple  # token caches of the texts (training notes, extra texts)
+    token_caches: tuple  # token caches of the texts (training notes, extra texts)
     out_dir: str
     segment_length: int = 128
     batch_size: int = 16
@@ -48,7 +48,7 @@ class PretrainConfig:
         for name in ("segment_length", "batch_size", "train_steps", "checkpoint_every"):
             if getattr(self, name) < (3 if name == "segment_length" else 1):
                 raise ValueError(f"{name}={getattr(self, name)} is too small")
-        if not self.records_paths:
+        if not self.token_caches:
             raise ValueError("pretraining needs at least one token cache of texts")
 
 
@@ -84,7 +84,7 @@ def mask_tokens(word_ids, input_mask, vocab_size: int, mask_id: int, special_ids
 
 
 def windows(note_indexes: list, content_length: int) -> np.ndarray:
-    """int64 `[num_windows, 3]`: (row of `data.record_reader`, first token, tokens) per window."""
+    """int64 `[num_windows, 3]`: (`token_cache.note_reader` row, first token, tokens) per window."""
     rows, row = [], 0
     for index in note_indexes:
         for num_tokens in index[:, 2]:
@@ -96,8 +96,8 @@ def windows(note_indexes: list, content_length: int) -> np.ndarray:
 
 def window_dataset(config: PretrainConfig, vocab, first_step: int = 0) -> tf.data.Dataset:
     """Batches of masked windows `(inputs, input_mask, targets, weights)` from step `first_step`."""
-    note_indexes = [data.read_note_index(path) for path in config.records_paths]
-    read = data.record_reader(list(config.records_paths), note_indexes)
+    note_indexes = [token_cache.read_index(path) for path in config.token_caches]
+    read = token_cache.note_reader(list(config.token_caches), note_indexes)
     content_length = config.segment_length - 2
     table = tf.constant(windows(note_indexes, content_length))
     num_windows = int(table.shape[0])

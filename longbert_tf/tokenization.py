@@ -1,8 +1,8 @@
 """WordPiece vocabularies and the in-graph BERT tokenizer built from them.
 
 A vocabulary here is anything with a `fingerprint` (equal fingerprints give
-equal ids) and `tokenize(texts) -> list of id lists`: the token cache of
-`longbert_tf.data` accepts `Vocab` and CAML's `words.WordVocab` alike.
+equal ids) and `tokenize(texts) -> list of id lists`: the token cache
+(`longbert_tf.token_cache`) accepts `Vocab` and CAML's `words.WordVocab` alike.
 """
 
 import dataclasses
@@ -11,7 +11,7 @@ import hashlib
 
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-from longbert_tf.framework import tf, tf_text
+from longbert_tf.framework import hub, tf, tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -83,3 +83,21 @@ def learn_vocab(texts, vocab_size: int, lower_case: bool = True) -> list:
         bert_tokenizer_params=dict(lower_case=lower_case),
     )
     return tokens + [f"[unused{i}]" for i in range(vocab_size - len(tokens))]
+
+
+def vocab_of(resolved, handle: str) -> Vocab:
+    """The vocabulary and lower-casing flag of a loaded TF-Hub BERT encoder SavedModel."""
+    if not hasattr(resolved, "vocab_file") or not hasattr(resolved, "do_lower_case"):
+        raise ValueError(
+            f"encoder {handle} has no vocab_file/do_lower_case attributes: it is not a "
+            "TF-Hub BERT encoder SavedModel"
+        )
+    return Vocab(
+        path=resolved.vocab_file.asset_path.numpy().decode("utf-8"),
+        lower_case=bool(resolved.do_lower_case.numpy()),
+    )
+
+
+def load_vocab(handle: str) -> Vocab:
+    """The vocabulary and lower-casing flag of an encoder, without building a Keras layer."""
+    return vocab_of(hub.load(handle), handle)

@@ -21,7 +21,7 @@ import re
 import numpy as np
 from absl import logging
 
-from longbert_tf import data, files
+from longbert_tf import dataset, files
 from longbert_tf.framework import tf
 
 WORD = re.compile(r"\w+")
@@ -100,7 +100,7 @@ def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
     """`build` on the training notes of a dataset, cached in `dataset_dir/caml/` (written whole,
     rebuilt when the training notes or the seed change)."""
     cache_dir = os.path.join(dataset_dir, "caml")
-    source = dict(notes=files.file_sha256(data.notes_path(dataset_dir, "train")), seed=seed)
+    source = dict(notes=files.file_sha256(dataset.notes_path(dataset_dir, "train")), seed=seed)
     files.recover(cache_dir)
     info_path = os.path.join(cache_dir, "source.json")
     if os.path.exists(info_path):
@@ -110,7 +110,7 @@ def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
                     vocab = WordVocab(tuple(words_file.read().splitlines()))
                 return vocab, np.load(os.path.join(cache_dir, "embeddings.npy"))
     logging.info("Building CAML's vocabulary and word2vec embeddings for %s", dataset_dir)
-    vocab, embeddings = build(data.read_notes(dataset_dir, "train").text, seed)
+    vocab, embeddings = build(dataset.read_notes(dataset_dir, "train").text, seed)
     with files.atomic_dir(cache_dir) as temporary:
         with open(os.path.join(temporary, "words.txt"), "w", encoding="utf-8") as words_file:
             words_file.writelines(f"{word}\n" for word in vocab.words)

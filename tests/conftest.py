@@ -6,10 +6,11 @@ import re
 import signal
 import time
 
+import pandas as pd
 import pytest
 
 from data_prep import synthetic
-from longbert_tf import data, encoders, tokenization
+from longbert_tf import dataset, encoder_specs, tokenization
 from longbert_tf.bert import BertArchitecture
 from longbert_tf.framework import tf
 
@@ -51,9 +52,9 @@ def tiny_dataset_dir(tiny_data_dir):
 def tiny_encoder_dir(tiny_dataset_dir, tmp_path_factory):
     """A TF-Hub-format BERT (L-1, H-16, 128 positions) with a vocabulary learned from the notes."""
     out_dir = str(tmp_path_factory.mktemp("encoder") / "tiny_bert")
-    texts = data.read_notes(tiny_dataset_dir, "train").text
+    texts = dataset.read_notes(tiny_dataset_dir, "train").text
     vocab = tokenization.learn_vocab(texts, TINY_ARCH.vocab_size)
-    encoders.build_random_encoder(TINY_ARCH, vocab, out_dir, seed=0)
+    encoder_specs.build_random_encoder(TINY_ARCH, vocab, out_dir, seed=0)
     return out_dir
 
 
@@ -62,8 +63,8 @@ def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
     """The tiny encoder without dropout, so that different processes compute the same losses."""
     out_dir = str(tmp_path_factory.mktemp("encoder") / "no_dropout")
     arch = BertArchitecture(**{**TINY_ARCH.__dict__, "dropout_rate": 0.0})
-    texts = data.read_notes(tiny_dataset_dir, "train").text
-    encoders.build_random_encoder(
+    texts = dataset.read_notes(tiny_dataset_dir, "train").text
+    encoder_specs.build_random_encoder(
         arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, 0
     )
     return out_dir
@@ -105,3 +106,21 @@ def kill_after_checkpoint(processes: list, checkpoint_dir: str, step: int) -> No
     for process in processes:
         process.send_signal(signal.SIGKILL)
         process.wait()
+
+
+@pytest.fixture
+def edge_dataset(tmp_path, tiny_encoder_dir):
+    """Notes with no text, no codes, one token and many tokens, tokenized with the tiny vocab."""
+    notes = pd.DataFrame(
+        dict(
+            note_id=["empty", "no_codes", "short", "long"],
+            subject_id=["1", "2", "3", "4"],
+            text=["", "patient stable", "pain", " ".join(["patient"] * 300)],
+            codes=[["B"], [], ["A", "C"], ["C"]],
+        )
+    )
+    dataset_dir = dataset.write_dataset(
+        str(tmp_path / "edge"), {"train": notes, "dev": notes, "test": notes}, ["A", "B", "C"]
+    )
+    vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
+    return dataset_dir, vocab

@@ -9,6 +9,7 @@ import json
 import sys
 
 from longbert_tf import configs, training
+from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import keras, tf
 
 
@@ -28,9 +29,9 @@ def main(data_dir: str, encoder_dir: str) -> None:
         label_init="descriptions",  # built (descriptions embedded) under either strategy
     )
     keras.utils.set_random_seed(0)
-    single = training.build_experiment(config)
+    single = build_experiment(config)
     mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    mirrored = training.build_experiment(config, mirrored_strategy)
+    mirrored = build_experiment(config, mirrored_strategy)
     mirrored.model.set_weights(single.model.get_weights())  # the same checkpoint
     results = dict(
         one_device=training.evaluate(single),

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from data_prep import codiesp
-from longbert_tf import data, descriptions
+from longbert_tf import dataset, descriptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODIESP_DIR = os.path.join(ROOT, "..", "shared", "data", "codiesp")
@@ -39,17 +39,17 @@ def real(tmp_path_factory):
 def test_real_release_train_and_dev(real):
     out_dir, result = real
     dataset_dir = f"{out_dir}/codiesp_dx"
-    counts = {split: result["splits"][split]["notes"] for split in data.SPLITS}
+    counts = {split: result["splits"][split]["notes"] for split in dataset.SPLITS}
     assert counts["dev"] == 250 and counts["train"] + counts["test"] == 500
     assert 70 <= counts["test"] <= 130  # a fifth of train, held out by hash
-    train = data.read_notes(dataset_dir, "train")
-    test = data.read_notes(dataset_dir, "test")
+    train = dataset.read_notes(dataset_dir, "train")
+    test = dataset.read_notes(dataset_dir, "test")
     assert not set(train.note_id) & set(test.note_id)
     notes = {row.note_id: row for notes in (train, test) for row in notes.itertuples()}
     case = notes["S0004-06142005000700014-1"]
     assert {"N44.8", "Z20.818", "R60.9"} <= set(case.codes)
     assert case.text.startswith("We describe the case of a 37-year-old man")
-    labels = data.read_labels(dataset_dir)
+    labels = dataset.read_labels(dataset_dir)
     assert len(labels) == 2194 and all(code == code.upper() for code in labels)
     assert result["preparation"]["test"].startswith("20% of release train/")
     titles = descriptions.code_descriptions(dataset_dir, labels)
@@ -88,11 +88,11 @@ def test_release_with_all_splits_keeps_them(tmp_path):
     )
     result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
     dataset_dir = str(tmp_path / "out/codiesp_dx")
-    train = data.read_notes(dataset_dir, "train")
+    train = dataset.read_notes(dataset_dir, "train")
     assert train.note_id.tolist() == ["a", "b"] and train.codes.tolist() == [["I20.9", "R07.9"], []]
-    assert data.read_notes(dataset_dir, "dev").codes.tolist() == [["R50.9"]]
-    assert data.read_notes(dataset_dir, "test").text.tolist() == ["Cough."]
-    assert data.read_labels(dataset_dir) == ["I20.9", "R05", "R07.9", "R50.9"]
+    assert dataset.read_notes(dataset_dir, "dev").codes.tolist() == [["R50.9"]]
+    assert dataset.read_notes(dataset_dir, "test").text.tolist() == ["Cough."]
+    assert dataset.read_labels(dataset_dir) == ["I20.9", "R05", "R07.9", "R50.9"]
     assert result["preparation"]["skipped"] == {"dev: duplicate code of a case": 1}
 
 
@@ -100,7 +100,7 @@ def test_train_only_release_holds_out_dev_and_test(tmp_path):
     cases = {f"case-{i:03d}": (f"Note {i}.", [f"a{i % 7:02d}.1"]) for i in range(200)}
     write_release(tmp_path / "release", {"train": cases})
     result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
-    sizes = [result["splits"][split]["notes"] for split in data.SPLITS]
+    sizes = [result["splits"][split]["notes"] for split in dataset.SPLITS]
     assert sum(sizes) == 200 and 20 <= sizes[1] <= 60 and 20 <= sizes[2] <= 60
 
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from longbert_tf import bert, convert, encoders, tokenization
+from longbert_tf import bert, convert, encoder_specs, encoders, tokenization
 from longbert_tf.framework import tf
 from tests.test_encoders import bert_parameter_count
 
@@ -22,18 +22,18 @@ MINILM_DIR = os.path.join(os.path.dirname(minilm.__file__), "model")
 def cache(tmp_path_factory):
     """An empty encoder cache for this module."""
     root = str(tmp_path_factory.mktemp("cache"))
-    previous = os.environ.get(encoders.CACHE_ENV)
-    os.environ[encoders.CACHE_ENV] = root
+    previous = os.environ.get(encoder_specs.CACHE_ENV)
+    os.environ[encoder_specs.CACHE_ENV] = root
     yield root
     if previous is None:
-        del os.environ[encoders.CACHE_ENV]
+        del os.environ[encoder_specs.CACHE_ENV]
     else:
-        os.environ[encoders.CACHE_ENV] = previous
+        os.environ[encoder_specs.CACHE_ENV] = previous
 
 
 @pytest.fixture(scope="module")
 def converted(cache):
-    return encoders.resolve(MINILM_DIR, dataset_dir="unused")
+    return encoder_specs.resolve(MINILM_DIR, dataset_dir="unused")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_converted_minilm_reproduces_the_reference_outputs(converted, reference)
 
 
 def test_tokenizer_from_the_converted_vocabulary_matches_the_reference(converted, reference):
-    vocab = encoders.load_vocab(converted)
+    vocab = tokenization.load_vocab(converted)
     assert vocab.lower_case and len(vocab.tokens) == 30522
     tokenizer = tokenization.make_tokenizer(vocab)
     for text, ids, mask in zip(
@@ -77,13 +77,13 @@ def test_tokenizer_from_the_converted_vocabulary_matches_the_reference(converted
 def test_conversion_is_cached(converted, cache):
     assert converted.startswith(os.path.join(cache, "converted", "model-"))
     built = os.path.getmtime(os.path.join(converted, "saved_model.pb"))
-    assert encoders.resolve(MINILM_DIR, dataset_dir="unused") == converted
+    assert encoder_specs.resolve(MINILM_DIR, dataset_dir="unused") == converted
     assert os.path.getmtime(os.path.join(converted, "saved_model.pb")) == built
 
 
 def test_first_layers_equal_the_full_models_intermediate_output(converted, reference):
     full = encode(converted, reference, key=None)
-    two_layers = encoders.resolve(MINILM_DIR, dataset_dir="unused", num_layers=2)
+    two_layers = encoder_specs.resolve(MINILM_DIR, dataset_dir="unused", num_layers=2)
     np.testing.assert_allclose(
         encode(two_layers, reference), full["encoder_outputs"][1].numpy(), atol=1e-5
     )
@@ -95,19 +95,19 @@ def test_first_layers_equal_the_full_models_intermediate_output(converted, refer
 
 @pytest.mark.slow
 def test_truncating_a_saved_model_of_the_package(converted, reference, cache):
-    truncated = encoders.resolve(converted, dataset_dir="unused", num_layers=3)
+    truncated = encoder_specs.resolve(converted, dataset_dir="unused", num_layers=3)
     assert truncated.startswith(os.path.join(cache, "truncated"))
     full = encode(converted, reference, key=None)
     np.testing.assert_allclose(
         encode(truncated, reference), full["encoder_outputs"][2].numpy(), atol=1e-5
     )
     with pytest.raises(ValueError, match="num_layers=7: .* has 6 layers"):
-        encoders.resolve(converted, dataset_dir="unused", num_layers=7)
+        encoder_specs.resolve(converted, dataset_dir="unused", num_layers=7)
 
 
 def test_handles_cannot_be_truncated():
     with pytest.raises(ValueError, match="num_layers works for local encoders"):
-        encoders.resolve("https://tfhub.dev/some/encoder/1", "unused", num_layers=2)
+        encoder_specs.resolve("https://tfhub.dev/some/encoder/1", "unused", num_layers=2)
 
 
 def write_safetensors(path, tensors: dict, dtypes: dict):

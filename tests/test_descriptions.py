@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import configs, descriptions, encoders, models
+from longbert_tf import configs, descriptions, encoder_specs, encoders, models
 from longbert_tf.framework import tf
 
 
@@ -103,7 +103,7 @@ def test_description_init_scores_codes_without_training_notes(tmp_path):
         dataset="synthetic",
         data_dir=str(tmp_path),
         model_dir=str(tmp_path / "run"),
-        encoder=encoders.MINILM,
+        encoder=encoder_specs.MINILM,
         segments=configs.SegmentConfig(64, 64),
         batch_size=1,
         learning_rate=1e-3,
@@ -111,8 +111,9 @@ def test_description_init_scores_codes_without_training_notes(tmp_path):
         eval_every=1,
         label_init="descriptions",
         attend_special_tokens=False,
+        compute_dtype="float32",
     )
-    encoder = encoders.load(encoders.run_encoder(config), 64)
+    encoder = encoders.load(encoder_specs.run_encoder(config), 64)
     model = models.longbert_for(config, encoder, len(CODES))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))

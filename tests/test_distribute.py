@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from longbert_tf import configs, optimization, training
+from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import keras
+from longbert_tf.trainer import Trainer
 from tests.conftest import kill_after_checkpoint, training_losses
 
 pytestmark = pytest.mark.slow  # trains, several processes
@@ -46,11 +48,11 @@ def test_gradient_accumulation_equals_one_large_batch(
             grad_accum_steps=accumulation,
         )  # fmt: skip
         keras.utils.set_random_seed(0)
-        experiment = training.build_experiment(config)
+        experiment = build_experiment(config)
         before = [v.numpy() for v in experiment.model.trainable_variables]
         optimizer = keras.optimizers.SGD(1.0)  # the update is the gradient itself
         group = optimization.OptimizerGroup(optimizer, experiment.model.trainable_variables)
-        trainer = training.Trainer(experiment.model, [group], experiment.strategy, 4, accumulation)
+        trainer = Trainer(experiment.model, [group], experiment.strategy, 4, accumulation)
         loss, note_tokens = trainer(experiment.train_iterator())
         after = [v.numpy() for v in experiment.model.trainable_variables]
         updates.append((float(loss), int(note_tokens), [b - a for a, b in zip(after, before)]))

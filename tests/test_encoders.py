@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import bert, data, encoders, tokenization
+from longbert_tf import bert, dataset, encoders, tokenization
 from longbert_tf.bert import BertArchitecture, build_bert_encoder
 from longbert_tf.framework import tf
 from tests.conftest import TINY_ARCH
@@ -39,7 +39,7 @@ def test_architecture_names_are_checked():
 
 
 def test_learned_vocabulary_covers_the_notes(tiny_dataset_dir):
-    texts = data.read_notes(tiny_dataset_dir, "train").text
+    texts = dataset.read_notes(tiny_dataset_dir, "train").text
     tokens = tokenization.learn_vocab(texts, 700)
     assert len(tokens) == 700 and len(set(tokens)) == 700
     assert tokens[:5] == list(tokenization.SPECIAL_TOKENS) and tokens[-1].startswith("[unused")
@@ -53,7 +53,7 @@ def test_saved_encoder_loads_through_hub_with_its_vocabulary(tiny_encoder_dir, t
     assert encoder.num_parameters == bert_parameter_count(TINY_ARCH)
     # The learned vocabulary tokenizes the notes without unknown pieces.
     tokenizer = tokenization.make_tokenizer(encoder.vocab)
-    texts = data.read_notes(tiny_dataset_dir, "dev").text.tolist()
+    texts = dataset.read_notes(tiny_dataset_dir, "dev").text.tolist()
     ids = tokenizer.tokenize(tf.constant(texts)).flat_values.numpy()
     assert ids.size > 1000 and encoder.vocab.token_id("[UNK]") not in ids
 
@@ -80,43 +80,3 @@ def test_reloaded_encoder_reproduces_the_keras_network(tmp_path):
 def test_segment_longer_than_the_position_table_is_refused(tiny_encoder_dir):
     with pytest.raises(ValueError, match="segment_length=256 exceeds the 128 positions"):
         encoders.load(tiny_encoder_dir, segment_length=256)
-
-
-def test_folders_that_are_not_encoders_are_refused(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="is neither a TF-Hub-format SavedModel"):
-        encoders.resolve(str(tmp_path / "empty"), str(tmp_path))
-    module = tf.Module()
-    module.scale = tf.Variable(2.0)
-    module.__call__ = tf.function(lambda x: x * module.scale, input_signature=[tf.TensorSpec(None)])
-    tf.saved_model.save(module, str(tmp_path / "not_bert"))
-    with pytest.raises(ValueError, match="is not a TF-Hub BERT encoder SavedModel"):
-        encoders.load(encoders.resolve(str(tmp_path / "not_bert"), str(tmp_path)), 32)
-
-
-def test_random_spec_is_built_once_per_dataset_and_seed(tiny_dataset_dir):
-    handle = encoders.resolve("random:L-1_H-16_A-2", tiny_dataset_dir, seed=1)
-    assert handle == os.path.join(tiny_dataset_dir, "encoders", "random-L-1_H-16_A-2-seed1")
-    built = os.path.getmtime(os.path.join(handle, "saved_model.pb"))
-    assert encoders.resolve("random:L-1_H-16_A-2", tiny_dataset_dir, seed=1) == handle
-    assert os.path.getmtime(os.path.join(handle, "saved_model.pb")) == built
-    encoder = encoders.load(handle, segment_length=512)
-    assert len(encoder.vocab.tokens) == 30522 and encoder.hidden_size == 16
-
-
-def test_a_random_encoder_can_take_another_encoders_vocabulary(tiny_dataset_dir, tiny_encoder_dir):
-    handle = encoders.resolve(
-        "random:L-1_H-16_A-2", tiny_dataset_dir, seed=1, vocab_source=tiny_encoder_dir
-    )
-    source = encoders.load_vocab(tiny_encoder_dir)
-    assert handle.endswith(f"random-L-1_H-16_A-2-seed1-vocab{source.fingerprint}")
-    encoder = encoders.load(handle, segment_length=64)
-    assert encoder.vocab.tokens == source.tokens and encoder.vocab.lower_case == source.lower_case
-    word_embeddings = [w for w in encoder.layer.weights if "word_embeddings" in w.name]
-    assert word_embeddings[0].shape[0] == len(source.tokens) == 600
-    # The same tokens, not the same weights: the source's own table differs.
-    source_table = [w for w in encoders.load(tiny_encoder_dir, 64).layer.weights
-                    if "word_embeddings" in w.name][0]  # fmt: skip
-    assert not np.allclose(word_embeddings[0].numpy()[:, :16], source_table.numpy()[:, :16])
-    with pytest.raises(ValueError, match="is for random: encoders"):
-        encoders.resolve(tiny_encoder_dir, tiny_dataset_dir, vocab_source=tiny_encoder_dir)

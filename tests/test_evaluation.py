@@ -1,44 +1,12 @@
 """Streaming evaluation against the exact metrics (themselves checked against scikit-learn)."""
 
-import json
-
 import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from longbert_tf import configs, data, evaluation, metrics, training
+from longbert_tf import evaluation, metrics, score_counts
 from longbert_tf.framework import tf
-
-
-def scores(num_notes=600, num_labels=300, seed=0):
-    """Labels and logits shaped like a trained coder's: rare codes, positives scored higher."""
-    rng = np.random.default_rng(seed)
-    labels = (rng.random((num_notes, num_labels)) < rng.random(num_labels) * 0.1).astype(np.float32)
-    logits = rng.normal(-4, 2, labels.shape) + labels * rng.normal(2.5, 1, labels.shape)
-    return labels, logits.astype(np.float32)
-
-
-def count(labels, logits, batch_size=7, tracked=None):
-    """Streaming counts of `[notes, codes]` arrays, batch by batch (tracked: positive codes)."""
-    tracked = np.flatnonzero(labels.sum(0)) if tracked is None else tracked
-    split_counts = evaluation.SplitCounts(labels.shape[1], len(labels), tracked)
-    for start in range(0, len(labels), batch_size):
-        batch_labels, batch_logits = (
-            labels[start : start + batch_size],
-            logits[start : start + batch_size],
-        )
-        bins = evaluation.score_bins(
-            tf.constant(batch_logits), tf.constant(batch_labels), split_counts.code_slots
-        )
-        top_codes = tf.math.top_k(batch_logits, min(15, labels.shape[1])).indices.numpy()
-        note_index = np.arange(start, start + len(batch_labels))
-        split_counts.add(
-            {name: value.numpy() for name, value in bins.items()},
-            batch_labels,
-            top_codes,
-            note_index,
-        )
-    return split_counts.counts()
+from tests.streamed_scores import count, scores
 
 
 def test_streaming_metrics_equal_the_exact_ones():
@@ -140,55 +108,11 @@ def test_streamed_macro_f1s_match_scikit_learn_with_empty_and_unpredicted_codes(
         )
 
 
-def test_thresholds_reached_are_exact_at_the_float32_neighbours_of_every_threshold():
-    thresholds = evaluation.COUNT_THRESHOLDS
-    nearest = thresholds.astype(np.float32)
-    probabilities = np.concatenate(
-        [
-            nearest,
-            np.nextafter(nearest, np.float32(0)),
-            np.nextafter(nearest, np.float32(1)),
-            np.float32([0.0, 1e-30, 0.5, 1.0]),
-        ]
-    ).astype(np.float32)
-    expected = np.searchsorted(thresholds, probabilities.astype(np.float64), side="right")
-    np.testing.assert_array_equal(evaluation.thresholds_reached(probabilities), expected)
-
-
-def test_counts_of_parts_add_up_to_the_counts_of_the_whole():
-    labels, logits = scores(num_notes=90, num_labels=40, seed=1)
-    tracked = np.flatnonzero(labels.sum(0))  # one set of per-code rows, as workers share
-    whole = count(labels, logits, tracked=tracked)
-    first = count(labels[:50], logits[:50], tracked=tracked)
-    second = count(labels[50:], logits[50:], tracked=tracked)
-    for name, value in whole.items():
-        if name == "note_counts":
-            continue  # each part numbers its notes from 0
-        np.testing.assert_allclose(first[name] + second[name], value, err_msg=name)
-
-
-def test_a_true_code_that_is_not_tracked_is_refused():
-    labels, logits = scores(num_notes=20, num_labels=10)
-    tracked = np.flatnonzero(labels.sum(0))[1:]
-    with pytest.raises(ValueError, match=r"codes \[\d+\] are true in this split but not tracked"):
-        count(labels, logits, tracked=tracked)
-
-
-def test_a_note_counted_twice_or_never_is_refused():
-    labels, logits = scores(num_notes=20, num_labels=10)
-    counts = count(labels, logits)
-    evaluation.check_coverage(counts, "dev")
-    counts["note_counts"][3] = 2
-    counts["note_counts"][5] = 0
-    with pytest.raises(RuntimeError, match=r"dev: notes \[3, 5\] were counted \[2, 0\] times"):
-        evaluation.check_coverage(counts, "dev")
-
-
 def test_pr_curve_counts_match_direct_counting():
     labels, logits = scores(num_notes=100, num_labels=30, seed=2)
     probabilities = tf.sigmoid(logits).numpy().astype(np.float64)
     curve = evaluation.pr_curve(count(labels, logits))
-    points = np.append(0.0, evaluation.COUNT_THRESHOLDS)
+    points = np.append(0.0, score_counts.COUNT_THRESHOLDS)
     predicted = probabilities.ravel()[np.newaxis, :] >= points[:, np.newaxis]
     positive = labels.ravel().astype(bool)
     np.testing.assert_array_equal(curve["true_positive_counts"], (predicted & positive).sum(1))
@@ -201,36 +125,3 @@ def test_only_grid_thresholds_can_be_evaluated():
     labels, logits = scores(num_notes=20, num_labels=10)
     with pytest.raises(ValueError, match="threshold=0.555 is not on the grid"):
         evaluation.evaluate(count(labels, logits), 0.555, labels.shape[1])
-
-
-@pytest.mark.slow
-def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(
-    tiny_data_dir, deterministic_encoder, tmp_path
-):
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=tiny_data_dir,
-        model_dir=str(tmp_path / "run"),
-        encoder=deterministic_encoder,
-        segments=configs.SegmentConfig(256, 128),
-        batch_size=3,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-    )
-    path = tmp_path / "predictions.jsonl"
-    training.train_and_evaluate(config, predictions_file=str(path))
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    labels = data.read_labels(config.dataset_dir)
-    for split in ("dev", "test"):
-        notes = data.read_notes(config.dataset_dir, split)
-        written = {line["note_id"]: line for line in lines if line["split"] == split}
-        assert sorted(written) == sorted(notes.note_id)  # every note once
-        for note_id, codes in zip(notes.note_id, notes.codes):
-            line = written[note_id]
-            assert line["codes"] == codes
-            probabilities = [probability for _, probability in line["top_codes"]]
-            assert len(probabilities) == len(labels)  # 15 or all codes, when fewer
-            assert probabilities == sorted(probabilities, reverse=True)
-            assert {code for code, _ in line["top_codes"]} == set(labels)
-    assert not list(tmp_path.glob("predictions.jsonl.tmp-*"))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from data_prep import synthetic
-from longbert_tf import configs, data, export, tokenization, training
+from longbert_tf import configs, dataset, export, token_cache, tokenization, training
+from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import tf
 
 pytestmark = pytest.mark.slow  # trains and exports
@@ -69,14 +70,16 @@ def ids_export(trained):
 def in_memory_and_served(config, export_dir) -> tuple:
     """Test-split probabilities `[notes, codes]` of the best checkpoint in memory, and the
     text export's outputs on the same notes."""
-    experiment = training.build_experiment(config)
+    experiment = build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
-    in_memory = np.zeros([data.count_records(experiment.records["test"]), len(experiment.labels)])
+    in_memory = np.zeros(
+        [token_cache.num_notes(experiment.token_caches["test"]), len(experiment.labels)]
+    )
     for features, _ in experiment.dataset("test"):
         probabilities = tf.sigmoid(experiment.model(features, training=False)).numpy()
         in_memory[features["note_index"].numpy()] = probabilities
-    texts = data.read_notes(config.dataset_dir, "test").text.tolist()
+    texts = dataset.read_notes(config.dataset_dir, "test").text.tolist()
     serving = tf.saved_model.load(export_dir).signatures["serving_default"]
     return in_memory, serving(text=tf.constant(texts))
 
@@ -89,7 +92,7 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
         threshold = json.load(metrics_file)["dev"]["threshold"]
     expected = (in_memory >= threshold).sum(axis=1)
     np.testing.assert_array_equal(outputs["num_codes"].numpy(), expected)
-    labels = data.read_labels(config.dataset_dir)
+    labels = dataset.read_labels(config.dataset_dir)
     for row, count in enumerate(expected):
         codes = [code.decode() for code in outputs["codes"].numpy()[row][:count]]
         assert set(codes) == {labels[i] for i in np.flatnonzero(in_memory[row] >= threshold)}
@@ -131,7 +134,7 @@ def run_saved_model_cli(export_dir, input_exprs, import_tf_text):
 
 def test_saved_model_cli_serves_raw_text_with_tensorflow_text_ops(trained, text_export):
     _, config = trained
-    note = data.read_notes(config.dataset_dir, "test").text[0]
+    note = dataset.read_notes(config.dataset_dir, "test").text[0]
     result = run_saved_model_cli(text_export, f"text=[{note!r}, '']", True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Result for output key codes" in result.stdout
@@ -157,7 +160,7 @@ def test_plain_saved_model_cli_serves_token_ids(trained, ids_export):
 
 def test_token_id_export_matches_text_export(trained, text_export, ids_export):
     _, config = trained
-    texts = data.read_notes(config.dataset_dir, "dev").text.tolist()[:4]
+    texts = dataset.read_notes(config.dataset_dir, "dev").text.tolist()[:4]
     text_serving = tf.saved_model.load(text_export).signatures["serving_default"]
     expected = text_serving(text=tf.constant(texts))["probabilities"].numpy()
     # A client tokenizes with the vocabulary the export carries.
@@ -194,7 +197,7 @@ def test_input_limits_give_defined_results(trained, text_export):
 
 def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_path):
     _, config = trained
-    notes = data.read_notes(config.dataset_dir, "test")
+    notes = dataset.read_notes(config.dataset_dir, "test")
     paths = []
     for row in range(10):
         path = tmp_path / f"note{row}.txt"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from longbert_tf import configs, hardware, training
+from longbert_tf import configs, hardware, runs, training
 
 CPUINFO = (
     "processor\t: {index}\nmodel name\t: Test CPU 9000\n"
@@ -64,6 +64,6 @@ def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir,
     with open(tmp_path / "run" / "config.json") as config_file:
         assert json.load(config_file)["compute_dtype"] == "bfloat16"
     cpu("")  # the same run on a machine without bfloat16 keeps the dtype it started with
-    assert training.resolve_compute_dtype(config).compute_dtype == "bfloat16"
+    assert runs.resolve_compute_dtype(config).compute_dtype == "bfloat16"
     other = configs.ExperimentConfig(**{**config.__dict__, "model_dir": str(tmp_path / "new")})
-    assert training.resolve_compute_dtype(other).compute_dtype == "float32"
+    assert runs.resolve_compute_dtype(other).compute_dtype == "float32"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data_prep import mimic3
-from longbert_tf import data, descriptions
+from longbert_tf import dataset, descriptions
 from tests import mimic_files
 from tests.mimic_files import code_row, note_row
 
@@ -129,7 +129,7 @@ def test_icd9_dot_rule():
 
 def test_full_documents_and_codes_are_exact(prepared):
     root, _ = prepared
-    train = data.read_notes(str(root / "out/mimic3_full"), "train").set_index("note_id")
+    train = dataset.read_notes(str(root / "out/mimic3_full"), "train").set_index("note_id")
     first = train.loc["100001"]
     assert first.subject_id == "11"
     assert first.text == 'Admission Date: [**2150-1-1**]\nDx: "sepsis", ok\n\nADDENDUM: seen again.'
@@ -137,10 +137,10 @@ def test_full_documents_and_codes_are_exact(prepared):
     second = train.loc["100002"]
     assert second.text == "Second patient summary."
     assert second.codes == ["401.9", "96.6", "E932.0"]
-    dev = data.read_notes(str(root / "out/mimic3_full"), "dev")
+    dev = dataset.read_notes(str(root / "out/mimic3_full"), "dev")
     assert dev.note_id.tolist()[:1] == ["100005"]  # 100003 has no discharge summary
     assert dev.iloc[0].text == "" and dev.iloc[0].codes == ["V29.0"]
-    labels = data.read_labels(str(root / "out/mimic3_full"))
+    labels = dataset.read_labels(str(root / "out/mimic3_full"))
     assert {"038.9", "00.66", "V45.81", "E849.7", "799.9"} <= set(labels)
     assert "7999" not in labels and len(labels) == 10 + 60 + 1
 
@@ -148,7 +148,7 @@ def test_full_documents_and_codes_are_exact(prepared):
 def test_dictionary_titles_become_descriptions(prepared, tmp_path):
     root, results = prepared
     full_dir = str(root / "out" / "mimic3_full")
-    labels = data.read_labels(full_dir)
+    labels = dataset.read_labels(full_dir)
     texts = dict(zip(labels, descriptions.code_descriptions(full_dir, labels)))
     assert texts["038.9"] == "Unspecified septicemia"
     assert texts["00.66"] == "Percutaneous transluminal coronary angioplasty [PTCA]"
@@ -156,7 +156,7 @@ def test_dictionary_titles_become_descriptions(prepared, tmp_path):
     assert texts["042"] == ""  # not in the generated dictionary
     assert results[full_dir]["preparation"]["descriptions"].startswith("LONG_TITLE of 4 of ")
     top_dir = str(root / "out" / "mimic3_50")  # the generated dictionary has none of its codes
-    top_labels = data.read_labels(top_dir)
+    top_labels = dataset.read_labels(top_dir)
     with pytest.raises(ValueError, match="describes none of the 50 codes"):
         descriptions.code_descriptions(top_dir, top_labels)
 
@@ -178,11 +178,11 @@ def test_skips_are_counted_and_reported(prepared):
 def test_top_50_keeps_every_note_and_reports_ties(prepared):
     root, results = prepared
     top = next(value for key, value in results.items() if key.endswith("mimic3_50"))
-    labels = data.read_labels(str(root / "out/mimic3_50"))
+    labels = dataset.read_labels(str(root / "out/mimic3_50"))
     expected = sorted(mimic3.format_icd9(code, True) for code in BULK_CODES[:50])
     assert labels == expected
     assert top["preparation"]["tied_at_cut_but_left_out"] == ["255.0", "255.1"]
-    train = data.read_notes(str(root / "out/mimic3_50"), "train").set_index("note_id")
+    train = dataset.read_notes(str(root / "out/mimic3_50"), "train").set_index("note_id")
     assert len(train) == 62 and train.loc["100001"].codes == []
     assert train.loc[BULK_ADMISSIONS[0]].codes == expected
 
@@ -194,19 +194,19 @@ def test_caml_behaviour_drops_notes_without_top_codes(prepared, tmp_path):
     mimic3.prepare(
         str(root / "raw"), str(root / "splits"), str(tmp_path / "out"), str(top_file), True
     )
-    train = data.read_notes(str(tmp_path / "out/mimic3_50"), "train")
+    train = dataset.read_notes(str(tmp_path / "out/mimic3_50"), "train")
     assert train.note_id.tolist() == ["100001", "100002"]
     assert train.codes.tolist() == [["038.9"], ["401.9"]]
-    assert data.read_labels(str(tmp_path / "out/mimic3_50")) == ["038.9", "401.9"]
+    assert dataset.read_labels(str(tmp_path / "out/mimic3_50")) == ["038.9", "401.9"]
 
 
 def test_plain_csv_gives_the_same_dataset(prepared, tmp_path):
     root, _ = prepared
     write_mimic3(str(tmp_path / "raw"), str(tmp_path / "splits"), gz=False)
     mimic3.prepare(str(tmp_path / "raw"), str(tmp_path / "splits"), str(tmp_path / "out"))
-    for split in data.SPLITS:
-        a = data.read_notes(str(root / "out/mimic3_full"), split)
-        b = data.read_notes(str(tmp_path / "out/mimic3_full"), split)
+    for split in dataset.SPLITS:
+        a = dataset.read_notes(str(root / "out/mimic3_full"), split)
+        b = dataset.read_notes(str(tmp_path / "out/mimic3_full"), split)
         assert a.equals(b)
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep import mimic4
-from longbert_tf import data, descriptions
+from longbert_tf import dataset, descriptions
 from tests import mimic_files
 
 NUM_PATIENTS = 400
@@ -74,7 +74,8 @@ def raw_dir(tmp_path_factory):
 
 def all_notes(dataset_dir):
     return {
-        split: data.read_notes(dataset_dir, split).set_index("note_id") for split in data.SPLITS
+        split: dataset.read_notes(dataset_dir, split).set_index("note_id")
+        for split in dataset.SPLITS
     }
 
 
@@ -99,7 +100,7 @@ def test_documents_codes_and_skips_are_exact(raw_dir, tmp_path):
 def test_descriptions_come_from_the_dictionary_then_icd10cm(raw_dir, tmp_path):
     mimic4.prepare(raw_dir, str(tmp_path))
     dataset_dir = str(tmp_path / "mimic4_dx")
-    labels = data.read_labels(dataset_dir)
+    labels = dataset.read_labels(dataset_dir)
     texts = dict(zip(labels, descriptions.code_descriptions(dataset_dir, labels)))
     assert texts["I10"] == "Essential (primary) hypertension, from the dictionary"
     assert texts["Z87.891"] == "Personal history of nicotine dependence"  # simple-icd-10-cm
@@ -116,9 +117,9 @@ def test_patient_split_is_deterministic_and_about_75_10_15(raw_dir, tmp_path):
     patients = {split: set(notes.subject_id) for split, notes in first.items()}
     assert not (patients["train"] & patients["dev"] or patients["train"] & patients["test"])
     assert not patients["dev"] & patients["test"]
-    shares = [len(patients[split]) / (NUM_PATIENTS + 2) for split in data.SPLITS]
+    shares = [len(patients[split]) / (NUM_PATIENTS + 2) for split in dataset.SPLITS]
     assert shares == pytest.approx([0.75, 0.10, 0.15], abs=0.05)
-    for split in data.SPLITS:
+    for split in dataset.SPLITS:
         assert first[split].index.tolist() == again[split].index.tolist()
     mimic4.prepare(raw_dir, str(tmp_path / "c"), seed=1)
     assert (
@@ -138,7 +139,12 @@ def test_split_file_and_code_list(raw_dir, tmp_path):
     assert notes["test"].index.tolist() == ["101000"]
     assert notes["train"].loc["1001"].codes == ["E11.22", "I10"]
     assert notes["test"].loc["101000"].codes == []  # its only code R00 is outside the list
-    assert data.read_labels(str(tmp_path / "out/mimic4_dx")) == ["A41.9", "E11.22", "I10", "Z99.9"]
+    assert dataset.read_labels(str(tmp_path / "out/mimic4_dx")) == [
+        "A41.9",
+        "E11.22",
+        "I10",
+        "Z99.9",
+    ]
     bulk = sum(1 + p % 3 for p in range(100, 100 + NUM_PATIENTS))  # one R code each
     skipped = result["preparation"]["skipped"]
     assert skipped["codes outside the code list"] == 1 + bulk  # Z87.891 and every R code

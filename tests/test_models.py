@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from longbert_tf import encoders, models, optimization, training
+from longbert_tf import encoders, models, optimization
 from longbert_tf.framework import keras, tf
+from longbert_tf.trainer import Trainer
 from tests.test_layers import numpy_label_attention
 
 NUM_LABELS = 6
@@ -104,7 +105,7 @@ def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
     model(batch)
     group = optimization.OptimizerGroup(keras.optimizers.Adam(2e-4), model.trainable_variables)
-    train_step = training.Trainer(model, [group], tf.distribute.get_strategy(), 2)
+    train_step = Trainer(model, [group], tf.distribute.get_strategy(), 2)
     batches = iter(tf.data.Dataset.from_tensors((batch, labels)).repeat())
 
     def loss():

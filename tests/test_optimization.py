@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from longbert_tf import configs, encoders, models, optimization, training
+from longbert_tf import configs, encoders, models, optimization
 from longbert_tf.framework import keras, tf
+from longbert_tf.trainer import Trainer
 
 
 def expected_rate(step, peak, schedule, warmup, total):
@@ -55,7 +56,7 @@ def test_the_head_and_the_encoder_move_at_their_own_scheduled_rates(tiny_encoder
         id(v) for v in model.label_attention.trainable_variables
     }
     assert len(encoder.variables) == len(model.encoder.trainable_variables)
-    trainer = training.Trainer(model, groups, tf.distribute.get_strategy(), 2)
+    trainer = Trainer(model, groups, tf.distribute.get_strategy(), 2)
     batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
     for step in range(3):
         before = [[v.numpy() for v in group.variables] for group in groups]

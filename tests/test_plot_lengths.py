@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep import plot_lengths
-from longbert_tf import data, tokenization
+from longbert_tf import dataset, token_cache, tokenization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,8 +26,8 @@ def test_length_report_matches_numpy():
 
 def test_token_lengths_follow_note_order(tiny_dataset_dir, tiny_encoder_dir):
     vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
-    lengths = data.token_lengths(data.token_cache(tiny_dataset_dir, "dev", vocab))
-    texts = data.read_notes(tiny_dataset_dir, "dev").text.tolist()
+    lengths = token_cache.token_lengths(token_cache.build(tiny_dataset_dir, "dev", vocab))
+    texts = dataset.read_notes(tiny_dataset_dir, "dev").text.tolist()
     tokenizer = tokenization.make_tokenizer(vocab)
     expected = [len(tokenizer.tokenize([text]).flat_values) for text in texts]
     assert lengths.tolist() == expected

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from data_prep import synthetic
-from longbert_tf import configs, data, export, training
+from longbert_tf import configs, dataset, export, training
+from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import tf
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
 
@@ -94,7 +95,7 @@ def test_a_checkpoint_holds_weights_optimizer_slots_and_counters_only(tiny_data_
         "_CHECKPOINTABLE_OBJECT_GRAPH",
     }, counters
     # Its size: the model's weights and Adam's two moments of each trainable one, plus at most 5%.
-    experiment = training.build_experiment(config)
+    experiment = build_experiment(config)
     weights = sum(np.prod(variable.shape) for variable in experiment.model.weights)
     trainable = sum(np.prod(variable.shape) for variable in experiment.model.trainable_weights)
     expected_bytes = 4 * (weights + 2 * trainable)
@@ -115,8 +116,8 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
     training.train_and_evaluate(config)
     with open(f"{model_dir}/config.json") as config_file:
         saved = json.load(config_file)
-    labels = data.read_labels(dataset_dir)
-    assert saved["labels_fingerprint"] == data.labels_fingerprint(labels)
+    labels = dataset.read_labels(dataset_dir)
+    assert saved["labels_fingerprint"] == dataset.labels_fingerprint(labels)
     assert saved["vocab_fingerprint"] == export.load_trained(model_dir).vocab.fingerprint
     metrics = (tmp_path / "run" / "metrics.json").read_text()
     os.remove(f"{model_dir}/metrics.json")  # unfinished again: running it resumes
@@ -124,7 +125,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
     (tmp_path / "data/synthetic/labels.txt").write_text("".join(f"{c}\n" for c in labels[::-1]))
     with pytest.raises(ValueError, match=r"another label list \(labels.txt\)"):
         training.train_and_evaluate(config)
-    assert data.read_labels(model_dir) == labels  # the run's own list is left as it was
+    assert dataset.read_labels(model_dir) == labels  # the run's own list is left as it was
 
     # Prepared again from other notes: the random encoder is rebuilt with another vocabulary.
     synthetic.prepare(data_dir, dataclasses.replace(TINY_SYNTHETIC, seed=4))
@@ -140,9 +141,9 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
     data_dir = str(tmp_path / "data")
     synthetic.prepare(data_dir, TINY_SYNTHETIC)
     dataset_dir = f"{data_dir}/synthetic"
-    splits = {split: data.read_notes(dataset_dir, split) for split in data.SPLITS}
+    splits = {split: dataset.read_notes(dataset_dir, split) for split in dataset.SPLITS}
     splits[empty_split] = splits[empty_split].iloc[:0]
-    data.write_dataset(dataset_dir, splits, data.read_labels(dataset_dir))
+    dataset.write_dataset(dataset_dir, splits, dataset.read_labels(dataset_dir))
     config = configs.ExperimentConfig(
         dataset="synthetic", data_dir=data_dir, model_dir=str(tmp_path / "run"),
         encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
@@ -150,7 +151,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
     )  # fmt: skip
     expected = (
         rf"{empty_split}.jsonl.gz holds no notes: the {empty_split} split is empty; prepare "
-        rf"the dataset again \(python -m data_prep.synthetic --out_dir={data_dir}\)"
+        r"the dataset again with the data_prep module that wrote it"
     )
     with pytest.raises(ValueError, match=expected):
         training.train_and_evaluate(config)

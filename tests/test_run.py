@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data_prep import presets
-from longbert_tf import configs, data
+from longbert_tf import configs, dataset
 
 pytestmark = pytest.mark.slow  # starts experiments.run
 
@@ -195,7 +195,7 @@ def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_datase
         with open(path, "rb") as event_file:
             written += event_file.read().decode("latin-1")
     for split in ("train", "dev", "test"):
-        for text in data.read_notes(tiny_dataset_dir, split).text:
+        for text in dataset.read_notes(tiny_dataset_dir, split).text:
             pieces = {text[i : i + 25] for i in range(0, max(1, len(text) - 25), 97)}
             assert not any(piece in written for piece in pieces)
 

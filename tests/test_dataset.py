@@ -1,0 +1,89 @@
+"""The dataset format: writing, reading and the errors that name the bad file, line and field."""
+
+import gzip
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from longbert_tf import dataset
+
+
+def _write_jsonl(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as notes_file:
+        notes_file.writelines(line + "\n" for line in lines)
+
+
+def _note(**overrides):
+    record = dict(note_id="1", subject_id="9", text="chest pain", codes=["401.9"])
+    record.update(overrides)
+    return json.dumps(record)
+
+
+def test_write_then_read_round_trips(tmp_path):
+    notes = pd.DataFrame(
+        dict(
+            note_id=["0012", "7"],
+            subject_id=["3", "3"],
+            text=["Pt with CHF.", ""],
+            codes=[["428.0", "401.9"], []],
+        )
+    )
+    dataset_dir = dataset.write_dataset(str(tmp_path / "ds"), {"train": notes}, ["401.9", "428.0"])
+    read = dataset.read_notes(dataset_dir, "train")
+    pd.testing.assert_frame_equal(read, notes)
+    assert dataset.read_labels(dataset_dir) == ["401.9", "428.0"]
+    assert sorted(os.listdir(tmp_path)) == ["ds"]  # no temporary folder left behind
+
+
+def test_write_dataset_refuses_unknown_codes_and_keeps_the_old_folder(tmp_path):
+    good = pd.DataFrame(dict(note_id=["1"], subject_id=["1"], text=["x"], codes=[["A"]]))
+    dataset_dir = dataset.write_dataset(str(tmp_path / "ds"), {"train": good}, ["A"])
+    bad = good.assign(codes=[["B"]])
+    with pytest.raises(ValueError, match=r"note_id '1'.*\['B'\] are not in labels.txt"):
+        dataset.write_dataset(dataset_dir, {"train": bad}, ["A"])
+    assert dataset.read_notes(dataset_dir, "train").codes.tolist() == [["A"]]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", r"train.jsonl.gz, line 2: not valid JSON"),
+        (_note(note_id=1), r"line 2: field 'note_id' must be a string"),
+        (
+            json.dumps(dict(note_id="2", subject_id="9", codes=[])),
+            r"line 2: field 'text' is missing",
+        ),
+        (_note(note_id="2", codes="401.9"), r"line 2: field 'codes' must be a list of strings"),
+        (_note(), r"line 2: note_id '1' repeats line 1"),
+    ],
+)
+def test_read_notes_names_file_and_line_of_bad_rows(tmp_path, line, message):
+    _write_jsonl(str(tmp_path / "train.jsonl.gz"), [_note(), line])
+    with pytest.raises(ValueError, match=message):
+        dataset.read_notes(str(tmp_path), "train")
+
+
+def test_missing_files_say_how_to_prepare(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dev.jsonl.gz does not exist: prepare"):
+        dataset.read_notes(str(tmp_path), "dev")
+    with pytest.raises(FileNotFoundError, match="labels.txt does not exist"):
+        dataset.read_labels(str(tmp_path))
+
+
+def test_read_labels_rejects_duplicates_and_blanks(tmp_path):
+    (tmp_path / "labels.txt").write_text("401.9\n428.0\n401.9\n")
+    with pytest.raises(ValueError, match="line 3: code '401.9' repeats line 1"):
+        dataset.read_labels(str(tmp_path))
+    (tmp_path / "labels.txt").write_text("401.9\n\n")
+    with pytest.raises(ValueError, match="line 2: blank"):
+        dataset.read_labels(str(tmp_path))
+
+
+def test_label_ids_names_the_note_with_an_unknown_code():
+    notes = pd.DataFrame(dict(note_id=["a", "b"], codes=[["X"], ["X", "Y", "X"]]))
+    assert dataset.label_ids(notes.iloc[:1], ["Y", "X"], "src") == [[1]]
+    with pytest.raises(ValueError, match=r"src, note 2 \(note_id 'b'\): codes \['Y'\]"):
+        dataset.label_ids(notes, ["X"], "src")

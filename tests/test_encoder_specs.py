@@ -1,0 +1,49 @@
+"""Encoder specs: what is refused, what is built once and cached."""
+
+import os
+
+import numpy as np
+import pytest
+
+from longbert_tf import encoder_specs, encoders, tokenization
+from longbert_tf.framework import tf
+
+
+def test_folders_that_are_not_encoders_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="is neither a TF-Hub-format SavedModel"):
+        encoder_specs.resolve(str(tmp_path / "empty"), str(tmp_path))
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+    module.__call__ = tf.function(lambda x: x * module.scale, input_signature=[tf.TensorSpec(None)])
+    tf.saved_model.save(module, str(tmp_path / "not_bert"))
+    with pytest.raises(ValueError, match="is not a TF-Hub BERT encoder SavedModel"):
+        encoders.load(encoder_specs.resolve(str(tmp_path / "not_bert"), str(tmp_path)), 32)
+
+
+def test_random_spec_is_built_once_per_dataset_and_seed(tiny_dataset_dir):
+    handle = encoder_specs.resolve("random:L-1_H-16_A-2", tiny_dataset_dir, seed=1)
+    assert handle == os.path.join(tiny_dataset_dir, "encoders", "random-L-1_H-16_A-2-seed1")
+    built = os.path.getmtime(os.path.join(handle, "saved_model.pb"))
+    assert encoder_specs.resolve("random:L-1_H-16_A-2", tiny_dataset_dir, seed=1) == handle
+    assert os.path.getmtime(os.path.join(handle, "saved_model.pb")) == built
+    encoder = encoders.load(handle, segment_length=512)
+    assert len(encoder.vocab.tokens) == 30522 and encoder.hidden_size == 16
+
+
+def test_a_random_encoder_can_take_another_encoders_vocabulary(tiny_dataset_dir, tiny_encoder_dir):
+    handle = encoder_specs.resolve(
+        "random:L-1_H-16_A-2", tiny_dataset_dir, seed=1, vocab_source=tiny_encoder_dir
+    )
+    source = tokenization.load_vocab(tiny_encoder_dir)
+    assert handle.endswith(f"random-L-1_H-16_A-2-seed1-vocab{source.fingerprint}")
+    encoder = encoders.load(handle, segment_length=64)
+    assert encoder.vocab.tokens == source.tokens and encoder.vocab.lower_case == source.lower_case
+    word_embeddings = [w for w in encoder.layer.weights if "word_embeddings" in w.name]
+    assert word_embeddings[0].shape[0] == len(source.tokens) == 600
+    # The same tokens, not the same weights: the source's own table differs.
+    source_table = [w for w in encoders.load(tiny_encoder_dir, 64).layer.weights
+                    if "word_embeddings" in w.name][0]  # fmt: skip
+    assert not np.allclose(word_embeddings[0].numpy()[:, :16], source_table.numpy()[:, :16])
+    with pytest.raises(ValueError, match="is for random: encoders"):
+        encoder_specs.resolve(tiny_encoder_dir, tiny_dataset_dir, vocab_source=tiny_encoder_dir)

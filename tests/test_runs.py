@@ -1,0 +1,54 @@
+"""A run's identity: its saved config, the same-run check and the vocabulary/label binding."""
+
+import dataclasses
+
+import pytest
+
+from longbert_tf import configs, dataset, runs
+
+
+class FakeVocab:
+    fingerprint = "0123456789abcdef"
+
+
+def make_config(tmp_path, **overrides):
+    values = dict(
+        dataset="synthetic", data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
+        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, compute_dtype="float32",
+    )  # fmt: skip
+    return configs.ExperimentConfig(**{**values, **overrides})
+
+
+def test_a_started_run_reads_back_its_config_and_labels(tmp_path):
+    config = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
+    assert runs.saved_config(config.model_dir) is None
+    runs.write_start(config, ["A", "B"])
+    assert runs.saved_config(config.model_dir) == config
+    assert dataset.read_labels(config.model_dir) == ["A", "B"]
+
+
+def test_the_same_run_takes_the_saved_binding_and_another_config_is_refused(tmp_path):
+    saved = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
+    assert runs.same_run(make_config(tmp_path), saved) == saved
+    assert runs.same_run(make_config(tmp_path), None) == make_config(tmp_path)
+    with pytest.raises(ValueError, match=r"different config \(\['learning_rate', 'seed'\]\)"):
+        runs.same_run(make_config(tmp_path, learning_rate=1e-4, seed=3), saved)
+
+
+def test_a_bound_run_refuses_another_vocabulary_or_label_order(tmp_path):
+    bound = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
+    assert bound.labels_fingerprint == dataset.labels_fingerprint(["A", "B"])
+    assert runs.bind_run(bound, FakeVocab(), ["A", "B"]) == bound
+    with pytest.raises(ValueError, match="another label list"):
+        runs.bind_run(bound, FakeVocab(), ["B", "A"])
+    other_vocab = dataclasses.replace(bound, vocab_fingerprint="fedcba9876543210")
+    with pytest.raises(ValueError, match="another encoder vocabulary"):
+        runs.bind_run(other_vocab, FakeVocab(), ["A", "B"])
+
+
+def test_auto_dtype_keeps_what_the_saved_run_started_with(tmp_path):
+    saved = make_config(tmp_path, compute_dtype="bfloat16")
+    resolved = runs.resolve_compute_dtype(make_config(tmp_path, compute_dtype="auto"), saved)
+    assert resolved.compute_dtype == "bfloat16"
+    assert runs.resolve_compute_dtype(saved).compute_dtype == "bfloat16"  # concrete: kept

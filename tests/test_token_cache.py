@@ -1,0 +1,60 @@
+"""The token cache: what it holds, when it is reused and when rebuilt."""
+
+import json
+import os
+import shutil
+
+from longbert_tf import dataset, files, token_cache, tokenization
+from longbert_tf.framework import tf
+
+
+def cached_token_ids(records: str) -> list:
+    """Each note's token ids in a token cache, in file order."""
+    return [
+        list(
+            tf.train.Example.FromString(record.numpy())
+            .features.feature["token_ids"]
+            .int64_list.value
+        )
+        for record in tf.data.TFRecordDataset(records)
+    ]
+
+
+def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_path):
+    dataset_dir, vocab = edge_dataset
+    records = token_cache.build(dataset_dir, "train", vocab)
+    written = os.path.getmtime(records)
+    assert token_cache.build(dataset_dir, "train", vocab) == records
+    assert os.path.getmtime(records) == written
+    # Another vocabulary (here: cased) gets its own cache, never the first one.
+    cased = tokenization.Vocab(vocab.path, lower_case=False)
+    assert token_cache.build(dataset_dir, "train", cased) != records
+    # Changed notes rebuild the cache in place: it holds the new note's tokens.
+    notes = dataset.read_notes(dataset_dir, "train")
+    before = cached_token_ids(records)
+    notes.loc[1, "text"] = "completely different words"
+    dataset.write_dataset(
+        dataset_dir, {"train": notes, "dev": notes, "test": notes}, ["A", "B", "C"]
+    )
+    assert token_cache.build(dataset_dir, "train", vocab) == records
+    after = cached_token_ids(records)
+    assert after[1] == vocab.tokenize(["completely different words"])[0] != before[1]
+    assert after[:1] + after[2:] == before[:1] + before[2:]
+    info = json.loads(open(records.replace(".tfrecord", ".json")).read())
+    new_notes = files.file_sha256(dataset.notes_path(dataset_dir, "train"))
+    assert info["source"]["notes_sha256"] == new_notes
+    assert info["num_notes"] == 4 and info["empty_notes"] == 1 and info["notes_without_codes"] == 1
+
+
+def test_a_cache_made_with_another_vocabulary_is_never_reused(edge_dataset):
+    dataset_dir, vocab = edge_dataset
+    records = token_cache.build(dataset_dir, "train", vocab)
+    cased = tokenization.Vocab(vocab.path, lower_case=False)
+    # A stale copy of the uncased cache sitting where the cased one belongs.
+    shutil.copytree(
+        os.path.dirname(records),
+        os.path.join(dataset_dir, dataset.TOKEN_CACHE_DIR, cased.fingerprint),
+    )
+    rebuilt = token_cache.build(dataset_dir, "train", cased)
+    with open(rebuilt.replace(".tfrecord", ".json")) as info_file:
+        assert json.load(info_file)["source"]["vocab_fingerprint"] == cased.fingerprint
