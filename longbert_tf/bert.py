@@ -63,6 +63,7 @@ class BertArchitecture:
         return f"L-{self.num_layers}_H-{self.hidden_size}_A-{self.num_heads}"
 
 
+@keras.utils.register_keras_serializable(package="longbert_tf")
 class PositionEmbedding(keras.layers.Layer):
     """Learned absolute position embeddings `[max_positions, hidden]`, cut to the input length."""
 
@@ -93,6 +94,7 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+@keras.utils.register_keras_serializable(package="longbert_tf")
 class SelfAttention(keras.layers.Layer):
     """Multi-head self-attention with padding mask, as in BERT.
 

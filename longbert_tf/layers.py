@@ -204,6 +204,7 @@ def chunked_loss(
     return loss_and_grads(tokens, queries, classifiers, biases)
 
 
+@keras.utils.register_keras_serializable(package="longbert_tf")
 class LabelAttention(keras.layers.Layer):
     """Per-code attention over token representations, then per-code logits.
 
@@ -214,7 +215,7 @@ class LabelAttention(keras.layers.Layer):
     Args:
       num_labels: number of codes C.
       seed: seed of the initializers of q and w.
-      kernel_initializer: initializer of q and w (name or config; BERT's
+      kernel_initializer: initializer of q and w (name, config or object; BERT's
         truncated normal with stddev 0.02 by default, CAML uses glorot_uniform).
       chunk_size: None computes all codes at once (`[batch, codes, tokens]`
         scores); an integer computes `chunk_size` codes at a time
@@ -267,12 +268,12 @@ class LabelAttention(keras.layers.Layer):
         self.chunk_size = chunk_size
         self.matmul_dtype = matmul_dtype
         self.described = described
-        self.kernel_initializer = kernel_initializer or dict(
-            class_name="TruncatedNormal", config=dict(stddev=0.02)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or keras.initializers.TruncatedNormal(stddev=0.02)
         )
 
     def _initializer(self, seed):
-        initializer = keras.initializers.get(self.kernel_initializer)
+        initializer = self.kernel_initializer
         return initializer.__class__.from_config({**initializer.get_config(), "seed": seed})
 
     def build(self, input_shape):
@@ -392,7 +393,7 @@ class LabelAttention(keras.layers.Layer):
         config.update(
             num_labels=self.num_labels,
             seed=self.seed,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             chunk_size=self.chunk_size,
             matmul_dtype=self.matmul_dtype,
             described=self.described,

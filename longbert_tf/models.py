@@ -1,15 +1,57 @@
-"""LongBERT (segment-wise BERT, then label attention) and the CAML baseline."""
+"""LongBERT (segment-wise BERT, then label attention) and the CAML baseline.
 
-import dataclasses
+Both models are Keras-serialisable: `get_config`/`from_config`, and
+`model.save("model.keras")` then `keras.models.load_model` without
+`custom_objects` (importing this module registers the classes).
+"""
 
 import numpy as np
 
-from longbert_tf import hardware
-from longbert_tf.framework import keras, tf
+from longbert_tf.framework import hub, keras, tf
 from longbert_tf.layers import LabelAttention
 
 
-class LongBERT(keras.Model):
+class NoteClassifier(keras.Model):
+    """What LongBERT and CAML share: `call` is label attention over `encode(inputs)`, the
+    training loss is its binary cross-entropy (`trainer.TrainableModel`), and a model
+    loaded from a config creates its weights by reading one empty note."""
+
+    def encode(self, inputs, training=None):
+        """Token features `[batch, tokens, features]` and their mask `[batch, tokens]`."""
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        return self.label_attention(*self.encode(inputs, training=training))
+
+    def loss(self, features, targets, global_batch_size: int) -> tuple:
+        """Binary cross-entropy of the codes `targets` (float32 `[batch, num_labels]`): its mean
+        over codes, summed over the notes and divided by `global_batch_size`; no metrics."""
+        tokens, mask = self.encode(features, training=True)
+        return self.label_attention.loss(tokens, mask, targets, global_batch_size), {}
+
+    @property
+    def head_variables(self) -> list:
+        return self.label_attention.trainable_variables
+
+    def get_config(self):
+        # keras.Model's config is empty once a subclass overrides get_config.
+        config = super().get_config()
+        config.update(name=self.name, trainable=self.trainable)
+        return config
+
+    def get_build_config(self):
+        # A subclassed model records no input shape of its own; without this a loaded
+        # model would have no weights to receive the saved values.
+        return {"built": self.built}
+
+    def build_from_config(self, config):
+        if config["built"]:
+            empty = tf.zeros([1, 1, 1], tf.int32)  # one note, one segment of one padding token
+            self(dict(input_word_ids=empty, input_mask=empty))
+
+
+@keras.utils.register_keras_serializable(package="longbert_tf")
+class LongBERT(NoteClassifier):
     """Segment-wise BERT with label attention over all tokens of a note.
 
     The encoder runs on all segments of the batch in one call
@@ -19,7 +61,9 @@ class LongBERT(keras.Model):
     model with a single segment (seq_len 512).
 
     Args:
-      encoder: a `hub.KerasLayer` over a TF-Hub BERT encoder.
+      encoder: a `hub.KerasLayer` over a TF-Hub BERT encoder. Its config keeps
+        only the handle: a loaded model reads the encoder from the handle (which
+        must still resolve) and then takes the saved, fine-tuned weights.
       num_labels: number of codes.
       seed: seed of the label attention initializers.
       label_attention_args: `chunk_size`, `matmul_dtype` and `described` of `LabelAttention`.
@@ -50,6 +94,7 @@ class LongBERT(keras.Model):
         self.encoder = encoder
         self.num_labels = num_labels
         self.seed = seed
+        self.label_attention_args = label_attention_args
         self.normalize_tokens = normalize_tokens
         self.special_token_ids = tuple(special_token_ids)
         self.attend_special_tokens = attend_special_tokens
@@ -92,19 +137,34 @@ class LongBERT(keras.Model):
         tokens = tf.reshape(sequence, [batch_size, num_segments * width, sequence.shape[-1]])
         return tokens, tf.reshape(mask, [batch_size, num_segments * width])
 
-    def call(self, inputs, training=None):
-        return self.label_attention(*self.encode(inputs, training=training))
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder=keras.layers.serialize(self.encoder),
+            num_labels=self.num_labels,
+            seed=self.seed,
+            label_attention_args=(
+                None if self.label_attention_args is None else dict(self.label_attention_args)
+            ),
+            normalize_tokens=self.normalize_tokens,
+            special_token_ids=list(self.special_token_ids),
+            attend_special_tokens=self.attend_special_tokens,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        # hub.KerasLayer is not registered with Keras: name it here so callers need no
+        # custom_objects.
+        encoder = keras.layers.deserialize(
+            config["encoder"], custom_objects={"KerasLayer": hub.KerasLayer}
+        )
+        return cls(**{**config, "encoder": encoder})
 
 
 def longbert_for(config, encoder, num_labels: int) -> LongBERT:
-    """The LongBERT an `ExperimentConfig` describes, over a loaded `encoders.Encoder`.
-
-    A `compute_dtype` of "auto" (a config no run has resolved yet, see
-    `training.resolve_compute_dtype`) takes what this machine multiplies natively.
-    """
-    if config.compute_dtype == "auto":
-        dtype, _ = hardware.compute_dtype("auto", config.strategy)
-        config = dataclasses.replace(config, compute_dtype=dtype)
+    """The LongBERT an `ExperimentConfig` describes (its `compute_dtype` resolved, see
+    `runs.resolve_compute_dtype`), over a loaded `encoders.Encoder`."""
     vocab = encoder.vocab
     return LongBERT(
         encoder.layer,
@@ -140,18 +200,24 @@ def set_label_priors(label_attention: LabelAttention, label_counts, num_notes: i
     label_attention.label_biases.assign(priors)
 
 
-class CAML(keras.Model):
+@keras.utils.register_keras_serializable(package="longbert_tf")
+class CAML(NoteClassifier):
     """Convolutional attention for multi-label classification (Mullenbach et al. 2018).
 
-    Word embeddings (initialised from `embeddings`, trained) -> dropout ->
-    one 1-D convolution with `tanh` -> `LabelAttention` (CAML's per-code
-    attention U and output vectors, glorot-uniform initialised as in CAML).
-    Padding positions are zeroed before the convolution and masked in the
-    attention, so a note's logits do not depend on how far its batch is padded.
+    Word embeddings (trained) -> dropout -> one 1-D convolution with `tanh` ->
+    `LabelAttention` (CAML's per-code attention U and output vectors,
+    glorot-uniform initialised as in CAML). Padding positions are zeroed
+    before the convolution and masked in the attention, so a note's logits do
+    not depend on how far its batch is padded.
 
     Args:
-      embeddings: float32 `[vocab size, embedding size]`, row 0 padding.
+      embeddings: optional float32 `[vocab_size, embedding_size]` initial word
+        embeddings, row 0 padding. Not part of the config: a saved model
+        carries the trained table with its weights.
       num_labels: number of codes.
+      vocab_size, embedding_size: the table's shape; taken from `embeddings`
+        when given (then they must match it). Without `embeddings` the table
+        starts uniform in [-0.05, 0.05] (seeded).
       kernel_size, num_filters, dropout_rate: CAML's 10, 50 and 0.2 by default.
       seed: seed of the initializers and of dropout.
 
@@ -162,21 +228,49 @@ class CAML(keras.Model):
 
     def __init__(
         self,
-        embeddings,
+        embeddings=None,
+        *,
         num_labels,
+        vocab_size=None,
+        embedding_size=None,
         kernel_size=10,
         num_filters=50,
         dropout_rate=0.2,
         seed=0,
         **kwargs,
     ):
+        if embeddings is not None:
+            shape = np.shape(embeddings)
+            if len(shape) != 2 or (vocab_size or shape[0], embedding_size or shape[1]) != shape:
+                raise ValueError(
+                    f"embeddings of shape {shape} do not match vocab_size={vocab_size}, "
+                    f"embedding_size={embedding_size}; pass a [vocab_size, embedding_size] "
+                    "table, or only the table"
+                )
+            vocab_size, embedding_size = shape
+        elif vocab_size is None or embedding_size is None:
+            raise ValueError(
+                f"CAML needs embeddings or both vocab_size and embedding_size; got "
+                f"vocab_size={vocab_size}, embedding_size={embedding_size}"
+            )
         super().__init__(**kwargs)
         self.num_labels = num_labels
+        self.vocab_size = int(vocab_size)
+        self.embedding_size = int(embedding_size)
+        self.kernel_size = kernel_size
+        self.num_filters = num_filters
+        self.dropout_rate = dropout_rate
+        self.seed = seed
         self.embedding = keras.layers.Embedding(
-            *np.shape(embeddings),
-            embeddings_initializer=keras.initializers.Constant(embeddings),
+            self.vocab_size,
+            self.embedding_size,
+            embeddings_initializer=keras.initializers.RandomUniform(seed=seed),
             name="word_embeddings",
         )
+        if embeddings is not None:
+            # Assigned, not a Constant initializer, so that no layer config holds the table.
+            self.embedding.build(None)
+            self.embedding.embeddings.assign(embeddings)
         self.dropout = keras.layers.Dropout(dropout_rate, seed=seed)
         self.convolution = keras.layers.Conv1D(
             num_filters,
@@ -197,8 +291,18 @@ class CAML(keras.Model):
         embedded = self.embedding(word_ids) * tf.cast(mask, tf.float32)[:, :, tf.newaxis]
         return self.convolution(self.dropout(embedded, training=training)), mask
 
-    def call(self, inputs, training=None):
-        return self.label_attention(*self.encode(inputs, training=training))
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_labels=self.num_labels,
+            vocab_size=self.vocab_size,
+            embedding_size=self.embedding_size,
+            kernel_size=self.kernel_size,
+            num_filters=self.num_filters,
+            dropout_rate=self.dropout_rate,
+            seed=self.seed,
+        )
+        return config
 
 
 def parameter_breakdown(encoder_parameters: int, hidden_size: int, num_labels: int) -> dict:

@@ -3,7 +3,8 @@
 The paper trains everything with one constant Adam rate (2e-4): the default.
 Fine-tuning a pretrained encoder usually wants its own, smaller rate, a warmup
 and a decay; `--encoder_learning_rate`, `--warmup_steps`, `--lr_schedule` and
-`--weight_decay` give that. The head is `model.label_attention`; the encoder
+`--weight_decay` give that. The head is `model.head_variables` (see
+`trainer.TrainableModel`; label attention for LongBERT and CAML); the encoder
 is every other trainable variable (the BERT encoder, or CAML's embeddings and
 convolution).
 """
@@ -15,6 +16,7 @@ from longbert_tf.configs import LR_SCHEDULES
 from longbert_tf.framework import keras, tf
 
 
+@keras.utils.register_keras_serializable(package="longbert_tf")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`peak` reached linearly over `warmup_steps`, then constant, or decayed to 0 at `total_steps`.
 
@@ -84,7 +86,7 @@ def optimizer_groups(model: keras.Model, config) -> list:
     if config.encoder_learning_rate is None:
         groups = [OptimizerGroup(make_optimizer(config.learning_rate, config), variables)]
     else:
-        head = {id(variable) for variable in model.label_attention.trainable_variables}
+        head = {id(variable) for variable in model.head_variables}
         groups = [
             OptimizerGroup(
                 make_optimizer(config.learning_rate, config),

@@ -22,6 +22,7 @@ from absl import logging
 
 from longbert_tf import bert, files, optimization, token_cache
 from longbert_tf.framework import hub, keras, tf
+from longbert_tf.trainer import Trainer
 
 MASK_RATE = 0.15  # share of a window's tokens the loss is taken on
 MASK_TOKEN_SHARE = 0.8  # of those, replaced by [MASK]
@@ -95,7 +96,9 @@ def windows(note_indexes: list, content_length: int) -> np.ndarray:
 
 
 def window_dataset(config: PretrainConfig, vocab, first_step: int = 0) -> tf.data.Dataset:
-    """Batches of masked windows `(inputs, input_mask, targets, weights)` from step `first_step`."""
+    """Batches of masked windows from step `first_step`: `(features, targets)`, the encoder's
+    inputs (int32 `[batch, segment_length]` each) and the original `token_ids` with the
+    float32 `weights` of the tokens the loss is taken on (see `mask_tokens`)."""
     note_indexes = [token_cache.read_index(path) for path in config.token_caches]
     read = token_cache.note_reader(list(config.token_caches), note_indexes)
     content_length = config.segment_length - 2
@@ -141,8 +144,7 @@ def window_dataset(config: PretrainConfig, vocab, first_step: int = 0) -> tf.dat
     ).map(mask)
     return dataset.map(lambda inputs, targets, weights, input_mask: (
         dict(input_word_ids=inputs, input_mask=input_mask, input_type_ids=tf.zeros_like(inputs)),
-        targets,
-        weights,
+        dict(token_ids=targets, weights=weights),
     )).prefetch(tf.data.AUTOTUNE)  # fmt: skip
 
 
@@ -171,6 +173,26 @@ class MaskedLM(keras.Model):
         sequence = self.encoder(inputs, training=training)["sequence_output"]
         hidden = self.layer_norm(self.transform(sequence))
         return tf.matmul(hidden, self.word_embeddings, transpose_b=True) + self.output_bias
+
+    def loss(self, features, targets, global_batch_size: int) -> tuple:
+        """`trainer.TrainableModel.loss`: the masked-LM loss and accuracy of the batch's chosen
+        tokens (`targets`: `token_ids` and `weights`, see `window_dataset`), each weighted by
+        the replica's share of the global batch."""
+        logits = self(features, training=True)
+        token_ids, weights = targets["token_ids"], targets["weights"]
+        share = tf.cast(tf.shape(weights)[0], tf.float32) / global_batch_size
+        correct = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == token_ids, tf.float32)
+        accuracy = tf.reduce_sum(correct * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        loss = masked_lm_loss(logits, token_ids, weights)
+        return loss * share, dict(masked_lm_accuracy=accuracy * share)
+
+    @property
+    def head_variables(self) -> list:
+        return [
+            *self.transform.trainable_variables,
+            *self.layer_norm.trainable_variables,
+            self.output_bias,
+        ]
 
 
 def masked_lm_loss(logits, targets, weights):
@@ -212,52 +234,49 @@ def pretrain(config: PretrainConfig, vocab) -> dict:
     schedule = optimization.WarmupSchedule(
         config.learning_rate, "linear", config.warmup_steps, config.train_steps
     )
-    optimizer = keras.optimizers.Adam(learning_rate=schedule)
-    optimizer.build(model.trainable_variables)
+    group = optimization.OptimizerGroup(
+        keras.optimizers.Adam(learning_rate=schedule), model.trainable_variables
+    )
+    group.optimizer.build(group.variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    state = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    state = tf.train.Checkpoint(model=model, optimizer=group.optimizer, step=step)
     manager = tf.train.CheckpointManager(
         state, os.path.join(config.out_dir, "checkpoints"), max_to_keep=1
     )
     if manager.latest_checkpoint:
         state.restore(manager.latest_checkpoint).expect_partial()
         logging.info("Resumed %s at step %d", manager.latest_checkpoint, int(step))
-
-    @tf.function
-    def train_step(features, targets, weights):
-        with tf.GradientTape() as tape:
-            logits = model(features, training=True)
-            loss = masked_lm_loss(logits, targets, weights)
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        correct = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == targets, tf.float32)
-        accuracy = tf.reduce_sum(correct * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
-        return loss, accuracy
-
+    train_step = Trainer(model, [group], tf.distribute.get_strategy(), config.batch_size)
     writer = tf.summary.create_file_writer(os.path.join(config.out_dir, "train"))
     batches = iter(window_dataset(config, vocab, int(step)))
-    loss = accuracy = float("nan")
+    outputs = dict(loss=float("nan"), masked_lm_accuracy=float("nan"))
     while int(step) < config.train_steps:
-        loss, accuracy = train_step(*next(batches))
+        outputs = train_step(batches)
         step.assign_add(1)
         current = int(step)
         if current % config.log_every == 0 or current == config.train_steps:
-            logging.info(
-                "step %d/%d  masked-LM loss %.4f  accuracy %.3f",
-                current,
-                config.train_steps,
-                float(loss),
-                float(accuracy),
-            )
-            with writer.as_default(step=current):
-                tf.summary.scalar("masked_lm_loss", loss)
-                tf.summary.scalar("masked_lm_accuracy", accuracy)
-                tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+            _log_step(current, config.train_steps, outputs, group.optimizer, writer)
         if current % config.checkpoint_every == 0 or current == config.train_steps:
             manager.save(checkpoint_number=current)
     encoder_dir = os.path.join(config.out_dir, "encoder")
     if not os.path.exists(encoder_dir):
         save_encoder(encoder, config.encoder, vocab, encoder_dir)
-    results = dict(loss=float(loss), accuracy=float(accuracy), encoder=encoder_dir)
+    results = dict(
+        loss=float(outputs["loss"]),
+        accuracy=float(outputs["masked_lm_accuracy"]),
+        encoder=encoder_dir,
+    )
     files.write_json(results_path, results)
     return results
+
+
+def _log_step(step: int, train_steps: int, outputs: dict, optimizer, writer) -> None:
+    """The masked-LM loss, accuracy and learning rate to the log and TensorBoard."""
+    loss, accuracy = float(outputs["loss"]), float(outputs["masked_lm_accuracy"])
+    logging.info(
+        "step %d/%d  masked-LM loss %.4f  accuracy %.3f", step, train_steps, loss, accuracy
+    )
+    with writer.as_default(step=step):
+        tf.summary.scalar("masked_lm_loss", loss)
+        tf.summary.scalar("masked_lm_accuracy", accuracy)
+        tf.summary.scalar("learning_rate", float(optimizer.learning_rate))

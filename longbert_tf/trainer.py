@@ -1,23 +1,51 @@
-"""One training step on every replica: the model's loss, its gradients, one update."""
+"""The model contract and one training step on every replica: loss, gradients, one update.
+
+Model Garden's `Task` writes down once what a trainer may ask of a model
+(inputs, losses, train step); here `TrainableModel` does, and `Trainer`
+asks nothing else. LongBERT, CAML (`models`) and the masked-LM pretrainer
+(`pretraining.MaskedLM`) follow it; their inputs come from `pipeline` and
+`pretraining.window_dataset` as `(features, targets)` batches.
+"""
+
+from typing import Protocol, runtime_checkable
 
 from longbert_tf.framework import tf
 
 
+@runtime_checkable
+class TrainableModel(Protocol):
+    """What `Trainer` and `optimization.optimizer_groups` need of a model."""
+
+    def loss(self, features: dict, targets, global_batch_size: int) -> tuple:
+        """`(loss, metrics)` of one replica's batch, computed with `training=True`.
+
+        `loss` is a float32 scalar scaled so that summed over the replicas it
+        is the mean loss over the global batch of `global_batch_size`
+        examples; `metrics` maps names to float32 scalars scaled the same way.
+        `features` holds at least `input_mask` (int32, 1 on real tokens).
+        """
+
+    @property
+    def head_variables(self) -> list:
+        """The trainable variables of the task head: they learn at `learning_rate` when the
+        encoder has its own `encoder_learning_rate`."""
+
+
 class Trainer:
-    """One training step: binary cross-entropy (mean over codes and notes), one update.
+    """One training step of a `TrainableModel`: its loss, gradients, one update.
 
     `optimizer_groups` (see `optimization.optimizer_groups`) say which
-    optimizer updates which variables.
+    optimizer updates which variables. Each replica's loss is its share of
+    the global batch mean (see `TrainableModel.loss`), so the gradients summed
+    over replicas (which `apply_gradients` does) are those of the mean over
+    the global batch, for any number of replicas. With `grad_accum_steps` N,
+    a step draws N micro-batches per replica and applies their summed
+    gradients once: the same update as one batch N times larger.
+    `jit_compile` compiles each replica's forward and backward with XLA.
 
-    Each replica computes `model.label_attention.loss` of its notes divided by
-    the global batch size, so summed over replicas (which `apply_gradients`
-    does) it is the mean over the global batch, for any number of replicas.
-    With `grad_accum_steps` N, a step draws N micro-batches per replica and
-    applies their summed gradients once: the same update as one batch N times
-    larger. `jit_compile` compiles each replica's forward and backward with XLA.
-
-    Call with an iterator of `(features, labels)` per-replica batches; returns
-    `(loss, note tokens)` of the step.
+    Call with an iterator of `(features, targets)` per-replica batches;
+    returns the step's float32 `loss`, int32 `note_tokens` (real input tokens)
+    and the model's metrics, summed over replicas and micro-batches.
     """
 
     def __init__(
@@ -49,22 +77,21 @@ class Trainer:
         self._gradients = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
         self._step = tf.function(self._train_step)
 
-    def _loss_and_gradients(self, features, labels):
+    def _loss_and_gradients(self, features, targets):
         with tf.GradientTape() as tape:
-            tokens, mask = self.model.encode(features, training=True)
-            loss = self.model.label_attention.loss(tokens, mask, labels, self.global_batch_size)
+            loss, metrics = self.model.loss(features, targets, self.global_batch_size)
         gradients = tape.gradient(loss, self.variables)
-        note_tokens = tf.reduce_sum(features["input_mask"])
-        return loss, [tf.convert_to_tensor(g) for g in gradients], note_tokens
+        outputs = dict(loss=loss, note_tokens=tf.reduce_sum(features["input_mask"]), **metrics)
+        return outputs, [tf.convert_to_tensor(g) for g in gradients]
 
-    def _replica_step(self, features, labels):
-        loss, gradients, note_tokens = self._gradients(features, labels)
+    def _replica_step(self, features, targets):
+        outputs, gradients = self._gradients(features, targets)
         if self.grad_accum_steps == 1:
             self._apply(gradients)
         else:
             for accumulated, gradient in zip(self.accumulated, gradients):
                 accumulated.assign_add(gradient)
-        return loss, note_tokens
+        return outputs
 
     def _apply(self, gradients):
         """Each group's optimizer applies its variables' gradients (`self.variables` order)."""
@@ -80,14 +107,17 @@ class Trainer:
             accumulated.assign(tf.zeros_like(accumulated))
 
     def _train_step(self, iterator):
-        total_loss, total_tokens = 0.0, 0
+        totals = None
         for _ in range(self.grad_accum_steps):
-            loss, note_tokens = self.strategy.run(self._replica_step, args=next(iterator))
-            total_loss += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-            total_tokens += self.strategy.reduce(tf.distribute.ReduceOp.SUM, note_tokens, axis=None)
+            outputs = self.strategy.run(self._replica_step, args=next(iterator))
+            reduced = {
+                name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                for name, value in outputs.items()
+            }
+            totals = reduced if totals is None else {n: totals[n] + reduced[n] for n in totals}
         if self.grad_accum_steps > 1:
             self.strategy.run(self._apply_accumulated)
-        return total_loss, total_tokens
+        return totals
 
     def __call__(self, iterator):
         return self._step(iterator)

@@ -98,13 +98,20 @@ def train(
         train_writer = dev_writer = tf.summary.create_noop_writer()
     tokens, started = 0, time.time()
     while int(state.step) < config.train_steps:
-        loss, step_tokens = trainer(train_iterator)
+        outputs = trainer(train_iterator)
         state.step.assign_add(1)
-        tokens += int(step_tokens)
+        tokens += int(outputs["note_tokens"])
         step = int(state.step)
         last = step == config.train_steps
         if step % config.log_every == 0 or last:
-            _log_step(config, step, loss, tokens / (time.time() - started), groups, train_writer)
+            _log_step(
+                config,
+                step,
+                outputs["loss"],
+                tokens / (time.time() - started),
+                groups,
+                train_writer,
+            )
             tokens, started = 0, time.time()
         if step % config.eval_every == 0 or last:
             state.save_if_best(validate(experiment, dev_writer, step))

@@ -53,9 +53,10 @@ def test_gradient_accumulation_equals_one_large_batch(
         optimizer = keras.optimizers.SGD(1.0)  # the update is the gradient itself
         group = optimization.OptimizerGroup(optimizer, experiment.model.trainable_variables)
         trainer = Trainer(experiment.model, [group], experiment.strategy, 4, accumulation)
-        loss, note_tokens = trainer(experiment.train_iterator())
+        outputs = trainer(experiment.train_iterator())
         after = [v.numpy() for v in experiment.model.trainable_variables]
-        updates.append((float(loss), int(note_tokens), [b - a for a, b in zip(after, before)]))
+        update = [b - a for a, b in zip(after, before)]
+        updates.append((float(outputs["loss"]), int(outputs["note_tokens"]), update))
     (big_loss, big_tokens, big_update), (loss, tokens, update) = updates
     assert loss == pytest.approx(big_loss, rel=1e-5) and tokens == big_tokens
     for expected, actual in zip(big_update, update):
