@@ -157,6 +157,34 @@ def _gelu(x):
     return keras.activations.gelu(x, approximate=False)
 
 
+def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix: str):
+    """One post-norm BERT block on `[batch, length, hidden]`: self-attention, then the
+    feed-forward network, each with dropout, a residual and layer normalisation."""
+    attention = SelfAttention(
+        arch.num_heads,
+        arch.dropout_rate,
+        [initializer() for _ in range(4)],
+        name=f"{prefix}/self_attention",
+    )(hidden, mask)
+    attention = keras.layers.Dropout(arch.dropout_rate)(attention)
+    hidden = keras.layers.LayerNormalization(
+        epsilon=arch.layer_norm_epsilon, name=f"{prefix}/self_attention_layer_norm"
+    )(hidden + attention)
+    intermediate = keras.layers.Dense(
+        arch.intermediate_size,
+        activation=_gelu,
+        kernel_initializer=initializer(),
+        name=f"{prefix}/intermediate",
+    )(hidden)
+    output = keras.layers.Dense(
+        arch.hidden_size, kernel_initializer=initializer(), name=f"{prefix}/output"
+    )(intermediate)
+    output = keras.layers.Dropout(arch.dropout_rate)(output)
+    return keras.layers.LayerNormalization(
+        epsilon=arch.layer_norm_epsilon, name=f"{prefix}/output_layer_norm"
+    )(hidden + output)
+
+
 def build_bert_encoder(
     arch: BertArchitecture, seed: int = 0, name: str = "bert_encoder"
 ) -> keras.Model:
@@ -197,30 +225,7 @@ def build_bert_encoder(
 
     encoder_outputs = []
     for index in range(arch.num_layers):
-        prefix = f"transformer/layer_{index}"
-        attention = SelfAttention(
-            arch.num_heads,
-            arch.dropout_rate,
-            [initializer() for _ in range(4)],
-            name=f"{prefix}/self_attention",
-        )(hidden, mask)
-        attention = keras.layers.Dropout(arch.dropout_rate)(attention)
-        hidden = keras.layers.LayerNormalization(
-            epsilon=arch.layer_norm_epsilon, name=f"{prefix}/self_attention_layer_norm"
-        )(hidden + attention)
-        intermediate = keras.layers.Dense(
-            arch.intermediate_size,
-            activation=_gelu,
-            kernel_initializer=initializer(),
-            name=f"{prefix}/intermediate",
-        )(hidden)
-        output = keras.layers.Dense(
-            arch.hidden_size, kernel_initializer=initializer(), name=f"{prefix}/output"
-        )(intermediate)
-        output = keras.layers.Dropout(arch.dropout_rate)(output)
-        hidden = keras.layers.LayerNormalization(
-            epsilon=arch.layer_norm_epsilon, name=f"{prefix}/output_layer_norm"
-        )(hidden + output)
+        hidden = _transformer_block(hidden, mask, arch, initializer, f"transformer/layer_{index}")
         encoder_outputs.append(hidden)
 
     first_token = keras.layers.Lambda(lambda x: x[:, 0, :], name="first_token")(hidden)

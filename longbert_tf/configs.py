@@ -214,6 +214,7 @@ class ExperimentConfig:
     labels_fingerprint: str | None = None
 
     def __post_init__(self):
+        """Checks every field: training settings here, the model's in `_check_model`."""
         if self.dataset not in PRESETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose from {sorted(PRESETS)}")
         for name in ("batch_size", "train_steps", "eval_every"):
@@ -242,6 +243,10 @@ class ExperimentConfig:
         for name in ("max_notes", "checkpoint_every", "log_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        self._check_model()
+
+    def _check_model(self):
+        """The model, its input and its label-attention options fit together."""
         if self.model == "longbert" and (self.encoder is None or self.segments is None):
             raise ValueError("model longbert needs an encoder and a segment configuration")
         if self.model == "caml" and not (self.max_words or 0) >= 1:

@@ -122,22 +122,27 @@ def keras_weights(checkpoint: dict, arch: bert.BertArchitecture, source: str) ->
         **layer_norm("embeddings_layer_norm", "embeddings.LayerNorm"),
     }
     for index in range(arch.num_layers):
-        ours, theirs = f"transformer/layer_{index}", f"encoder.layer.{index}"
-        for projection in ("query", "key", "value"):
-            weights.update(
-                dense(
-                    f"{ours}/self_attention/{projection}", f"{theirs}.attention.self.{projection}"
-                )
-            )
-        weights.update(dense(f"{ours}/self_attention/output", f"{theirs}.attention.output.dense"))
-        weights.update(
-            layer_norm(f"{ours}/self_attention_layer_norm", f"{theirs}.attention.output.LayerNorm")
-        )
-        weights.update(dense(f"{ours}/intermediate", f"{theirs}.intermediate.dense"))
-        weights.update(dense(f"{ours}/output", f"{theirs}.output.dense"))
-        weights.update(layer_norm(f"{ours}/output_layer_norm", f"{theirs}.output.LayerNorm"))
+        weights.update(_block_weights(index, dense, layer_norm))
     if "pooler.dense.weight" in names:
         weights.update(dense("pooler", "pooler.dense"))
+    return weights
+
+
+def _block_weights(index: int, dense, layer_norm) -> dict:
+    """Keras names -> tensors of transformer block `index` (see `keras_weights`)."""
+    ours, theirs = f"transformer/layer_{index}", f"encoder.layer.{index}"
+    weights = {}
+    for projection in ("query", "key", "value"):
+        weights.update(
+            dense(f"{ours}/self_attention/{projection}", f"{theirs}.attention.self.{projection}")
+        )
+    weights.update(dense(f"{ours}/self_attention/output", f"{theirs}.attention.output.dense"))
+    weights.update(
+        layer_norm(f"{ours}/self_attention_layer_norm", f"{theirs}.attention.output.LayerNorm")
+    )
+    weights.update(dense(f"{ours}/intermediate", f"{theirs}.intermediate.dense"))
+    weights.update(dense(f"{ours}/output", f"{theirs}.output.dense"))
+    weights.update(layer_norm(f"{ours}/output_layer_norm", f"{theirs}.output.LayerNorm"))
     return weights
 
 

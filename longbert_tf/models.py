@@ -239,24 +239,9 @@ class CAML(NoteClassifier):
         seed=0,
         **kwargs,
     ):
-        if embeddings is not None:
-            shape = np.shape(embeddings)
-            if len(shape) != 2 or (vocab_size or shape[0], embedding_size or shape[1]) != shape:
-                raise ValueError(
-                    f"embeddings of shape {shape} do not match vocab_size={vocab_size}, "
-                    f"embedding_size={embedding_size}; pass a [vocab_size, embedding_size] "
-                    "table, or only the table"
-                )
-            vocab_size, embedding_size = shape
-        elif vocab_size is None or embedding_size is None:
-            raise ValueError(
-                f"CAML needs embeddings or both vocab_size and embedding_size; got "
-                f"vocab_size={vocab_size}, embedding_size={embedding_size}"
-            )
         super().__init__(**kwargs)
         self.num_labels = num_labels
-        self.vocab_size = int(vocab_size)
-        self.embedding_size = int(embedding_size)
+        self.vocab_size, self.embedding_size = _table_shape(embeddings, vocab_size, embedding_size)
         self.kernel_size = kernel_size
         self.num_filters = num_filters
         self.dropout_rate = dropout_rate
@@ -303,6 +288,25 @@ class CAML(NoteClassifier):
             seed=self.seed,
         )
         return config
+
+
+def _table_shape(embeddings, vocab_size, embedding_size) -> tuple:
+    """CAML's `(vocab_size, embedding_size)`: the table's shape, which given sizes must match."""
+    if embeddings is None:
+        if vocab_size is None or embedding_size is None:
+            raise ValueError(
+                f"CAML needs embeddings or both vocab_size and embedding_size; got "
+                f"vocab_size={vocab_size}, embedding_size={embedding_size}"
+            )
+        return int(vocab_size), int(embedding_size)
+    shape = np.shape(embeddings)
+    if len(shape) != 2 or (vocab_size or shape[0], embedding_size or shape[1]) != shape:
+        raise ValueError(
+            f"embeddings of shape {shape} do not match vocab_size={vocab_size}, "
+            f"embedding_size={embedding_size}; pass a [vocab_size, embedding_size] "
+            "table, or only the table"
+        )
+    return int(shape[0]), int(shape[1])
 
 
 def parameter_breakdown(encoder_parameters: int, hidden_size: int, num_labels: int) -> dict:
