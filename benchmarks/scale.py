@@ -138,7 +138,7 @@ def main(argv):
     del argv
     if not 0 < FLAGS.fraction <= 1:
         raise app.UsageError(f"--fraction={FLAGS.fraction} must be in (0, 1]")
-    print(f"CPU: {hardware.cpu_name()}")
+    print(f"CPU: {hardware.cpu_summary()}")
     work_dir = os.path.abspath(FLAGS.work_dir)
     data_dir, model_dir = f"{work_dir}/data", f"{work_dir}/run"
     export_dir = f"{work_dir}/export"

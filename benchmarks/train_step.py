@@ -153,10 +153,6 @@ def run_one() -> dict:
     )
 
 
-def bfloat16_instructions() -> str:
-    return ", ".join(flag.upper() for flag in hardware.cpu_bfloat16_flags()) or "none (emulated)"
-
-
 def dense_memory_gb(num_labels: int, seq_len: int, batch_size: int) -> float:
     """Peak memory of dense label attention: about nine float32 `[batch, codes, tokens]` tensors.
 
@@ -174,7 +170,7 @@ def failure(done: subprocess.CompletedProcess) -> str:
 
 
 def sweep():
-    print(f"CPU: {hardware.cpu_name()}; bfloat16 instructions: {bfloat16_instructions()}")
+    print(f"CPU: {hardware.cpu_summary()}")
     peaks = {dtype: matmul_peak(dtype) for dtype in (tf.float32, tf.bfloat16)}
     print(
         f"matmul peak: {peaks[tf.float32]:.0f} GFLOP/s float32, "
@@ -231,7 +227,7 @@ def main(argv):
     if FLAGS.json:
         print(json.dumps(result))
         return
-    print(f"CPU: {hardware.cpu_name()}; bfloat16 instructions: {bfloat16_instructions()}")
+    print(f"CPU: {hardware.cpu_summary()}")
     print(f"label attention products: {result['compute_dtype']} ({FLAGS.compute_dtype})")
     print(f"step time: {result['step_seconds']:.2f} s")
     print(f"tokens/s: {result['tokens_per_second']:,.0f}")

@@ -38,6 +38,12 @@ def cpu_bfloat16_flags() -> list:
     return [flag for flag in BFLOAT16_CPU_FLAGS if flag in present]
 
 
+def cpu_summary() -> str:
+    """What a benchmark prints about the CPU: its name and its bfloat16 instructions."""
+    instructions = ", ".join(flag.upper() for flag in cpu_bfloat16_flags()) or "none (emulated)"
+    return f"{cpu_name()}; bfloat16 instructions: {instructions}"
+
+
 def native_bfloat16(strategy: str) -> str | None:
     """Where bfloat16 products would run natively under `strategy` (a phrase), or None."""
     if strategy == "tpu":

@@ -31,7 +31,7 @@ EMBEDDING_SIZE = 100
 WORD2VEC_EPOCHS = 5
 
 
-def words(text: str) -> list:
+def split_words(text: str) -> list:
     """CAML's tokens of a text: lower-cased `\\w+` matches that contain a letter."""
     return [word.lower() for word in WORD.findall(text) if any(c.isalpha() for c in word)]
 
@@ -57,7 +57,7 @@ class WordVocab:
 
     def tokenize(self, texts: list) -> list:
         """Word ids of each text (all of its words; the pipeline cuts at `max_words`)."""
-        return [[self.index.get(word, UNKNOWN_ID) for word in words(text)] for text in texts]
+        return [[self.index.get(word, UNKNOWN_ID) for word in split_words(text)] for text in texts]
 
 
 def _stable_hash(word: str) -> int:
@@ -69,7 +69,7 @@ def build(texts, seed: int = 0) -> tuple:
     """Returns `(WordVocab, embeddings [vocab size, 100] float32)` learned from `texts`."""
     from gensim.models import Word2Vec  # imported here: slow, and only CAML needs it
 
-    documents = [words(text) for text in texts]
+    documents = [split_words(text) for text in texts]
     document_frequency = collections.Counter(word for doc in documents for word in set(doc))
     kept = sorted(
         (word for word, count in document_frequency.items() if count >= MIN_DOCUMENT_FREQUENCY),

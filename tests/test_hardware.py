@@ -1,6 +1,7 @@
 """compute_dtype=auto: bfloat16 only where the hardware multiplies it natively."""
 
 import json
+import os
 
 import pytest
 
@@ -38,6 +39,15 @@ def test_auto_takes_bfloat16_only_with_native_instructions(cpu, extra, expected)
     assert hardware.compute_dtype("auto", "tpu")[0] == "bfloat16"
     with pytest.raises(ValueError, match="compute_dtype='float16'"):
         hardware.compute_dtype("float16", "auto")
+
+
+def test_the_cpu_summary_names_the_model_and_its_bfloat16_instructions(cpu):
+    cpu("avx512_bf16 amx_bf16")
+    cores = os.cpu_count()
+    expected = f"Test CPU 9000, {cores} cores; bfloat16 instructions: AVX512_BF16, AMX_BF16"
+    assert hardware.cpu_summary() == expected
+    cpu("")
+    assert hardware.cpu_summary().endswith("bfloat16 instructions: none (emulated)")
 
 
 def test_gpus_decide_by_their_compute_capability(cpu, monkeypatch):
