@@ -23,8 +23,8 @@ import os
 import pandas as pd
 from absl import app, flags, logging
 
-from data_prep import summary, tables
-from longbert_tf import dataset, descriptions
+from data_prep import tables
+from longbert_tf import dataset, dataset_summary, descriptions
 
 HELD_OUT_SHARE = 0.2
 
@@ -108,14 +108,14 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
     titles = descriptions.icd10cm_titles(labels)
     preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
     dataset_dir = dataset.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
-    return summary.summarize(dataset_dir, preparation)
+    return dataset_summary.summarize(dataset_dir, preparation)
 
 
 def main(argv):
     del argv
     result = prepare(flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir)
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
-    print(summary.format_summary(dataset_dir, result))
+    print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summary saved as %s/summary.json", dataset_dir)
 
 

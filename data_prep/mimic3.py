@@ -26,8 +26,8 @@ import re
 import pandas as pd
 from absl import app, flags, logging
 
-from data_prep import summary, tables
-from longbert_tf import dataset
+from data_prep import tables
+from longbert_tf import dataset, dataset_summary
 
 DIAGNOSIS_PATTERN = re.compile(r"(?:\d{3,5}|V\d{2,4}|E\d{3,4})")
 PROCEDURE_PATTERN = re.compile(r"\d{2,4}")
@@ -196,7 +196,7 @@ def prepare(
         os.path.join(out_dir, "mimic3_full"), splits, full_labels, titles
     )
     results = {
-        full_dir: summary.summarize(
+        full_dir: dataset_summary.summarize(
             full_dir,
             dict(
                 skipped=skipped.report(),
@@ -223,7 +223,7 @@ def prepare(
     top_dir = dataset.write_dataset(
         os.path.join(out_dir, "mimic3_50"), top_splits, sorted(labels), titles
     )
-    results[top_dir] = summary.summarize(top_dir, preparation)
+    results[top_dir] = dataset_summary.summarize(top_dir, preparation)
     return results
 
 
@@ -236,8 +236,8 @@ def main(argv):
         flags.FLAGS.top_codes_file,
         flags.FLAGS.drop_notes_without_top_codes,
     )
-    for dataset_dir, dataset_summary in results.items():
-        print(summary.format_summary(dataset_dir, dataset_summary))
+    for dataset_dir, result in results.items():
+        print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summaries saved as summary.json in each dataset folder")
 
 

@@ -28,8 +28,8 @@ import re
 import pandas as pd
 from absl import app, flags, logging
 
-from data_prep import summary, tables
-from longbert_tf import dataset, descriptions
+from data_prep import tables
+from longbert_tf import dataset, dataset_summary, descriptions
 
 ICD10_PATTERN = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 DIAGNOSIS_COLUMNS = ["subject_id", "hadm_id", "icd_code", "icd_version"]
@@ -180,7 +180,7 @@ def prepare(
     titles = read_titles(mimic_dir, labels)
     preparation["descriptions"] = f"titles of {len(titles):,} of {len(labels):,} codes"
     dataset_dir = dataset.write_dataset(os.path.join(out_dir, "mimic4_dx"), splits, labels, titles)
-    return summary.summarize(dataset_dir, preparation)
+    return dataset_summary.summarize(dataset_dir, preparation)
 
 
 def main(argv):
@@ -193,7 +193,7 @@ def main(argv):
         flags.FLAGS.code_list_file,
         flags.FLAGS.seed,
     )
-    print(summary.format_summary(dataset_dir, result))
+    print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summary saved as %s/summary.json", dataset_dir)
 
 

@@ -16,8 +16,8 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 
-from data_prep.summary import PERCENTILES
 from longbert_tf import configs, dataset, encoder_specs, files, token_cache, tokenization
+from longbert_tf.dataset_summary import PERCENTILES
 
 matplotlib.use("Agg")
 from matplotlib import pyplot  # noqa: E402

@@ -15,6 +15,7 @@ import os
 
 from absl import app, flags, logging
 
+from experiments import datasets
 from longbert_tf import configs, dataset, encoder_specs, pretraining, token_cache, tokenization
 
 FLAGS = flags.FLAGS
@@ -70,7 +71,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     dataset_dir = os.path.join(FLAGS.data_dir, FLAGS.dataset)
     if not os.path.exists(dataset.notes_path(dataset_dir, "train")):
-        command = configs.PRESETS[FLAGS.dataset].prepare_command.replace("DATA_DIR", FLAGS.data_dir)
+        command = datasets.prepare_command(FLAGS.dataset, FLAGS.data_dir)
         raise SystemExit(
             f"Dataset {FLAGS.dataset} is not prepared in {dataset_dir}: run\n  {command}"
         )

@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags, logging
 
-from data_prep import presets
+from experiments import datasets
 from longbert_tf import configs, files, report, training
 
 ROWS = ("caml", "512", "1024", "2048", "4096", "8192")
@@ -98,7 +98,7 @@ def main(argv):
     row_configs = [row_config(row, out_dir) for row in FLAGS.rows]
     lines, rows = report.header(), []
     for config in row_configs:
-        presets.ensure_prepared(config)
+        datasets.ensure_prepared(config)
         logging.info("Row %s -> %s", config.model_dir, config)
         results = training.train_and_evaluate(config)
         name = report.model_name(config)

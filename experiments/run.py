@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
-from data_prep import presets
+from experiments import datasets
 from longbert_tf import configs, dataset, distribute, encoders, models, report, training
 
 FLAGS = flags.FLAGS
@@ -232,7 +232,7 @@ def main(argv):
     if FLAGS.dry_run:
         print(dry_run(config))
         return
-    presets.ensure_prepared(config)
+    datasets.ensure_prepared(config)
     logging.info("Config: %s", config)
     results = training.train_and_evaluate(config, FLAGS.predictions_file)
     print(

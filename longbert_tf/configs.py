@@ -28,8 +28,6 @@ class DatasetPreset:
         such dataset); a prepared `labels.txt` always takes precedence.
       learning_rate: Adam's; the paper's 2e-4 except where a randomly
         initialised encoder must learn within a CPU budget.
-      prepare_command: how to create the dataset folder, with DATA_DIR standing
-        for `--data_dir`.
       recipe: other `ExperimentConfig` fields of this dataset's default run
         (e.g. a fine-tuning schedule); flags given on the command line win.
     """
@@ -40,24 +38,16 @@ class DatasetPreset:
     encoder: str
     train_steps: int
     eval_every: int
-    prepare_command: str
     learning_rate: float = 2e-4
     recipe: dict = dataclasses.field(default_factory=dict)
 
 
 # The paper's recipe on MIMIC (the paper's encoder, 4,096 tokens, 1M steps).
-MIMIC3 = dict(
+MIMIC = dict(
     seq_len=4096,
     encoder=PAPER_ENCODER,
     train_steps=1_000_000,
     eval_every=10_000,
-    prepare_command=(
-        "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS "
-        "--out_dir=DATA_DIR"
-    ),
-)
-MIMIC4 = dict(
-    MIMIC3, prepare_command="python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir=DATA_DIR"
 )
 PRESETS = {
     preset.name: preset
@@ -69,12 +59,11 @@ PRESETS = {
             encoder=RANDOM_ENCODER,
             train_steps=400,
             eval_every=100,
-            prepare_command="python -m data_prep.synthetic --out_dir=DATA_DIR",
             learning_rate=1e-3,
         ),
-        DatasetPreset(name="mimic3_full", num_labels=8921, **MIMIC3),
-        DatasetPreset(name="mimic3_50", num_labels=50, **MIMIC3),
-        DatasetPreset(name="mimic4_dx", num_labels=72748, **MIMIC4),
+        DatasetPreset(name="mimic3_full", num_labels=8921, **MIMIC),
+        DatasetPreset(name="mimic3_50", num_labels=50, **MIMIC),
+        DatasetPreset(name="mimic4_dx", num_labels=72748, **MIMIC),
         # The best row of benchmarks/codiesp_table.py: pretrained MiniLM, each code's label
         # attention conditioned on its ICD-10-CM title, a separate encoder rate with warmup
         # and linear decay.
@@ -85,10 +74,6 @@ PRESETS = {
             encoder="minilm",
             train_steps=2000,
             eval_every=250,
-            prepare_command=(
-                "python -m data_prep.codiesp --codiesp_dir=../shared/data/codiesp "
-                "--out_dir=DATA_DIR"
-            ),
             learning_rate=1e-3,
             recipe=dict(
                 segment_length=128,

@@ -6,11 +6,11 @@ import re
 import signal
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep import synthetic
-from longbert_tf import dataset, encoder_specs, tokenization
+from longbert_tf import dataset, encoder_specs, synthetic, tokenization
 from longbert_tf.bert import BertArchitecture
 from longbert_tf.framework import tf
 
@@ -124,3 +124,27 @@ def edge_dataset(tmp_path, tiny_encoder_dir):
     )
     vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
     return dataset_dir, vocab
+
+
+@pytest.fixture
+def token_batch():
+    """Token vectors `[3, 10, 8]` and their mask: note 0 padded after 6 tokens, note 2 a single
+    token."""
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(3, 10, 8)).astype(np.float32)
+    mask = np.ones((3, 10), np.int32)
+    mask[0, 6:] = 0
+    mask[2, 1:] = 0
+    return tokens, mask
+
+
+@pytest.fixture
+def batch():
+    """Two notes: three full segments, and one segment of 10 real positions then padding."""
+    rng = np.random.default_rng(1)
+    word_ids = rng.integers(5, 600, size=(2, 3, 32)).astype(np.int32)
+    mask = np.ones((2, 3, 32), np.int32)
+    mask[1, 0, 10:] = 0
+    mask[1, 1:] = 0
+    word_ids[mask == 0] = 0
+    return dict(input_word_ids=word_ids, input_mask=mask)

@@ -10,8 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_prep import synthetic
-from longbert_tf import configs, dataset, export, token_cache, tokenization, training
+from longbert_tf import configs, dataset, export, synthetic, token_cache, tokenization, training
 from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import tf
 

@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
-from data_prep import presets
+from experiments import datasets
 from longbert_tf import configs, dataset
 
 pytestmark = pytest.mark.slow  # starts experiments.run
@@ -101,7 +102,27 @@ def test_unprepared_datasets_name_the_command_that_prepares_them(tmp_path):
         eval_every=1,
     )
     with pytest.raises(SystemExit, match=f"python -m data_prep.mimic3 .* --out_dir={tmp_path}"):
-        presets.ensure_prepared(config)
+        datasets.ensure_prepared(config)
+
+
+def test_a_prepared_dataset_with_an_empty_split_names_the_command(tmp_path):
+    notes = pd.DataFrame(dict(note_id=["1"], subject_id=["1"], text=["cough"], codes=[["A"]]))
+    empty = notes.iloc[:0]
+    data_dir = str(tmp_path / "data")
+    dataset.write_dataset(
+        f"{data_dir}/mimic4_dx", {"train": notes, "dev": empty, "test": notes}, ["A"]
+    )
+    config = configs.ExperimentConfig(
+        dataset="mimic4_dx", data_dir=data_dir, model_dir=str(tmp_path / "run"),
+        encoder=configs.PAPER_ENCODER, segments=configs.SegmentConfig(512),
+        batch_size=4, learning_rate=2e-4, train_steps=1, eval_every=1,
+    )  # fmt: skip
+    expected = (
+        r"dev.jsonl.gz holds no notes: the dev split is empty; prepare the dataset again "
+        rf"\(python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir={data_dir}\)"
+    )
+    with pytest.raises(SystemExit, match=expected):
+        datasets.ensure_prepared(config)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_prep import synthetic
-from longbert_tf import configs, dataset, export, training
+from longbert_tf import configs, dataset, export, synthetic, training
 from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import tf
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses

@@ -15,7 +15,7 @@ def summarize(dataset_dir: str, preparation: dict) -> dict:
 
     `words` counts words and punctuation marks, the pieces BERT's basic
     tokenizer splits a text into before WordPiece; WordPiece token counts
-    depend on the encoder's vocabulary (see `data_prep.plot_lengths`).
+    depend on the encoder's vocabulary (see `token_cache`).
     """
     labels = dataset.read_labels(dataset_dir)
     splits = {}
