@@ -17,7 +17,6 @@ exercised: the encoder's cost per note is the step benchmark's business.
 """
 
 import glob
-import json
 import os
 import re
 import resource
@@ -33,7 +32,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from longbert_tf import configs, dataset, hardware  # noqa: E402
+from longbert_tf import dataset, hardware, runs  # noqa: E402
 from longbert_tf.experiment import build_experiment  # noqa: E402
 from longbert_tf.framework import tf  # noqa: E402
 
@@ -91,9 +90,7 @@ def metrics_seconds(model_dir: str, split: str = "test") -> float:
     The test split is the largest, and the metrics' cost grows with the notes:
     its time is the largest of any split.
     """
-    with open(os.path.join(model_dir, "config.json")) as config_file:
-        config = configs.ExperimentConfig.from_dict(json.load(config_file))
-    experiment = build_experiment(config)
+    experiment = build_experiment(runs.saved_config(model_dir))
     best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     forward = tf.function(
@@ -134,17 +131,9 @@ def phase_seconds(log_path: str) -> dict:
     return phases
 
 
-def main(argv):
-    del argv
-    if not 0 < FLAGS.fraction <= 1:
-        raise app.UsageError(f"--fraction={FLAGS.fraction} must be in (0, 1]")
-    print(f"CPU: {hardware.cpu_summary()}")
-    work_dir = os.path.abspath(FLAGS.work_dir)
-    data_dir, model_dir = f"{work_dir}/data", f"{work_dir}/run"
-    export_dir = f"{work_dir}/export"
-    for path in (model_dir, export_dir):
-        subprocess.run(["rm", "-rf", path], check=True)
-    os.makedirs(work_dir, exist_ok=True)
+def run_commands(work_dir: str, data_dir: str, model_dir: str, export_dir: str) -> tuple:
+    """Writes the dataset, then trains, exports and predicts as a user would; returns the
+    wall seconds of each and the peak memory of the commands (GB)."""
     wall = {}
     started = time.time()
     dataset_dir = write_dataset(data_dir, FLAGS.fraction, FLAGS.tokens_per_note)
@@ -184,6 +173,21 @@ def main(argv):
         f"{work_dir}/predict.log",
     )
     peak_gb = max(peak_gb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6)
+    return wall, peak_gb
+
+
+def main(argv):
+    del argv
+    if not 0 < FLAGS.fraction <= 1:
+        raise app.UsageError(f"--fraction={FLAGS.fraction} must be in (0, 1]")
+    print(f"CPU: {hardware.cpu_summary()}")
+    work_dir = os.path.abspath(FLAGS.work_dir)
+    data_dir, model_dir = f"{work_dir}/data", f"{work_dir}/run"
+    export_dir = f"{work_dir}/export"
+    for path in (model_dir, export_dir):
+        subprocess.run(["rm", "-rf", path], check=True)
+    os.makedirs(work_dir, exist_ok=True)
+    wall, peak_gb = run_commands(work_dir, data_dir, model_dir, export_dir)
     on_disk, tensors = checkpoint_sizes(model_dir)
     sizes = {split: max(1, round(size * FLAGS.fraction)) for split, size in SPLIT_SIZES.items()}
     print(f"notes: {sizes['train']:,} / {sizes['dev']:,} / {sizes['test']:,}, {NUM_CODES:,} codes")

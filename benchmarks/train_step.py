@@ -96,6 +96,20 @@ def matmul_peak(dtype) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
+def random_batch() -> tuple:
+    """One batch of full notes of random tokens, `CODES_PER_NOTE` random codes each."""
+    rng = np.random.default_rng(0)
+    shape = [FLAGS.batch_size, FLAGS.seq_len // SEGMENT, SEGMENT]
+    features = dict(
+        input_word_ids=tf.constant(rng.integers(5, ARCH.vocab_size, shape), tf.int32),
+        input_mask=tf.ones(shape, tf.int32),
+    )
+    labels = np.zeros([FLAGS.batch_size, FLAGS.num_labels], np.float32)
+    for row in labels:
+        row[rng.choice(FLAGS.num_labels, min(CODES_PER_NOTE, FLAGS.num_labels), replace=False)] = 1
+    return features, tf.constant(labels)
+
+
 def run_one() -> dict:
     """Times the training step of the configuration in FLAGS."""
     keras.utils.set_random_seed(0)
@@ -109,16 +123,7 @@ def run_one() -> dict:
         FLAGS.num_labels,
         label_attention_args=dict(chunk_size=chunk_size, matmul_dtype=compute_dtype),
     )
-    rng = np.random.default_rng(0)
-    shape = [FLAGS.batch_size, FLAGS.seq_len // SEGMENT, SEGMENT]
-    features = dict(
-        input_word_ids=tf.constant(rng.integers(5, ARCH.vocab_size, shape), tf.int32),
-        input_mask=tf.ones(shape, tf.int32),
-    )
-    labels = np.zeros([FLAGS.batch_size, FLAGS.num_labels], np.float32)
-    for row in labels:
-        row[rng.choice(FLAGS.num_labels, min(CODES_PER_NOTE, FLAGS.num_labels), replace=False)] = 1
-    labels = tf.constant(labels)
+    features, labels = random_batch()
     model(features)  # creates the weights
     batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
     step = Trainer(

@@ -22,9 +22,9 @@ from longbert_tf import (
     token_cache,
     words,
 )
+from longbert_tf.caml import CAML
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
-from longbert_tf.models import CAML
 from longbert_tf.predictions import TOP_CODES, PredictionsWriter
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from longbert_tf import words
+from longbert_tf.caml import CAML
 from longbert_tf.framework import keras, tf
-from longbert_tf.models import CAML
 from tests.test_layers import numpy_label_attention
 
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from longbert_tf import encoders, models
+from longbert_tf import caml, encoders, models
 from longbert_tf.bert import PositionEmbedding, SelfAttention
 from longbert_tf.framework import keras
 from longbert_tf.layers import LabelAttention
@@ -102,7 +102,7 @@ def caml_batch():
 
 def test_caml_saves_and_loads(tmp_path):
     embeddings = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
-    model = models.CAML(embeddings, num_labels=5, kernel_size=4, num_filters=7, seed=1)
+    model = caml.CAML(embeddings, num_labels=5, kernel_size=4, num_filters=7, seed=1)
     model(caml_batch())
     perturb_weights(model, seed=2)
     run_model_saving_test(model, caml_batch(), str(tmp_path / "caml.keras"))
@@ -110,21 +110,21 @@ def test_caml_saves_and_loads(tmp_path):
 
 def test_caml_config_holds_the_table_shape_not_the_table():
     embeddings = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
-    model = models.CAML(embeddings, num_labels=5, seed=1)
+    model = caml.CAML(embeddings, num_labels=5, seed=1)
     np.testing.assert_array_equal(model.embedding.embeddings.numpy(), embeddings)
     config = model.get_config()
     assert "embeddings" not in config
     assert (config["vocab_size"], config["embedding_size"]) == (40, 6)
-    rebuilt = models.CAML.from_config(config)
+    rebuilt = caml.CAML.from_config(config)
     rebuilt(caml_batch())
     assert rebuilt.embedding.embeddings.shape == (40, 6)
 
 
 def test_caml_rejects_a_missing_or_mismatched_table():
     with pytest.raises(ValueError, match="embedding_size=None"):
-        models.CAML(num_labels=5, vocab_size=40)
+        caml.CAML(num_labels=5, vocab_size=40)
     with pytest.raises(ValueError, match=r"\(40, 6\) do not match vocab_size=41"):
-        models.CAML(np.zeros((40, 6), np.float32), num_labels=5, vocab_size=41)
+        caml.CAML(np.zeros((40, 6), np.float32), num_labels=5, vocab_size=41)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from longbert_tf import encoders, models, optimization
+from longbert_tf import caml, encoders, models, optimization
 from longbert_tf.framework import keras, tf
 from longbert_tf.pretraining import MaskedLM
 from longbert_tf.trainer import TrainableModel, Trainer
@@ -33,10 +33,10 @@ def test_the_models_and_the_pretrainer_follow_the_training_contract(deterministi
     """Without dropout, each model's training loss equals a NumPy loss of its logits."""
     encoder = encoders.load(deterministic_encoder, 32).layer
     longbert = models.LongBERT(encoder, num_labels=NUM_LABELS)
-    caml = models.CAML(np.ones([10, 4], np.float32), num_labels=NUM_LABELS, dropout_rate=0.0)
+    caml_model = caml.CAML(np.ones([10, 4], np.float32), num_labels=NUM_LABELS, dropout_rate=0.0)
     caml_batch = dict(batch, input_word_ids=batch["input_word_ids"] % 10)
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
-    for model, features in ((longbert, batch), (caml, caml_batch)):
+    for model, features in ((longbert, batch), (caml_model, caml_batch)):
         assert isinstance(model, TrainableModel)
         logits = model(features).numpy().astype(np.float64)
         loss, metrics = model.loss(features, labels, global_batch_size=4)
