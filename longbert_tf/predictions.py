@@ -1,10 +1,10 @@
 """Every note's most probable codes, streamed to a JSON-lines file for error analysis."""
 
+import contextlib
 import gzip
 import json
-import os
 
-from longbert_tf import dataset
+from longbert_tf import dataset, files
 
 TOP_CODES = 15  # codes per note for precision at k and the predictions file
 
@@ -24,10 +24,10 @@ class PredictionsWriter:
         self.dataset_dir = dataset_dir
         self._notes = {}  # split -> [(note_id, codes)] in note order
         self._file = None
+        self._replacing = contextlib.ExitStack()  # renames the file into place when closed
         if path:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._temporary = f"{path}.tmp-{os.getpid()}"
-            self._file = open(self._temporary, "w", encoding="utf-8")
+            temporary = self._replacing.enter_context(files.atomic_file(path))
+            self._file = open(temporary, "w", encoding="utf-8")
 
     def write(self, split: str, top_codes, top_probabilities, note_index) -> None:
         """One batch: int `[batch, k]` codes, float `[batch, k]` probabilities, int `[batch]`."""
@@ -51,7 +51,7 @@ class PredictionsWriter:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            os.replace(self._temporary, self.path)
+            self._replacing.close()
             self._file = None
 
 

@@ -56,3 +56,19 @@ def test_a_swap_killed_between_or_after_its_renames_is_finished(
         write_folder(temporary, "newer")
     assert read_folder(final) == "newer"
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".old")]
+
+
+def test_atomic_file_replaces_only_when_the_block_succeeds(tmp_path):
+    path = tmp_path / "cache" / "values.txt"
+    with files.atomic_file(str(path)) as temporary:
+        assert not path.exists()  # nothing at the final name while it is written
+        with open(temporary, "w") as out:
+            out.write("first")
+    assert path.read_text() == "first"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with files.atomic_file(str(path)) as temporary:
+            with open(temporary, "w") as out:
+                out.write("half")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "first"  # the old file is kept
+    assert os.listdir(path.parent) == ["values.txt"]  # and the temporary one is gone
