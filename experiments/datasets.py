@@ -25,6 +25,12 @@ def prepare_command(dataset_name: str, data_dir: str) -> str:
     return PREPARE_COMMANDS[dataset_name].replace("DATA_DIR", data_dir)
 
 
+def not_prepared(dataset_name: str, data_dir: str) -> SystemExit:
+    """The exit for a preset whose dataset folder is missing, naming the command that writes it."""
+    where = f"Dataset {dataset_name} is not prepared in {os.path.join(data_dir, dataset_name)}"
+    return SystemExit(f"{where}: run\n  {prepare_command(dataset_name, data_dir)}")
+
+
 def ensure_prepared(config: ExperimentConfig) -> None:
     """Generates the synthetic dataset when missing; for the others, exits naming the command
     that prepares them when the folder is missing or a split holds no note."""
@@ -33,8 +39,7 @@ def ensure_prepared(config: ExperimentConfig) -> None:
         if config.dataset == "synthetic":
             synthetic.prepare(config.data_dir, synthetic.SyntheticConfig(seed=config.seed))
         else:
-            where = f"Dataset {config.dataset} is not prepared in {config.dataset_dir}"
-            raise SystemExit(f"{where}: run\n  {command}")
+            raise not_prepared(config.dataset, config.data_dir)
     for split in dataset.SPLITS:
         try:
             dataset.require_notes(config.dataset_dir, split, prepared_by=f"({command})")

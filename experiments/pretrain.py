@@ -71,10 +71,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     dataset_dir = os.path.join(FLAGS.data_dir, FLAGS.dataset)
     if not os.path.exists(dataset.notes_path(dataset_dir, "train")):
-        command = datasets.prepare_command(FLAGS.dataset, FLAGS.data_dir)
-        raise SystemExit(
-            f"Dataset {FLAGS.dataset} is not prepared in {dataset_dir}: run\n  {command}"
-        )
+        raise datasets.not_prepared(FLAGS.dataset, FLAGS.data_dir)
     handle = encoder_specs.resolve(
         FLAGS.encoder, dataset_dir, FLAGS.seed, vocab_source=FLAGS.encoder_vocab
     )

@@ -68,7 +68,7 @@ def load_trained(model_dir: str) -> TrainedModel:
         raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
     if config.model != "longbert":
         raise ValueError(f"{model_dir} holds a {config.model} model; export serves LongBERT models")
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    metrics_path = os.path.join(model_dir, runs.METRICS_FILE)
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path} does not exist: finish training before exporting")
     with open(metrics_path) as metrics_file:

@@ -16,6 +16,7 @@ from longbert_tf import dataset, files, hardware
 from longbert_tf.configs import RUN_BINDING, ExperimentConfig
 
 CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"  # written when a run is finished (see `training`)
 
 
 def saved_config(model_dir: str) -> ExperimentConfig | None:

@@ -27,8 +27,6 @@ from longbert_tf.framework import keras, tf
 from longbert_tf.predictions import PredictionsWriter
 from longbert_tf.trainer import Trainer
 
-METRICS_FILE = "metrics.json"
-
 
 def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = None) -> dict:
     """Trains with the paper's recipe and returns the metrics written to `metrics.json`.
@@ -49,7 +47,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
             f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
             f"{config.grad_accum_steps} x {replicas} replicas"
         )
-    metrics_path = os.path.join(config.model_dir, METRICS_FILE)
+    metrics_path = os.path.join(config.model_dir, runs.METRICS_FILE)
     if os.path.exists(metrics_path):
         logging.info("%s is finished; delete %s to evaluate again", config.model_dir, metrics_path)
         with open(metrics_path) as metrics_file:
