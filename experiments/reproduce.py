@@ -39,6 +39,13 @@ flags.DEFINE_integer(
     "batch_size", None, "Batch of the BERT rows; default the paper's 4 (2 at 8,192 tokens)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of every row.")
+flags.DEFINE_enum(
+    "compute_dtype",
+    "auto",
+    list(configs.COMPUTE_DTYPES),
+    "dtype of label attention's matrix products in the BERT rows; auto: bfloat16 where the "
+    "hardware multiplies it natively, else float32 (as experiments.run).",
+)
 
 
 def row_config(row: str, out_dir: str) -> configs.ExperimentConfig:
@@ -71,6 +78,7 @@ def row_config(row: str, out_dir: str) -> configs.ExperimentConfig:
         segments=configs.SegmentConfig(seq_len),
         batch_size=FLAGS.batch_size or configs.paper_batch_size(seq_len),
         learning_rate=FLAGS.learning_rate or preset.learning_rate,
+        compute_dtype=FLAGS.compute_dtype,
         **common,
     )
 

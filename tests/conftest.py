@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic dataset and a tiny TF-Hub-format encoder built from it."""
+"""Shared fixtures: a tiny synthetic dataset, a tiny TF-Hub-format encoder built from it, and the
+compute dtypes the suite runs in (see tests/dtypes.py)."""
 
 import glob
 import os
@@ -10,9 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from longbert_tf import dataset, encoder_specs, synthetic, tokenization
+from longbert_tf import dataset, encoder_specs, hardware, synthetic, tokenization
 from longbert_tf.bert import BertArchitecture
 from longbert_tf.framework import tf
+from tests.dtypes import SUITE_DTYPES
+
+MACHINE_NATIVE_BFLOAT16 = hardware.native_bfloat16
 
 TINY_SYNTHETIC = synthetic.SyntheticConfig(
     num_codes=12,
@@ -33,6 +37,55 @@ TINY_ARCH = BertArchitecture(
     vocab_size=600,
     max_positions=128,
 )
+
+
+def _refuse_auto_dtype(strategy: str):
+    raise AssertionError(
+        "this test left compute_dtype='auto', so its numbers depend on the CPU it runs on: "
+        "take the compute_dtype fixture, or pin float32 (see tests/dtypes.py)"
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_machine_chosen_dtype():
+    """Every test states its compute dtype: resolving "auto" from this machine fails the test
+    (tests of "auto" itself take `machine_chosen_dtype`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hardware, "native_bfloat16", _refuse_auto_dtype)
+        yield
+
+
+@pytest.fixture
+def machine_chosen_dtype(monkeypatch):
+    """Lets this test resolve compute_dtype="auto" from the (possibly simulated) machine."""
+    monkeypatch.setattr(hardware, "native_bfloat16", MACHINE_NATIVE_BFLOAT16)
+
+
+CPUINFO = (
+    "processor\t: {index}\nmodel name\t: Test CPU 9000\n"
+    "flags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
+)
+
+
+@pytest.fixture
+def cpu(tmp_path, monkeypatch, machine_chosen_dtype):
+    """`cpu(extra_flags)` simulates a two-core /proc/cpuinfo with those flags and no GPU;
+    "auto" resolves from it."""
+    monkeypatch.setattr(hardware.tf.config, "list_physical_devices", lambda kind=None: [])
+
+    def with_flags(extra: str):
+        path = tmp_path / "cpuinfo"
+        path.write_text("".join(CPUINFO.format(index=i, extra=extra) for i in range(2)))
+        monkeypatch.setattr(hardware, "CPUINFO", str(path))
+
+    return with_flags
+
+
+@pytest.fixture(scope="module", params=SUITE_DTYPES)
+def compute_dtype(request):
+    """Label attention's compute dtype, for tests whose numbers depend on it: each of
+    `SUITE_DTYPES` in turn."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ def main(data_dir: str, encoder_dir: str) -> None:
         train_steps=1,
         eval_every=1,
         label_init="descriptions",  # built (descriptions embedded) under either strategy
+        compute_dtype="float32",  # what is compared is the gathering, not the arithmetic
     )
     keras.utils.set_random_seed(0)
     single = build_experiment(config)

@@ -28,7 +28,7 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
         "--segment_length=128", "--batch_size=2", f"--train_steps={steps}", "--eval_every=150",
-        "--checkpoint_every=10", "--log_every=1",
+        "--checkpoint_every=10", "--log_every=1", "--compute_dtype=float32",
     ]  # fmt: skip
     command = [sys.executable, "-m", "experiments.run", *flags]
     whole = subprocess.run(
@@ -73,6 +73,7 @@ def test_a_checkpoint_holds_weights_optimizer_slots_and_counters_only(tiny_data_
         learning_rate=1e-3,
         train_steps=3,
         eval_every=3,
+        compute_dtype="float32",
     )
     training.train_and_evaluate(config)
     checkpoint = tf.train.latest_checkpoint(f"{config.model_dir}/checkpoints")
@@ -111,6 +112,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
         dataset="synthetic", data_dir=data_dir, model_dir=model_dir,
         encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
         batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, max_notes=8,
+        compute_dtype="float32",
     )  # fmt: skip
     training.train_and_evaluate(config)
     with open(f"{model_dir}/config.json") as config_file:
@@ -147,6 +149,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
         dataset="synthetic", data_dir=data_dir, model_dir=str(tmp_path / "run"),
         encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
         batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2,
+        compute_dtype="float32",
     )  # fmt: skip
     expected = (
         rf"{empty_split}.jsonl.gz holds no notes: the {empty_split} split is empty; prepare "

@@ -67,6 +67,7 @@ def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
             f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
             "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
             "--train_steps=4", "--eval_every=4", "--batch_size=4", "--warmup_steps=2",
+            "--compute_dtype=float32",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -34,6 +34,7 @@ def tiny_config(data_dir, model_dir, encoder, **overrides):
         train_steps=1,
         eval_every=1,
         max_notes=8,
+        compute_dtype="float32",  # what is tested is how work is spread, not the arithmetic
     )
     return configs.ExperimentConfig(**{**values, **overrides})
 
@@ -144,7 +145,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=128",
         "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3", "--max_notes=8",
-        f"--train_steps={steps}", "--eval_every=2", "--log_every=1",
+        f"--train_steps={steps}", "--eval_every=2", "--log_every=1", "--compute_dtype=float32",
         f"--model_dir={tmp_path}/two_workers",
     ]  # fmt: skip
     logs = finish(start_two_workers(flags, tmp_path), tmp_path)
@@ -176,7 +177,7 @@ def test_killed_two_worker_run_resumes_at_the_same_input_position(
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
         "--segment_length=128", "--batch_size=4", f"--train_steps={steps}",
-        "--eval_every=10", "--log_every=1",
+        "--eval_every=10", "--log_every=1", "--compute_dtype=float32",
     ]  # fmt: skip
     finish(start_two_workers([*flags, f"--model_dir={tmp_path}/whole"], tmp_path), tmp_path)
     with open(f"{tmp_path}/whole/metrics.json") as metrics_file:

@@ -7,24 +7,6 @@ import pytest
 
 from longbert_tf import configs, hardware, runs, training
 
-CPUINFO = (
-    "processor\t: {index}\nmodel name\t: Test CPU 9000\n"
-    "flags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
-)
-
-
-@pytest.fixture
-def cpu(tmp_path, monkeypatch):
-    """Writes a two-core /proc/cpuinfo with the given extra flags; no GPU."""
-    monkeypatch.setattr(hardware.tf.config, "list_physical_devices", lambda kind=None: [])
-
-    def with_flags(extra: str):
-        path = tmp_path / "cpuinfo"
-        path.write_text("".join(CPUINFO.format(index=i, extra=extra) for i in range(2)))
-        monkeypatch.setattr(hardware, "CPUINFO", str(path))
-
-    return with_flags
-
 
 @pytest.mark.parametrize(
     "extra, expected",

@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 
 from longbert_tf import encoders, models
+from tests.dtypes import tolerance
 from tests.test_layers import numpy_label_attention
 
 NUM_LABELS = 6
 
 
 @pytest.fixture(scope="module")
-def model(tiny_encoder_dir):
+def model(tiny_encoder_dir, compute_dtype):
+    """Chunked label attention (4 codes, then 2) in the suite's compute dtype."""
     encoder = encoders.load(tiny_encoder_dir, segment_length=32)
-    return models.LongBERT(encoder.layer, num_labels=NUM_LABELS, seed=4)
+    label_attention_args = dict(chunk_size=4, matmul_dtype=compute_dtype)
+    return models.LongBERT(
+        encoder.layer, num_labels=NUM_LABELS, seed=4, label_attention_args=label_attention_args
+    )
 
 
 def test_changing_padded_tokens_leaves_logits_unchanged(model, batch):
@@ -22,10 +27,12 @@ def test_changing_padded_tokens_leaves_logits_unchanged(model, batch):
     noisy["input_word_ids"] = np.where(
         batch["input_mask"] == 1, batch["input_word_ids"], rng.integers(5, 600, (2, 3, 32))
     ).astype(np.int32)
+    # Padding has exactly zero attention, in any dtype.
     np.testing.assert_allclose(model(noisy).numpy(), logits, rtol=1e-6, atol=1e-6)
     # The first note alone gives the same logits: the other note's padding never leaks in.
     alone = {key: value[:1] for key, value in batch.items()}
-    np.testing.assert_allclose(model(alone).numpy(), logits[:1], rtol=1e-5, atol=1e-6)
+    atol = tolerance(model.label_attention.matmul_dtype, 1e-6, scale=np.abs(logits).max())
+    np.testing.assert_allclose(model(alone).numpy(), logits[:1], rtol=1e-5, atol=atol)
 
 
 def test_segments_are_encoded_separately_and_concatenated(model, batch):
@@ -44,7 +51,8 @@ def test_segments_are_encoded_separately_and_concatenated(model, batch):
     expected = numpy_label_attention(
         tokens, batch["input_mask"].reshape(2, -1), queries, weights, biases
     )
-    np.testing.assert_allclose(model(batch).numpy(), expected, rtol=1e-4, atol=1e-5)
+    atol = tolerance(model.label_attention.matmul_dtype, 1e-5, scale=np.abs(expected).max())
+    np.testing.assert_allclose(model(batch).numpy(), expected, rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize("attend_special_tokens", [True, False])

@@ -21,6 +21,7 @@ def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(
         learning_rate=1e-3,
         train_steps=2,
         eval_every=2,
+        compute_dtype="float32",
     )
     path = tmp_path / "predictions.jsonl"
     training.train_and_evaluate(config, predictions_file=str(path))

@@ -24,6 +24,7 @@ def test_reproduce_writes_the_table_and_skips_finished_rows(tiny_data_dir, tmp_p
         sys.executable, "-m", "experiments.reproduce", "--dataset=synthetic",
         f"--data_dir={tiny_data_dir}", f"--out_dir={tmp_path}", "--rows=caml,512,1024",
         "--encoder=random:L-1_H-16_A-2", "--train_steps=2", "--eval_every=2", "--max_notes=6",
+        "--compute_dtype=float32",
     ]  # fmt: skip
     first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]

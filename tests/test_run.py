@@ -22,6 +22,7 @@ TINY_FLAGS = [
     "--train_steps=6",
     "--eval_every=3",
     "--batch_size=2",
+    "--compute_dtype=float32",  # the run's wiring, not its arithmetic
 ]
 
 
@@ -160,6 +161,7 @@ def test_built_and_converted_encoders_train(kind, tiny_data_dir, tiny_encoder_di
         "--train_steps=2",
         "--eval_every=2",
         "--batch_size=2",
+        "--compute_dtype=float32",
         env={"LONGBERT_TF_CACHE": str(tmp_path / "cache")},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,51 @@
+"""The suite's compute dtypes: forced by LONGBERT_TEST_DTYPE, else float32 and the native one;
+a test that leaves the dtype to the machine fails."""
+
+import ml_dtypes  # TensorFlow's own bfloat16 type
+import numpy as np
+import pytest
+
+from longbert_tf import configs, runs
+from tests.dtypes import ENVIRONMENT_VARIABLE, EPSILON, suite_dtypes, tolerance
+
+
+def test_a_forced_dtype_is_the_only_pass_and_a_bad_one_is_named():
+    assert suite_dtypes("float32") == ("float32",)
+    assert suite_dtypes("bfloat16") == ("bfloat16",)
+    with pytest.raises(ValueError, match=f"{ENVIRONMENT_VARIABLE}='float16': choose from"):
+        suite_dtypes("float16")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("", ("float32",)),
+        ("avx512_bf16", ("float32", "bfloat16")),
+        ("amx_bf16", ("float32", "bfloat16")),
+    ],
+)
+def test_unforced_the_suite_runs_float32_and_the_machines_native_dtype(cpu, flags, expected):
+    cpu(flags)
+    assert suite_dtypes("") == expected
+
+
+def test_a_test_that_leaves_the_dtype_to_the_machine_fails(tmp_path):
+    config = configs.ExperimentConfig(
+        dataset="synthetic", data_dir=str(tmp_path), model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
+        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2,
+    )  # fmt: skip
+    with pytest.raises(AssertionError, match="left compute_dtype='auto'"):
+        runs.resolve_compute_dtype(config)
+    stated = configs.ExperimentConfig(**{**config.__dict__, "compute_dtype": "float32"})
+    assert runs.resolve_compute_dtype(stated) == stated
+
+
+def test_bfloat16_tolerances_are_its_units_in_the_last_place():
+    assert EPSILON == {
+        "float32": np.finfo(np.float32).eps,
+        "bfloat16": ml_dtypes.finfo(ml_dtypes.bfloat16).eps,
+    }
+    assert tolerance("float32", 1e-5) == 1e-5
+    assert tolerance("bfloat16", 1e-5) == 2.0**-7
+    assert tolerance("bfloat16", 0.0, scale=0.25) == 2.0**-9
