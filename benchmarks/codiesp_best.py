@@ -11,8 +11,8 @@ description-conditioned label attention, fine-tuning schedule; see
 notes and the release's unannotated `background/` cases comes first when
 `--pretrain_steps` is above 0 (it lowered dev micro F1 in
 `benchmarks/codiesp_table.py`, so the best row does not pretrain). Ends by
-printing `dev micro F1: X` and, when the release has `test/`,
-`test micro F1: X`. Steps already done in `--work_dir` are reused.
+printing `dev micro F1: X` and `dev MAP: X` and, when the release has `test/`,
+the same two lines for test. Steps already done in `--work_dir` are reused.
 """
 
 import json
@@ -67,9 +67,10 @@ def main(argv):
     )  # fmt: skip
     with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
         results = json.load(metrics_file)
-    print(f"dev micro F1: {results['dev']['micro_f1']:.4f}")
-    if os.path.isdir(os.path.join(codiesp_dir, "test")):
-        print(f"test micro F1: {results['test']['micro_f1']:.4f}")
+    splits = ["dev"] + (["test"] if os.path.isdir(os.path.join(codiesp_dir, "test")) else [])
+    for split in splits:
+        print(f"{split} micro F1: {results[split]['micro_f1']:.4f}")
+        print(f"{split} MAP: {results[split]['map']:.4f}")
 
 
 if __name__ == "__main__":

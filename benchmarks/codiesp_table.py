@@ -169,7 +169,7 @@ def best_row() -> str:
 def table_line(name: str, result: dict) -> str:
     dev = result["dev"]
     values = [dev[key] for key in ("micro_f1", "micro_precision", "micro_recall")]
-    values += [dev["micro_pr_auc"], dev["precision_at_5"], dev["unseen_code_recall"]]
+    values += [dev["micro_pr_auc"], dev["map"], dev["precision_at_5"], dev["unseen_code_recall"]]
     values.append(result["test"]["micro_f1"])
     return (
         f"| {name} | {result['seq_len']:,} | "
@@ -189,9 +189,9 @@ def main(argv):
     if unknown:
         raise SystemExit(f"unknown rows {sorted(unknown)}; choose from the module docstring")
     lines = [
-        "| Row | Seq. length | Dev micro F1 | P | R | PR-AUC | P@5 | Unseen-code recall "
+        "| Row | Seq. length | Dev micro F1 | P | R | PR-AUC | MAP | P@5 | Unseen-code recall "
         "| Test micro F1 | Best step | Wall time |",
-        "|---" * 11 + "|",
+        "|---" * 12 + "|",
     ]
     for name in names:
         if name.startswith("best_"):

@@ -2,7 +2,8 @@
 
   exact: micro precision / recall / F1 at every grid threshold (hence the
     tuned threshold), at a grid threshold both macro F1s (`macro_f1` and the
-    CAML-style `caml_macro_*`), precision at 5, 8, 15;
+    CAML-style `caml_macro_*`), precision at 5, 8, 15, and the mean over notes
+    of each note's average precision (`map`, up to float32 sums);
   binned: micro PR-AUC and ROC-AUC from the `MICRO_BINS` histogram, macro
     ROC-AUC from per-code histograms of `MACRO_BINS` bins (MICRO_BINS /
     MACRO_BINS neighbouring bins merged); scores in one bin count as tied.
@@ -110,6 +111,7 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
             if 0 < positives < micro_all.sum()
             else float("nan")
         ),
+        map=_mean_average_precision(counts),
         macro_f1=_macro_f1(code_counts, column),
         macro_roc_auc=_macro_roc_auc(counts),
         num_notes=num_notes,
@@ -125,6 +127,14 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
             metrics.ratio(reached[:, column].sum(), reached[:, 0].sum())
         )
     return results
+
+
+def _mean_average_precision(counts: dict) -> float:
+    """The mean of the average precisions of the notes with a true code (NaN without any)."""
+    notes_with_codes = int(counts["notes_with_codes"][0])
+    if not notes_with_codes:
+        return float("nan")
+    return float(counts["average_precision"][0] / notes_with_codes)
 
 
 def _macro_roc_auc(counts: dict) -> float:

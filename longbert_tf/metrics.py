@@ -78,6 +78,17 @@ def average_precision(y_true, y_score) -> float:
     return float(np.sum(precision * recall_gain))
 
 
+def mean_average_precision(y_true, y_score) -> float:
+    """Mean over notes with a true code of each note's `average_precision` over its codes: the
+    mean, over its true codes, of the precision among the codes scored at least as high (NaN
+    when no note has a true code)."""
+    y_true = np.asarray(y_true, dtype=bool)
+    notes = np.flatnonzero(y_true.any(axis=1))
+    if not len(notes):
+        return float("nan")
+    return float(np.mean([average_precision(y_true[n], np.asarray(y_score)[n]) for n in notes]))
+
+
 def roc_auc(y_true, y_score) -> float:
     """Area under the ROC curve: the chance a positive outscores a negative (ties count half)."""
     y_true = np.asarray(y_true, dtype=bool).ravel()
@@ -165,6 +176,7 @@ def evaluate(y_true, y_prob, threshold: float) -> dict:
         micro_recall=recall,
         micro_pr_auc=average_precision(y_true, y_prob),
         micro_roc_auc=roc_auc(y_true, y_prob),
+        map=mean_average_precision(y_true, y_prob),
         macro_f1=macro_f1(y_true, y_prob, threshold),
         macro_roc_auc=macro_roc_auc(y_true, y_prob),
         num_notes=int(np.shape(y_true)[0]),

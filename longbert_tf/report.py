@@ -1,9 +1,10 @@
-"""Results in the format of the paper's tables (Seq. length, micro F1, P, R, PR-AUC, ROC-AUC)."""
+"""Results in the format of the paper's tables (Seq. length, micro F1, P, R, PR-AUC, ROC-AUC),
+with the mean per-note average precision (MAP, CodiEsp's ranking metric) beside them."""
 
 from longbert_tf.configs import ExperimentConfig
 
-COLUMNS = ("Model", "Seq. length", "Micro F1", "Precision", "Recall", "PR-AUC", "ROC-AUC")
-METRICS = ("micro_f1", "micro_precision", "micro_recall", "micro_pr_auc", "micro_roc_auc")
+COLUMNS = ("Model", "Seq. length", "Micro F1", "Precision", "Recall", "PR-AUC", "ROC-AUC", "MAP")
+METRICS = ("micro_f1", "micro_precision", "micro_recall", "micro_pr_auc", "micro_roc_auc", "map")
 
 
 def model_name(config: ExperimentConfig) -> str:

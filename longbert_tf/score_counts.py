@@ -32,6 +32,7 @@ BIN_NAMES = (
     "micro_positive",
     "reached_micro_all",
     "reached_micro_positive",
+    "precision_sum",
 )
 
 
@@ -61,6 +62,25 @@ def thresholds_reached(probabilities):
     )
 
 
+def true_code_precision_sums(logits, labels):
+    """float32 `[batch]`: per note, the sum over its true codes g of the precision among the
+    codes scored at least as high as g, `#{true c: s_c >= s_g} / #{c: s_c >= s_g}` (ties
+    ranked together, as `metrics.average_precision`); divided by the note's number of true
+    codes it is the note's average precision.
+
+    Codes are ranked by logit: the float32 sigmoid can round one logit to two neighbouring
+    probabilities in different lanes of a kernel, which would break ties.
+    """
+    num_labels = tf.shape(logits)[1]
+    is_true = labels > 0
+    true_only = tf.where(is_true, logits, -np.inf)
+    # A sorted row's searchsorted position of s counts the entries below s.
+    at_or_above = num_labels - tf.searchsorted(tf.sort(logits), logits)
+    true_at_or_above = num_labels - tf.searchsorted(tf.sort(true_only), logits)
+    precision = tf.cast(true_at_or_above, tf.float32) / tf.cast(at_or_above, tf.float32)
+    return tf.reduce_sum(tf.where(is_true, precision, 0.0), axis=1)
+
+
 def score_bins(logits, labels, code_slots) -> dict:
     """One batch's scores as count indices and histograms over all codes (on the device).
 
@@ -78,7 +98,8 @@ def score_bins(logits, labels, code_slots) -> dict:
       micro_all, micro_positive: `[MICRO_BINS]`, the batch's scores (all, and
         those of true codes) per fine logit bin;
       reached_micro_all, reached_micro_positive: `[101]`, the same per number of
-        thresholds reached.
+        thresholds reached;
+      precision_sum: float32 `[batch]`, `true_code_precision_sums`.
     Only float32 and int32 arithmetic, no data-dependent shape: it runs on any device.
     """
     reached = thresholds_reached(tf.sigmoid(logits))
@@ -100,6 +121,7 @@ def score_bins(logits, labels, code_slots) -> dict:
         micro_positive=histogram(micro_bin, MICRO_BINS, positive),
         reached_micro_all=histogram(reached, REACHED_COLUMNS),
         reached_micro_positive=histogram(reached, REACHED_COLUMNS, positive),
+        precision_sum=true_code_precision_sums(logits, labels),
     )
 
 
@@ -134,6 +156,9 @@ class SplitCounts:
             reached_micro_positive=np.zeros([REACHED_COLUMNS], np.int64),
             # Sum over notes of the share of true codes among the k best, per PRECISION_AT.
             precision_at_k=np.zeros([len(metrics.PRECISION_AT)], np.float64),
+            # Sum of the average precisions of the notes with a true code, and their number.
+            average_precision=np.zeros([1], np.float64),
+            notes_with_codes=np.zeros([1], np.int64),
             # How often each note was counted: every entry must end at 1.
             note_counts=np.zeros([num_notes], np.int64),
         )
@@ -164,6 +189,12 @@ class SplitCounts:
         for position, k in enumerate(metrics.PRECISION_AT):
             k = min(k, self.num_labels)
             counts["precision_at_k"][position] += np.sum(hits[:, k - 1] / k)
+        true_codes = is_true.sum(axis=1)
+        with_codes = true_codes > 0
+        counts["average_precision"] += np.sum(
+            bins["precision_sum"][with_codes] / true_codes[with_codes]
+        )
+        counts["notes_with_codes"] += with_codes.sum()
         np.add.at(counts["note_counts"], note_index, 1)
         # ufunc.at with matching dtypes: in place, no temporary of the counts' size.
         reached, macro_bin = bins["reached"], bins["macro_bin"]

@@ -154,7 +154,7 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     with writer.as_default(step=step):
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
-        for name in ("micro_pr_auc", "micro_roc_auc", "unseen_code_recall"):
+        for name in ("micro_pr_auc", "micro_roc_auc", "map", "unseen_code_recall"):
             tf.summary.scalar(name, results[name])
         curve = evaluation.pr_curve(counts)
         true_positives = curve["true_positive_counts"]

@@ -25,6 +25,7 @@ def test_streaming_metrics_equal_the_exact_ones():
     assert (labels.sum(0) == 0).any()  # codes without positives count in the CAML averages
     for key in ("precision_at_5", "precision_at_8", "precision_at_15"):
         assert streamed[key] == pytest.approx(exact[key], abs=1e-12), key
+    assert streamed["map"] == pytest.approx(exact["map"], abs=1e-6)  # float32 sums per note
     assert streamed["num_notes"] == 600
     # Binned AUCs: within the stated tolerances of the exact functions and of scikit-learn.
     assert streamed["micro_roc_auc"] == pytest.approx(exact["micro_roc_auc"], abs=1e-4)
@@ -55,6 +56,20 @@ def test_streaming_metrics_equal_the_exact_ones():
 def logits_of(probabilities):
     probabilities = np.clip(np.asarray(probabilities, np.float64), 1e-6, 1 - 1e-6)
     return np.log(probabilities / (1 - probabilities)).astype(np.float32)
+
+
+def test_streamed_map_is_the_mean_per_note_average_precision_with_ties():
+    labels, logits = scores(num_notes=300, num_labels=80, seed=2)
+    logits = np.round(logits * 2) / 2  # many ties within a note
+    labels[:30] = 0  # notes without a true code are left out of the mean
+    counts = count(labels, logits)
+    streamed = evaluation.evaluate(counts, 0.5, labels.shape[1])["map"]
+    with_codes = np.flatnonzero(labels.any(axis=1))
+    assert len(with_codes) < len(labels) - 30  # some notes had no code before
+    per_note = [sk_metrics.average_precision_score(labels[n], logits[n]) for n in with_codes]
+    assert streamed == pytest.approx(np.mean(per_note), abs=1e-6)
+    assert streamed == pytest.approx(metrics.mean_average_precision(labels, logits), abs=1e-6)
+    assert np.isnan(evaluation.evaluate(count(labels[:30], logits[:30]), 0.5, 80)["map"])
 
 
 def test_streamed_macro_f1s_by_hand():

@@ -143,6 +143,16 @@ def test_precision_at_k_by_hand():
     assert metrics.precision_at_k(y_true, y_score, 3) == pytest.approx(1 / 3)
 
 
+def test_mean_average_precision_by_hand():
+    y_true = np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]])
+    y_score = np.array([[0.9, 0.8, 0.7, 0.1], [0.5, 0.5, 0.5, 0.2], [0.9, 0.1, 0.1, 0.1]])
+    # Note 1: code 0 at rank 1 (1/1), code 2 at rank 3 (2/3). Note 2: code 1 tied with two
+    # others at the top: precision 1/3. Note 3 has no code and is left out.
+    expected = ((1 + 2 / 3) / 2 + 1 / 3) / 2
+    assert metrics.mean_average_precision(y_true, y_score) == pytest.approx(expected)
+    assert np.isnan(metrics.mean_average_precision(y_true[2:], y_score[2:]))
+
+
 def test_undefined_aucs_are_nan():
     y_true = np.zeros((4, 3))
     y_prob = np.full((4, 3), 0.5)
@@ -162,6 +172,7 @@ def test_evaluate_reports_every_metric(multilabel):
         "micro_recall",
         "micro_pr_auc",
         "micro_roc_auc",
+        "map",
         "macro_f1",
         "macro_roc_auc",
         "caml_macro_precision",

@@ -131,9 +131,9 @@ def test_published_results_match_paper_tables_md():
 
 def test_report_rows_render_missing_metrics_and_lengths():
     assert report.row("BioBERT", "entire note", {"micro_f1": 0.47, "micro_roc_auc": 0.974}) == (
-        "| BioBERT | entire note | 0.470 | - | - | - | 0.974 |"
+        "| BioBERT | entire note | 0.470 | - | - | - | 0.974 | - |"
     )
-    assert report.row("X", None, {}) == "| X | - | - | - | - | - | - |"
+    assert report.row("X", None, {}) == "| X | - | - | - | - | - | - | - |"
 
 
 def test_reproduce_prints_the_papers_rows(tmp_path):
