@@ -2,8 +2,10 @@
 
 A prepared dataset is a folder holding `labels.txt` (one code a line, in
 label-index order) and, per split, `{split}.jsonl.gz`: one JSON object a line
-with `note_id` (str), `subject_id` (str), `text` (str) and `codes` (list of str,
-each listed in `labels.txt`). An empty text is allowed (it becomes a single
+with `note_id` (str), `subject_id` (str), `text` (str) and `codes` (list of str).
+Every training code is listed in `labels.txt`; dev and test notes may hold codes
+outside it (a label space their own codes did not choose), which stay gold codes
+that every metric counts as missed. An empty text is allowed (it becomes a single
 `[CLS] [SEP]` segment), and so is an empty code list (a note with no codes is a
 negative for every code). Optionally `descriptions.tsv`: each code's
 description (see `longbert_tf.descriptions`). Every `data_prep` module writes
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 
+import numpy as np
 import pandas as pd
 
 from longbert_tf import descriptions, files
@@ -120,22 +123,28 @@ def labels_fingerprint(labels: list) -> str:
     return hashlib.sha256("".join(f"{code}\n" for code in labels).encode()).hexdigest()[:16]
 
 
-def label_ids(notes: pd.DataFrame, labels: list, source: str) -> list:
-    """Maps each note's codes to sorted, unique label indices.
-
-    Raises ValueError naming the note and code when a code is not in `labels`.
-    """
+def label_ids(notes: pd.DataFrame, labels: list) -> list:
+    """Each note's codes in `labels` as sorted, unique label indices (others left out)."""
     index = {code: position for position, code in enumerate(labels)}
-    ids = []
+    return [sorted({index[code] for code in codes if code in index}) for codes in notes.codes]
+
+
+def outside_codes(notes: pd.DataFrame, labels: list) -> np.ndarray:
+    """int64 `[notes]`: each note's distinct codes outside `labels` (gold codes no score covers)."""
+    space = set(labels)
+    return np.array([len(set(codes) - space) for codes in notes.codes], np.int64)
+
+
+def check_training_codes(notes: pd.DataFrame, labels: list, source: str) -> None:
+    """Raises ValueError naming the first training note with a code outside `labels`."""
+    space = set(labels)
     for row, (note_id, codes) in enumerate(zip(notes.note_id, notes.codes), start=1):
-        unknown = [code for code in codes if code not in index]
+        unknown = sorted(set(codes) - space)
         if unknown:
             raise ValueError(
                 f"{source}, note {row} (note_id {note_id!r}): codes {unknown} are not in "
-                f"{LABELS_FILE}; add them there or drop them when preparing the data"
+                f"{LABELS_FILE}; every training code must be in the label space"
             )
-        ids.append(sorted({index[code] for code in codes}))
-    return ids
 
 
 def write_dataset(
@@ -148,7 +157,7 @@ def write_dataset(
     keeping its token caches (they are keyed by content, so stale ones are
     rebuilt when used).
     """
-    label_ids(pd.concat(list(splits.values())), labels, source="notes to write")
+    check_training_codes(splits["train"], labels, source="train notes to write")
     with files.atomic_dir(dataset_dir) as temporary:
         with open(os.path.join(temporary, LABELS_FILE), "w", encoding="utf-8") as labels_file:
             labels_file.writelines(f"{code}\n" for code in labels)

@@ -170,15 +170,20 @@ class LabelAttention(keras.layers.Layer):
         return tf.einsum("bch,ch->bc", label_context, classifiers) + biases
 
     def loss(self, tokens, mask, labels, denominator):
-        """Sum over notes of the mean binary cross-entropy over codes, divided by `denominator`.
+        """Sum over notes of the mean binary cross-entropy over the codes in the loss, divided by
+        `denominator`.
 
         `labels` float32 `[batch, codes]`; `denominator` is the global batch
         size (`tf.nn.compute_average_loss`'s convention, right under any
-        distribution strategy). With `chunk_size`, the gradients come from
-        `chunked_loss`'s single pass.
+        distribution strategy). Every code is in the loss, except, with
+        `described`, the codes without training notes (m_c = 0): they could
+        only teach the shared maps that a description means "absent", so they
+        are scored but never trained on. With `chunk_size`, the gradients come
+        from `chunked_loss`'s single pass.
         """
         if not self.built:
             self(tokens, mask)  # creates the weights
+        code_weights = tf.identity(self.trained_codes) if self.described else None
         if self.chunk_size:
             total = chunked_loss(
                 tokens,
@@ -187,11 +192,16 @@ class LabelAttention(keras.layers.Layer):
                 *self.code_parameters(),
                 self._codes_per_chunk,
                 self.matmul_dtype,
+                code_weights,
             )
         else:
             logits = self(tokens, mask)
             cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-            total = tf.reduce_sum(tf.reduce_mean(cross_entropy, axis=-1))
+            if code_weights is None:
+                total = tf.reduce_sum(tf.reduce_mean(cross_entropy, axis=-1))
+            else:
+                weighted = tf.reduce_sum(cross_entropy * code_weights)
+                total = weighted / tf.maximum(tf.reduce_sum(code_weights), 1.0)
         return total / tf.cast(denominator, tf.float32)
 
     def attention_weights(self, tokens, mask, label_indices):

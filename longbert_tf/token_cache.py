@@ -46,7 +46,7 @@ def build(dataset_dir: str, split: str, vocab) -> str:
 
     notes = dataset.read_notes(dataset_dir, split)
     labels = dataset.read_labels(dataset_dir)
-    ids = dataset.label_ids(notes, labels, source=dataset.notes_path(dataset_dir, split))
+    ids = dataset.label_ids(notes, labels)
     lengths = write(notes.text.tolist(), ids, vocab, path)
     info = dict(
         source=source,

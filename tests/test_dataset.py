@@ -82,8 +82,11 @@ def test_read_labels_rejects_duplicates_and_blanks(tmp_path):
         dataset.read_labels(str(tmp_path))
 
 
-def test_label_ids_names_the_note_with_an_unknown_code():
-    notes = pd.DataFrame(dict(note_id=["a", "b"], codes=[["X"], ["X", "Y", "X"]]))
-    assert dataset.label_ids(notes.iloc[:1], ["Y", "X"], "src") == [[1]]
-    with pytest.raises(ValueError, match=r"src, note 2 \(note_id 'b'\): codes \['Y'\]"):
-        dataset.label_ids(notes, ["X"], "src")
+def test_codes_outside_the_label_space_are_counted_and_refused_in_training():
+    notes = pd.DataFrame(dict(note_id=["a", "b"], codes=[["X"], ["X", "Y", "Z", "Y"]]))
+    assert dataset.label_ids(notes, ["Y", "X"]) == [[1], [0, 1]]
+    assert dataset.label_ids(notes, ["X"]) == [[0], [0]]
+    assert dataset.outside_codes(notes, ["X"]).tolist() == [0, 2]
+    dataset.check_training_codes(notes, ["X", "Y", "Z"], "src")
+    with pytest.raises(ValueError, match=r"src, note 2 \(note_id 'b'\): codes \['Y', 'Z'\]"):
+        dataset.check_training_codes(notes, ["X"], "src")

@@ -130,6 +130,31 @@ def test_described_label_attention_matches_numpy(token_batch):
     assert not np.allclose(layer(tokens, mask).numpy()[:, :4], expected[:, :4])
 
 
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_codes_without_training_notes_are_scored_but_left_out_of_the_loss(token_batch, chunk_size):
+    """Codes 4 and 5 have no training note: the loss is the mean cross-entropy over codes 0-3,
+    and their labels move neither the loss nor any gradient."""
+    tokens, mask = token_batch
+    layer = described_layer(tokens, mask, chunk_size)
+    labels = np.float32([[1, 0, 0, 1, 1, 0], [0, 1, 0, 0, 0, 1], [0, 0, 1, 0, 1, 1]])
+    logits = numpy_label_attention(tokens, mask, *numpy_described_parameters(layer))
+    cross_entropy = np.logaddexp(0, logits) - labels * logits
+    expected = cross_entropy[:, :4].mean(axis=1).sum() / 3
+
+    def loss_and_grads(labels):
+        with tf.GradientTape() as tape:
+            loss = layer.loss(tf.constant(tokens), mask, tf.constant(labels), denominator=3)
+        return [loss.numpy()] + [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]
+
+    reference = loss_and_grads(labels)
+    assert reference[0] == pytest.approx(expected, rel=1e-5)
+    flipped = labels.copy()
+    flipped[:, 4:] = 1 - flipped[:, 4:]
+    for before, after in zip(reference, loss_and_grads(flipped)):
+        np.testing.assert_array_equal(after, before)
+    assert np.abs(layer(tokens, mask).numpy()[:, 4:] - logits[:, 4:]).max() < 1e-5  # scored
+
+
 def test_described_label_attention_starts_from_its_descriptions(token_batch):
     tokens, mask = token_batch
     layer = LabelAttention(num_labels=6, described=True)
