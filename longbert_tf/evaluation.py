@@ -24,10 +24,11 @@ def _at_or_above(histogram: np.ndarray) -> np.ndarray:
 
 
 def threshold_counts(counts: dict) -> tuple:
-    """`(true_positives, predicted, positives)`: micro counts at 0, then every count threshold."""
+    """`(true_positives, predicted, positives)`: micro counts at 0, then every count threshold;
+    `positives` includes the gold pairs outside the label space (never predicted)."""
     predicted = _at_or_above(counts["reached_micro_all"])
     true_positives = _at_or_above(counts["reached_micro_positive"])
-    return true_positives, predicted, int(true_positives[0])
+    return true_positives, predicted, int(true_positives[0] + counts["outside_pairs"][0])
 
 
 def tune_threshold(counts: dict) -> tuple:
@@ -61,12 +62,13 @@ def _roc_auc(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
     return metrics.ratio(wins, pairs)
 
 
-def _average_precision(positive: np.ndarray, total: np.ndarray) -> float:
-    """Step-wise area under the PR curve from score histograms, one threshold per bin."""
+def _average_precision(positive: np.ndarray, total: np.ndarray, missed: int) -> float:
+    """Step-wise area under the PR curve from score histograms, one threshold per bin; `missed`
+    positives are never retrieved (their recall adds no area)."""
     true_positives = _at_or_above(positive)
     predicted = _at_or_above(total)
     precision = metrics.ratio(true_positives, predicted)
-    return float(np.sum(precision * positive) / positive.sum())
+    return float(np.sum(precision * positive) / (positive.sum() + missed))
 
 
 def pr_curve(counts: dict) -> dict:
@@ -91,7 +93,8 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
 
     `unseen_rows` (bool, one per tracked code) marks the codes without a
     training note: `unseen_code_recall` is the recall on their (note, code)
-    pairs, of which there are `unseen_code_pairs`.
+    pairs and those of codes outside the label space, of which there are
+    `unseen_code_pairs`, `outside_code_pairs` of them outside the space.
     """
     column = _grid_index(threshold)
     code_counts = _code_counts(counts)
@@ -99,16 +102,22 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
     precision = float(metrics.ratio(true_positives[column], predicted[column]))
     recall = float(metrics.ratio(true_positives[column], positives))
     micro_all, micro_positive = counts["micro_all"], counts["micro_positive"]
+    # Gold pairs outside the label space: in a bin below every score, never retrieved.
+    outside = int(counts["outside_pairs"][0])
+    ranked_positive = np.concatenate([[outside], micro_positive])
+    ranked_negative = np.concatenate([[0], micro_all - micro_positive])
     num_notes = int(counts["note_counts"].sum())
     results = dict(
         threshold=float(threshold),
         micro_f1=float(metrics.f1_score(precision, recall)),
         micro_precision=precision,
         micro_recall=recall,
-        micro_pr_auc=(_average_precision(micro_positive, micro_all) if positives else float("nan")),
+        micro_pr_auc=(
+            _average_precision(micro_positive, micro_all, outside) if positives else float("nan")
+        ),
         micro_roc_auc=float(
-            _roc_auc(micro_positive, micro_all - micro_positive)
-            if 0 < positives < micro_all.sum()
+            _roc_auc(ranked_positive, ranked_negative)
+            if positives and ranked_negative.sum()
             else float("nan")
         ),
         map=_mean_average_precision(counts),
@@ -120,12 +129,12 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
     results.update(zip(("caml_macro_precision", "caml_macro_recall", "caml_macro_f1"), caml))
     for position, k in enumerate(metrics.PRECISION_AT):
         results[f"precision_at_{k}"] = float(counts["precision_at_k"][position] / num_notes)
-    if unseen_rows is not None:
+    if unseen_rows is not None:  # codes outside the label space have no training note either
         reached = _at_or_above(counts["reached_positive"][np.asarray(unseen_rows, bool)])
-        results["unseen_code_pairs"] = int(reached[:, 0].sum())
-        results["unseen_code_recall"] = float(
-            metrics.ratio(reached[:, column].sum(), reached[:, 0].sum())
-        )
+        unseen_pairs = int(reached[:, 0].sum()) + outside
+        results["unseen_code_pairs"] = unseen_pairs
+        results["unseen_code_recall"] = float(metrics.ratio(reached[:, column].sum(), unseen_pairs))
+        results["outside_code_pairs"] = outside
     return results
 
 

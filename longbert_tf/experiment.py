@@ -82,7 +82,7 @@ class Experiment:
 
     def __post_init__(self):
         self._outputs = tf.function(self._replica_outputs, reduce_retracing=True)
-        self._tracked_codes = {}  # split -> codes with a positive note
+        self._split_codes = {}  # split -> (codes with a positive note, outside codes per note)
 
     def _replica_outputs(self, features, labels, code_slots, gather_top_codes: bool):
         """Per replica: `score_counts.score_bins`, labels, top codes, their probabilities, note
@@ -122,13 +122,8 @@ class Experiment:
         )
         num_notes = token_cache.num_notes(self.token_caches[split], self.config.max_notes)
         started = time.time()
-        if split not in self._tracked_codes:  # the codes with a positive note in the split
-            label_counts = token_cache.label_counts(
-                self.token_caches[split], len(self.labels), self.config.max_notes
-            )
-            self._tracked_codes[split] = np.flatnonzero(label_counts)
         split_counts = score_counts.SplitCounts(
-            len(self.labels), num_notes, self._tracked_codes[split]
+            len(self.labels), num_notes, *self.split_codes(split)
         )
         code_slots = tf.constant(split_counts.code_slots)
         for features, labels in batches:
@@ -146,9 +141,23 @@ class Experiment:
         logging.info("Counted %s: %d notes in %.1f s", split, num_notes, time.time() - started)
         return counts
 
+    def split_codes(self, split: str) -> tuple:
+        """`(tracked, outside)` of a split: the codes with a positive note (int `[codes]`) and
+        each note's gold codes outside the label space (int `[notes]`)."""
+        if split not in self._split_codes:
+            cache, max_notes = self.token_caches[split], self.config.max_notes
+            label_counts = token_cache.label_counts(cache, len(self.labels), max_notes)
+            notes = dataset.read_notes(self.config.dataset_dir, split)
+            outside = dataset.outside_codes(notes, self.labels)
+            self._split_codes[split] = (
+                np.flatnonzero(label_counts),
+                outside[: token_cache.num_notes(cache, max_notes)],
+            )
+        return self._split_codes[split]
+
     def metrics(self, split: str, counts: dict, threshold: float) -> dict:
         """`evaluation.evaluate` of a split's counts, with recall on codes unseen in training."""
-        unseen_rows = self.train_label_counts[self._tracked_codes[split]] == 0
+        unseen_rows = self.train_label_counts[self.split_codes(split)[0]] == 0
         return evaluation.evaluate(counts, threshold, len(self.labels), unseen_rows)
 
 

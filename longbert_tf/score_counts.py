@@ -129,15 +129,21 @@ class SplitCounts:
     """Counts of one split's scores (see the module docstring).
 
     `tracked_codes` are the codes counted one by one: those with a positive
-    note in the split (others would raise in `add`). `add` takes one batch of
+    note in the split (others would raise in `add`). `outside_codes` (int
+    `[num_notes]`, default none) counts each note's gold codes outside the
+    label space: no score covers them, so every metric counts them as missed
+    (false negatives, never retrieved in a note's ranking). `add` takes one batch of
     `score_bins` output with its labels, top-scored codes and note indices;
     `counts()` returns every count as a dict of arrays, which add up over
     batches, replicas and workers alike.
     """
 
-    def __init__(self, num_labels: int, num_notes: int, tracked_codes):
+    def __init__(self, num_labels: int, num_notes: int, tracked_codes, outside_codes=None):
         self.num_labels = num_labels
         self.tracked_codes = np.asarray(tracked_codes, np.int64)
+        self.outside_codes = (
+            np.zeros([num_notes], np.int64) if outside_codes is None else np.asarray(outside_codes)
+        )
         # A code's row in the per-code counts, -1 for codes not tracked (score_bins' input).
         self.code_slots = np.full([num_labels], -1, np.int32)
         self.code_slots[self.tracked_codes] = np.arange(len(self.tracked_codes))
@@ -156,9 +162,11 @@ class SplitCounts:
             reached_micro_positive=np.zeros([REACHED_COLUMNS], np.int64),
             # Sum over notes of the share of true codes among the k best, per PRECISION_AT.
             precision_at_k=np.zeros([len(metrics.PRECISION_AT)], np.float64),
-            # Sum of the average precisions of the notes with a true code, and their number.
+            # Sum of the average precisions of the notes with a gold code, and their number.
             average_precision=np.zeros([1], np.float64),
             notes_with_codes=np.zeros([1], np.int64),
+            # Gold (note, code) pairs whose code is outside the label space.
+            outside_pairs=np.zeros([1], np.int64),
             # How often each note was counted: every entry must end at 1.
             note_counts=np.zeros([num_notes], np.int64),
         )
@@ -189,12 +197,14 @@ class SplitCounts:
         for position, k in enumerate(metrics.PRECISION_AT):
             k = min(k, self.num_labels)
             counts["precision_at_k"][position] += np.sum(hits[:, k - 1] / k)
-        true_codes = is_true.sum(axis=1)
-        with_codes = true_codes > 0
+        outside = self.outside_codes[note_index]
+        gold_codes = is_true.sum(axis=1) + outside
+        with_codes = gold_codes > 0
         counts["average_precision"] += np.sum(
-            bins["precision_sum"][with_codes] / true_codes[with_codes]
+            bins["precision_sum"][with_codes] / gold_codes[with_codes]
         )
         counts["notes_with_codes"] += with_codes.sum()
+        counts["outside_pairs"] += outside.sum()
         np.add.at(counts["note_counts"], note_index, 1)
         # ufunc.at with matching dtypes: in place, no temporary of the counts' size.
         reached, macro_bin = bins["reached"], bins["macro_bin"]

@@ -14,10 +14,11 @@ def scores(num_notes=600, num_labels=300, seed=0):
     return labels, logits.astype(np.float32)
 
 
-def count(labels, logits, batch_size=7, tracked=None):
-    """Streaming counts of `[notes, codes]` arrays, batch by batch (tracked: positive codes)."""
+def count(labels, logits, batch_size=7, tracked=None, outside_codes=None):
+    """Streaming counts of `[notes, codes]` arrays, batch by batch (tracked: positive codes;
+    outside_codes: each note's gold codes outside the label space)."""
     tracked = np.flatnonzero(labels.sum(0)) if tracked is None else tracked
-    split_counts = score_counts.SplitCounts(labels.shape[1], len(labels), tracked)
+    split_counts = score_counts.SplitCounts(labels.shape[1], len(labels), tracked, outside_codes)
     for start in range(0, len(labels), batch_size):
         batch_labels, batch_logits = (
             labels[start : start + batch_size],

@@ -72,6 +72,43 @@ def test_streamed_map_is_the_mean_per_note_average_precision_with_ties():
     assert np.isnan(evaluation.evaluate(count(labels[:30], logits[:30]), 0.5, 80)["map"])
 
 
+def test_gold_codes_outside_the_label_space_count_as_missed():
+    """Each note's codes outside the space are gold columns no score reaches: scikit-learn on
+    the matrix with those columns scored below everything, and never retrieved for the
+    rankings (average precision scaled by the share of gold codes in the space)."""
+    labels, logits = scores(num_notes=200, num_labels=60, seed=5)
+    outside = np.random.default_rng(5).integers(0, 3, len(labels))
+    outside[labels.sum(1) == 0] = 1  # notes whose only gold codes are outside the space
+    seen = np.zeros(np.count_nonzero(labels.sum(0)), bool)  # every tracked code was trained on
+    streamed = evaluation.evaluate(
+        count(labels, logits, outside_codes=outside), 0.5, 60, unseen_rows=seen
+    )
+    # Every (note, code) pair of the space, then the outside pairs, scored below everything.
+    gold = np.concatenate([labels.ravel(), np.ones(outside.sum())])
+    scored = np.concatenate([logits.ravel(), np.full(outside.sum(), -1e9)])
+    predicted = tf.sigmoid(scored).numpy() >= 0.5
+    assert streamed["micro_recall"] == pytest.approx(sk_metrics.recall_score(gold, predicted))
+    assert streamed["micro_precision"] == pytest.approx(sk_metrics.precision_score(gold, predicted))
+    in_space = labels.sum() / gold.sum()
+    assert streamed["micro_pr_auc"] == pytest.approx(
+        sk_metrics.average_precision_score(labels.ravel(), logits.ravel()) * in_space, abs=1e-4
+    )
+    assert streamed["micro_roc_auc"] == pytest.approx(
+        sk_metrics.roc_auc_score(gold, scored), abs=1e-4
+    )
+    per_note = [
+        sk_metrics.average_precision_score(labels[n], logits[n])
+        * labels[n].sum()
+        / (labels[n].sum() + outside[n])
+        if labels[n].any()
+        else 0.0
+        for n in range(len(labels))
+    ]
+    assert streamed["map"] == pytest.approx(np.mean(per_note), abs=1e-6)
+    assert streamed["outside_code_pairs"] == outside.sum()
+    assert streamed["unseen_code_pairs"] == outside.sum() and streamed["unseen_code_recall"] == 0
+
+
 def test_streamed_macro_f1s_by_hand():
     """`test_metrics.test_caml_macro_f1_by_hand`'s notes: code 1 (no positive, predicted) and
     code 3 (nothing) are not tracked, yet count in the CAML means."""
