@@ -6,8 +6,15 @@ Reads the CodiEsp release layout (Miranda-Escalada et al., CLEF eHealth 2020;
 CC BY 4.0): `train/`, `dev/`, `test/`, any subset of them, each with
 `text_files_en/<case-id>.txt` and `<split>D.tsv` (case id, code; no header).
 A document is one case (`note_id` = `subject_id` = case id); codes are
-upper-cased (`n44.8` -> `N44.8`). The label space is every code of the
-prepared documents.
+upper-cased (`n44.8` -> `N44.8`).
+
+The label space never depends on dev or test (`--label_space`):
+`icd10cm`, every code a CodiEsp annotation can take (`icd10cm_space`), plus
+any code of the release's `train/` outside it (the summary names them); or
+`train`, the codes of the release's `train/`. Both read the whole `train/`
+folder, so `labels.txt` is the same whether or not the release has `test/`.
+Dev and test codes outside the space stay gold codes, which every metric
+counts as missed; the summary counts those pairs.
 
 The train split is required. Without the release's `test/`, a deterministic
 fifth of the train cases (by a hash of the case id) becomes the test split, so
@@ -27,6 +34,31 @@ from data_prep import tables
 from longbert_tf import dataset, dataset_summary, descriptions
 
 HELD_OUT_SHARE = 0.2
+LABEL_SPACES = ("icd10cm", "train")
+
+
+def icd10cm_space() -> list:
+    """Every ICD-10-CM diagnosis code `simple-icd-10-cm` knows as CodiEsp writes codes.
+
+    Categories, subcategories and leaves, not only leaves: CodiEsp was coded
+    with an earlier ICD-10-CM, in which codes such as R05 (cough) or R51
+    (headache) had no children yet, and its annotations use them. A code with a
+    seventh character (S39.94XA) is cut to its first six (S39.94X), the form
+    CodiEsp annotates. Chapters and blocks are ranges, not codes. About 50,000
+    codes.
+    """
+    icd10cm = descriptions.icd10cm()
+    codes = set()
+    for code in icd10cm.get_all_codes(True):
+        if not icd10cm.is_chapter_or_block(code):
+            codes.add(code[:-1] if icd10cm.is_extended_subcategory(code) else code)
+    return sorted(codes)
+
+
+def title_code(code: str) -> str:
+    """The code whose ICD-10-CM title describes `code`: a six-character code without its
+    seventh character is titled by the code before its placeholder X's (S39.94X -> S39.94)."""
+    return code.rstrip("X").rstrip(".") if len(code.replace(".", "")) == 6 else code
 
 
 def read_utf8(path: str) -> str:
@@ -83,8 +115,26 @@ def _held_out(case_id: str, split: str) -> bool:
     return int(digest[:12], 16) / 16**12 < HELD_OUT_SHARE
 
 
-def prepare(codiesp_dir: str, out_dir: str) -> dict:
-    """Writes `out_dir/codiesp_dx` and returns its summary."""
+def label_space(kind: str, release_train: pd.DataFrame) -> tuple:
+    """`(labels, note)` of a `LABEL_SPACES` kind from the release's train/ notes; `note` says
+    what the space holds for the summary."""
+    train_codes = {code for codes in release_train.codes for code in codes}
+    if kind == "train":
+        return sorted(train_codes), f"the {len(train_codes):,} codes of release train/"
+    if kind != "icd10cm":
+        raise ValueError(f"label_space={kind!r}: choose from {LABEL_SPACES}")
+    space = icd10cm_space()
+    added = sorted(train_codes - set(space))
+    note = (
+        f"{len(space):,} ICD-10-CM codes (simple-icd-10-cm) and {len(added)} codes of release "
+        f"train/ outside them: {', '.join(added)}"
+    )
+    return sorted(set(space) | train_codes), note
+
+
+def prepare(codiesp_dir: str, out_dir: str, label_space_kind: str = "icd10cm") -> dict:
+    """Writes `out_dir/codiesp_dx` with the `label_space_kind` label space; returns its
+    summary."""
     if not os.path.isdir(os.path.join(codiesp_dir, "train")):
         raise FileNotFoundError(
             f"{codiesp_dir}/train/ does not exist: not a CodiEsp release folder"
@@ -96,6 +146,7 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
         if os.path.isdir(os.path.join(codiesp_dir, split)):
             splits[split] = read_release_split(codiesp_dir, split, skipped)
             preparation[split] = f"release {split}/"
+    labels, preparation["label_space"] = label_space(label_space_kind, splits["train"])
     for split in ("test", "dev"):
         if split not in splits:
             train = splits["train"]
@@ -103,9 +154,15 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
             splits[split] = train[held_out].reset_index(drop=True)
             splits["train"] = train[~held_out].reset_index(drop=True)
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
-    labels = sorted({code for notes in splits.values() for codes in notes.codes for code in codes})
+    preparation["outside_label_space"] = {
+        split: f"{outside.sum():,} of {sum(map(len, notes.codes)):,} (case, code) pairs"
+        for split, notes in splits.items()
+        if split != "train"
+        for outside in [dataset.outside_codes(notes, labels)]
+    }
     preparation["skipped"] = skipped.report()
-    titles = descriptions.icd10cm_titles(labels)
+    known = descriptions.icd10cm_titles({title_code(code) for code in labels})
+    titles = {code: known[title_code(code)] for code in labels if title_code(code) in known}
     preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
     dataset_dir = dataset.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
     return dataset_summary.summarize(dataset_dir, preparation)
@@ -113,7 +170,7 @@ def prepare(codiesp_dir: str, out_dir: str) -> dict:
 
 def main(argv):
     del argv
-    result = prepare(flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir)
+    result = prepare(flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir, flags.FLAGS.label_space)
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
     print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summary saved as %s/summary.json", dataset_dir)
@@ -124,4 +181,11 @@ if __name__ == "__main__":
         "codiesp_dir", None, "CodiEsp release folder (train/, dev/, test/).", required=True
     )
     flags.DEFINE_string("out_dir", "data", "Folder that receives codiesp_dx/.")
+    flags.DEFINE_enum(
+        "label_space",
+        "icd10cm",
+        list(LABEL_SPACES),
+        "icd10cm: every ICD-10-CM code CodiEsp can use (about 50,000) and any training code "
+        "outside them; train: the codes of the release's train/ folder. Never dev's or test's.",
+    )
     app.run(main)

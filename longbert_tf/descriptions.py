@@ -8,22 +8,27 @@ embeds every code's description with the note encoder (`embed`) and conditions
 label attention on it (see `layers.LabelAttention`).
 """
 
+import hashlib
 import importlib
+import json
 import os
 
 import numpy as np
+from absl import logging
 
-from longbert_tf import distribute
+from longbert_tf import distribute, files
 from longbert_tf.framework import tf
 
 DESCRIPTIONS_FILE = "descriptions.tsv"
+# Embeddings already computed, in a dataset folder: `<embedding_key>.npy`.
+EMBEDDING_CACHE_DIR = "description_cache"
 # Positions of a description segment, [CLS] and [SEP] included (ICD-10-CM titles
 # are at most about 60 WordPiece tokens; nearly all are below 32).
 DESCRIPTION_LENGTH = 48
 EMBED_BATCH_SIZE = 256
 
 
-def _icd10cm():
+def icd10cm():
     """`simple_icd_10_cm`, imported on first use: it parses the whole classification (2 s)."""
     return importlib.import_module("simple_icd_10_cm")
 
@@ -46,15 +51,19 @@ def describe(code: str, descriptions: dict) -> str:
     """A code's description: from `descriptions`, else its ICD-10-CM title, else ''."""
     if code in descriptions:
         return descriptions[code]
-    if _icd10cm().is_valid_item(code):
-        return _icd10cm().get_description(code)
+    if icd10cm().is_valid_item(code):
+        return icd10cm().get_description(code)
     return ""
 
 
 def icd10cm_titles(codes) -> dict:
     """ICD-10-CM titles of the codes `simple-icd-10-cm` knows (the others are left out)."""
-    icd10cm = _icd10cm()
-    return {code: icd10cm.get_description(code) for code in codes if icd10cm.is_valid_item(code)}
+    classification = icd10cm()
+    return {
+        code: classification.get_description(code)
+        for code in codes
+        if classification.is_valid_item(code)
+    }
 
 
 def write_descriptions(dataset_dir: str, descriptions: dict) -> None:
@@ -127,4 +136,30 @@ def embed(model, texts: list, vocab) -> np.ndarray:
         embeddings.append(distribute.run_on_replicas(embed_batch, batch).numpy())
     embeddings = np.concatenate(embeddings).astype(np.float32)
     embeddings[[not text for text in texts]] = 0.0
+    return embeddings
+
+
+def embedding_key(model, texts: list, vocab) -> str:
+    """16 hex digits that change with anything `embed` depends on: the encoder's weights, the
+    texts, their tokenization and what label attention reads of the tokens."""
+    digest = hashlib.sha256()
+    for weight in model.encoder.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    settings = [texts, vocab.fingerprint, DESCRIPTION_LENGTH]
+    settings += [model.normalize_tokens, model.attend_special_tokens]
+    digest.update(json.dumps(settings).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_embed(model, texts: list, vocab, dataset_dir: str) -> np.ndarray:
+    """`embed`, computed once per `embedding_key` and kept in the dataset folder."""
+    path = os.path.join(
+        dataset_dir, EMBEDDING_CACHE_DIR, f"{embedding_key(model, texts, vocab)}.npy"
+    )
+    if os.path.exists(path):
+        logging.info("Code description embeddings from %s", path)
+        return np.load(path)
+    embeddings = embed(model, texts, vocab)
+    with files.atomic_file(path) as temporary, open(temporary, "wb") as out:
+        np.save(out, embeddings)
     return embeddings

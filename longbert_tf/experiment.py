@@ -231,7 +231,7 @@ def _set_descriptions(model, dataset_dir: str, labels: list, vocab, train_label_
     started = time.time()
     texts = descriptions.code_descriptions(dataset_dir, labels)
     model.label_attention.set_descriptions(
-        descriptions.embed(model, texts, vocab), train_label_counts > 0
+        descriptions.cached_embed(model, texts, vocab, dataset_dir), train_label_counts > 0
     )
     logging.info(
         "Embedded %d code descriptions in %.1f s (%d empty; %d codes have no training note)",

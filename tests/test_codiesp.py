@@ -50,7 +50,10 @@ def test_real_release_train_and_dev(real):
     assert {"N44.8", "Z20.818", "R60.9"} <= set(case.codes)
     assert case.text.startswith("We describe the case of a 37-year-old man")
     labels = dataset.read_labels(dataset_dir)
-    assert len(labels) == 2194 and all(code == code.upper() for code in labels)
+    assert len(labels) > 50_000 and all(code == code.upper() for code in labels)
+    train_codes = {code for notes in (train, test) for codes in notes.codes for code in codes}
+    assert train_codes <= set(labels)  # the release's train/ codes, its held-out fifth's too
+    assert result["outside_label_space"]["dev"].startswith("3 of 2,677 ")
     assert result["preparation"]["test"].startswith("20% of release train/")
     titles = descriptions.code_descriptions(dataset_dir, labels)
     assert titles[labels.index("N44.8")] == "Other noninflammatory disorders of the testis"
@@ -87,14 +90,43 @@ def test_release_with_all_splits_keeps_them(tmp_path):
             "test": {"d": ("Cough.", ["r05"])},
         },
     )
-    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
+    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"), "train")
     dataset_dir = str(tmp_path / "out/codiesp_dx")
     train = dataset.read_notes(dataset_dir, "train")
     assert train.note_id.tolist() == ["a", "b"] and train.codes.tolist() == [["I20.9", "R07.9"], []]
     assert dataset.read_notes(dataset_dir, "dev").codes.tolist() == [["R50.9"]]
     assert dataset.read_notes(dataset_dir, "test").text.tolist() == ["Cough."]
-    assert dataset.read_labels(dataset_dir) == ["I20.9", "R05", "R07.9", "R50.9"]
+    assert dataset.read_labels(dataset_dir) == ["I20.9", "R07.9"]  # train's codes alone
     assert result["preparation"]["skipped"] == {"dev: duplicate code of a case": 1}
+    outside = result["preparation"]["outside_label_space"]
+    assert outside == {"dev": "1 of 1 (case, code) pairs", "test": "1 of 1 (case, code) pairs"}
+
+
+@pytest.mark.parametrize("label_space", codiesp.LABEL_SPACES)
+def test_the_label_space_is_the_same_with_and_without_test(tmp_path, label_space):
+    cases = {f"c{i:03d}": (f"Note {i}.", [["r05", "i20.9", "zz9.9"][i % 3]]) for i in range(40)}
+    splits = {"train": cases, "dev": {"d": ("Fever.", ["r50.9"])}}
+    write_release(tmp_path / "without_test", splits)
+    write_release(tmp_path / "with_test", {**splits, "test": {"t": ("Cough.", ["r07.9"])}})
+    labels = []
+    for name in ("without_test", "with_test"):
+        codiesp.prepare(str(tmp_path / name), str(tmp_path / f"out_{name}"), label_space)
+        labels.append((tmp_path / f"out_{name}/codiesp_dx/labels.txt").read_text())
+    assert labels[0] == labels[1]
+    assert ("R07.9" in labels[0].split()) == (label_space == "icd10cm")  # never from test/
+
+
+def test_the_icd10cm_space_holds_what_codiesp_annotates(tmp_path):
+    space = set(codiesp.icd10cm_space())
+    assert {"R05", "R51", "N44.8", "S39.94X", "T81.4", "A00"} <= space  # categories too
+    assert not {"S39.94XA", "A00-A09", "1"} & space  # no 7th characters, blocks or chapters
+    write_release(tmp_path / "release", {"train": {"a": ("Pain.", ["zz9.9", "s39.94xa"])}})
+    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"), "icd10cm")
+    labels = dataset.read_labels(str(tmp_path / "out/codiesp_dx"))
+    assert set(labels) == space | {"ZZ9.9", "S39.94XA"}
+    assert result["preparation"]["label_space"].endswith("outside them: S39.94XA, ZZ9.9")
+    titles = descriptions.code_descriptions(str(tmp_path / "out/codiesp_dx"), labels)
+    assert titles[labels.index("S39.94X")] == descriptions.icd10cm_titles(["S39.94"])["S39.94"]
 
 
 def test_train_only_release_holds_out_dev_and_test(tmp_path):

@@ -71,6 +71,28 @@ def test_embed_is_the_unit_mean_of_the_token_vectors(tiny_encoder_dir):
     np.testing.assert_array_equal(embeddings[1], 0.0)
 
 
+def test_embeddings_are_cached_by_encoder_weights_texts_and_reading(tiny_encoder_dir, tmp_path):
+    encoder = encoders.load(tiny_encoder_dir, segment_length=descriptions.DESCRIPTION_LENGTH)
+    model = models.LongBERT(encoder.layer, num_labels=2)
+    texts = ["acute pancreatitis", "fever"]
+    first = descriptions.cached_embed(model, texts, encoder.vocab, str(tmp_path))
+    np.testing.assert_array_equal(first, descriptions.embed(model, texts, encoder.vocab))
+    (cached,) = (tmp_path / descriptions.EMBEDDING_CACHE_DIR).iterdir()
+    np.save(cached, np.full_like(first, 7.0))  # a cache hit returns the file's contents
+    assert (descriptions.cached_embed(model, texts, encoder.vocab, str(tmp_path)) == 7.0).all()
+    key = descriptions.embedding_key(model, texts, encoder.vocab)
+    assert descriptions.embedding_key(model, texts[::-1], encoder.vocab) != key
+    model.normalize_tokens = True
+    assert descriptions.embedding_key(model, texts, encoder.vocab) != key
+    model.normalize_tokens = False
+    weight = model.encoder.weights[0]
+    original = weight.numpy()
+    weight.assign(original + 1.0)  # a fine-tuned encoder embeds anew
+    assert descriptions.embedding_key(model, texts, encoder.vocab) != key
+    weight.assign(original)
+    assert descriptions.embedding_key(model, texts, encoder.vocab) == key
+
+
 CODES = {
     "R50.9": "Fever, unspecified",
     "I10": "Essential (primary) hypertension",
