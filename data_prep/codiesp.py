@@ -154,12 +154,7 @@ def prepare(codiesp_dir: str, out_dir: str, label_space_kind: str = "icd10cm") -
             splits[split] = train[held_out].reset_index(drop=True)
             splits["train"] = train[~held_out].reset_index(drop=True)
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
-    preparation["outside_label_space"] = {
-        split: f"{outside.sum():,} of {sum(map(len, notes.codes)):,} (case, code) pairs"
-        for split, notes in splits.items()
-        if split != "train"
-        for outside in [dataset.outside_codes(notes, labels)]
-    }
+    preparation["outside_label_space"] = tables.outside_label_space(splits, labels)
     preparation["skipped"] = skipped.report()
     known = descriptions.icd10cm_titles({title_code(code) for code in labels})
     titles = {code: known[title_code(code)] for code in labels if title_code(code) in known}

@@ -13,10 +13,12 @@ order.
 Splits are by patient, deterministic in `--seed` (about 75/10/15; no patient
 in two splits), or given by `--split_file`: a CSV with columns `hadm_id` (or
 `_id`, as in Edin et al.'s split) and `split` (`train`, `dev` or `val`,
-`test`). The label space is every code observed in the documents, or
+`test`). The label space is every code of the training split, or
 `--code_list_file` (one code a line, e.g. every ICD-10-CM code: the paper's
 72,748-code experiment gives each its own attention and classifier vectors);
-codes outside that list are dropped and counted. Each code's description is
+training codes outside that list are dropped and counted. Dev and test codes
+outside the space stay gold codes (every metric counts them as missed); the
+summary counts those pairs. Each code's description is
 its `long_title` in `hosp/d_icd_diagnoses` (when present), else its ICD-10-CM
 title from `simple-icd-10-cm`.
 """
@@ -149,18 +151,6 @@ def prepare(
     skipped["admissions with ICD-10 codes but no discharge note"] += len(codes) - len(documents)
     documents["codes"] = documents.hadm_id.map(codes)
     preparation = {}
-    if code_list_file:
-        labels = sorted({format_icd10(code) for code in tables.read_code_list(code_list_file)})
-        allowed = set(labels)
-        outside = sum(code not in allowed for note_codes in documents.codes for code in note_codes)
-        skipped["codes outside the code list"] += outside
-        documents["codes"] = [
-            [c for c in note_codes if c in allowed] for note_codes in documents.codes
-        ]
-        preparation["label_space"] = f"{code_list_file} ({len(labels):,} codes)"
-    else:
-        labels = sorted({code for note_codes in documents.codes for code in note_codes})
-        preparation["label_space"] = "codes observed in the documents"
     if split_file:
         assigned = read_split_file(split_file)
         documents["split"] = documents.hadm_id.map(assigned)
@@ -176,6 +166,19 @@ def prepare(
         .reset_index(drop=True)
         for split in dataset.SPLITS
     }
+    train = splits["train"]
+    if code_list_file:
+        labels = sorted({format_icd10(code) for code in tables.read_code_list(code_list_file)})
+        allowed = set(labels)
+        skipped["training codes outside the code list"] += sum(
+            code not in allowed for note_codes in train.codes for code in note_codes
+        )
+        train["codes"] = [[c for c in note_codes if c in allowed] for note_codes in train.codes]
+        preparation["label_space"] = f"{code_list_file} ({len(labels):,} codes)"
+    else:
+        labels = sorted({code for note_codes in train.codes for code in note_codes})
+        preparation["label_space"] = f"the {len(labels):,} codes of the training split"
+    preparation["outside_label_space"] = tables.outside_label_space(splits, labels)
     preparation["skipped"] = skipped.report()
     titles = read_titles(mimic_dir, labels)
     preparation["descriptions"] = f"titles of {len(titles):,} of {len(labels):,} codes"

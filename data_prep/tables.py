@@ -9,6 +9,8 @@ import os
 
 import pandas as pd
 
+from longbert_tf import dataset
+
 CHUNK_ROWS = 100_000
 
 
@@ -92,3 +94,13 @@ def read_code_list(path: str) -> list:
     if not codes:
         raise ValueError(f"{path} lists no codes")
     return codes
+
+
+def outside_label_space(splits: dict, labels: list) -> dict:
+    """For the summary: how many dev and test (note, code) pairs have a code outside `labels`."""
+    return {
+        split: f"{dataset.outside_codes(notes, labels).sum():,} of "
+        f"{sum(map(len, notes.codes)):,} (note, code) pairs"
+        for split, notes in splits.items()
+        if split != "train"
+    }

@@ -53,7 +53,7 @@ def test_real_release_train_and_dev(real):
     assert len(labels) > 50_000 and all(code == code.upper() for code in labels)
     train_codes = {code for notes in (train, test) for codes in notes.codes for code in codes}
     assert train_codes <= set(labels)  # the release's train/ codes, its held-out fifth's too
-    assert result["outside_label_space"]["dev"].startswith("3 of 2,677 ")
+    assert result["preparation"]["outside_label_space"]["dev"].startswith("3 of 2,677 ")
     assert result["preparation"]["test"].startswith("20% of release train/")
     titles = descriptions.code_descriptions(dataset_dir, labels)
     assert titles[labels.index("N44.8")] == "Other noninflammatory disorders of the testis"
@@ -99,7 +99,7 @@ def test_release_with_all_splits_keeps_them(tmp_path):
     assert dataset.read_labels(dataset_dir) == ["I20.9", "R07.9"]  # train's codes alone
     assert result["preparation"]["skipped"] == {"dev: duplicate code of a case": 1}
     outside = result["preparation"]["outside_label_space"]
-    assert outside == {"dev": "1 of 1 (case, code) pairs", "test": "1 of 1 (case, code) pairs"}
+    assert outside == {"dev": "1 of 1 (note, code) pairs", "test": "1 of 1 (note, code) pairs"}
 
 
 @pytest.mark.parametrize("label_space", codiesp.LABEL_SPACES)

@@ -98,7 +98,9 @@ def test_documents_codes_and_skips_are_exact(raw_dir, tmp_path):
 
 
 def test_descriptions_come_from_the_dictionary_then_icd10cm(raw_dir, tmp_path):
-    mimic4.prepare(raw_dir, str(tmp_path))
+    code_list = tmp_path / "codes.txt"
+    code_list.write_text("I10\nZ87.891\nR00\n")
+    mimic4.prepare(raw_dir, str(tmp_path), code_list_file=str(code_list))
     dataset_dir = str(tmp_path / "mimic4_dx")
     labels = dataset.read_labels(dataset_dir)
     texts = dict(zip(labels, descriptions.code_descriptions(dataset_dir, labels)))
@@ -138,7 +140,7 @@ def test_split_file_and_code_list(raw_dir, tmp_path):
     assert notes["train"].index.tolist() == ["1001"] and notes["dev"].index.tolist() == ["1005"]
     assert notes["test"].index.tolist() == ["101000"]
     assert notes["train"].loc["1001"].codes == ["E11.22", "I10"]
-    assert notes["test"].loc["101000"].codes == []  # its only code R00 is outside the list
+    assert notes["test"].loc["101000"].codes == ["R00"]  # outside the list: a gold code missed
     assert dataset.read_labels(str(tmp_path / "out/mimic4_dx")) == [
         "A41.9",
         "E11.22",
@@ -147,7 +149,8 @@ def test_split_file_and_code_list(raw_dir, tmp_path):
     ]
     bulk = sum(1 + p % 3 for p in range(100, 100 + NUM_PATIENTS))  # one R code each
     skipped = result["preparation"]["skipped"]
-    assert skipped["codes outside the code list"] == 1 + bulk  # Z87.891 and every R code
+    assert skipped["training codes outside the code list"] == 1  # Z87.891
+    assert result["preparation"]["outside_label_space"]["test"] == "1 of 1 (note, code) pairs"
     assert skipped["documents absent from the split file"] == 2 + bulk - 3
 
 
