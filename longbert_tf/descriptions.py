@@ -117,24 +117,30 @@ def embed(model, texts: list, vocab) -> np.ndarray:
 
     The mean of the description's token vectors, over the tokens label
     attention reads (see `LongBERT.encode`), scaled to length 1; an empty text
-    gives a zero row.
+    gives a zero row. Texts are embedded shortest first, each batch padded to
+    its longest text (rounded up to 8 positions), not to DESCRIPTION_LENGTH.
     """
     inputs = description_inputs(texts, vocab)
+    lengths = inputs["input_mask"][:, 0].sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
 
-    @tf.function
+    @tf.function(reduce_retracing=True)  # a width per batch
     def embed_batch(batch):
         tokens, mask = model.encode(batch, training=False)
         mask = tf.cast(mask, tf.float32)[:, :, tf.newaxis]
         mean = tf.reduce_sum(tokens * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
         return tf.math.l2_normalize(mean, -1)
 
-    embeddings = []
+    embeddings = [None] * len(texts)
     for start in range(0, len(texts), EMBED_BATCH_SIZE):
-        batch = {name: value[start : start + EMBED_BATCH_SIZE] for name, value in inputs.items()}
+        rows = order[start : start + EMBED_BATCH_SIZE]
+        width = -(-int(lengths[rows].max()) // 8) * 8
+        batch = {name: value[rows][..., :width] for name, value in inputs.items()}
         # Every replica embeds the same batch (an encoder loaded in a strategy's scope runs
         # only in a replica context); the first replica's result is kept.
-        embeddings.append(distribute.run_on_replicas(embed_batch, batch).numpy())
-    embeddings = np.concatenate(embeddings).astype(np.float32)
+        for row, embedding in zip(rows, distribute.run_on_replicas(embed_batch, batch).numpy()):
+            embeddings[row] = embedding
+    embeddings = np.stack(embeddings).astype(np.float32)
     embeddings[[not text for text in texts]] = 0.0
     return embeddings
 
