@@ -12,7 +12,9 @@ notes and the release's unannotated `background/` cases comes first when
 `--pretrain_steps` is above 0 (it lowered dev micro F1 in
 `benchmarks/codiesp_table.py`, so the best row does not pretrain). Ends by
 printing `dev micro F1: X` and `dev MAP: X` and, when the release has `test/`,
-the same two lines for test. Steps already done in `--work_dir` are reused.
+the same two lines for test; with `--export_dir`, the run's serving export
+(raw text in) is written there last. Steps already done in `--work_dir` are
+reused.
 """
 
 import json
@@ -27,6 +29,12 @@ flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release fo
 flags.DEFINE_string("work_dir", "runs/codiesp_best", "Data, encoder and run folders go here.")
 flags.DEFINE_integer(
     "pretrain_steps", 0, "Masked-LM steps (16 windows of 128 positions each) first; 0: none."
+)
+flags.DEFINE_enum(
+    "label_space", "icd10cm", ["icd10cm", "train"], "data_prep.codiesp's --label_space."
+)
+flags.DEFINE_string(
+    "export_dir", None, "If set, the best run's serving export (raw text in) is written here."
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,9 +53,12 @@ def main(argv):
     del argv
     codiesp_dir = os.path.abspath(FLAGS.codiesp_dir)
     work_dir = os.path.abspath(FLAGS.work_dir)
-    data_dir = os.path.join(work_dir, "data")
+    data_dir = os.path.join(work_dir, f"data_{FLAGS.label_space}")
     if not os.path.exists(os.path.join(data_dir, "codiesp_dx", "descriptions.tsv")):
-        run("data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={data_dir}")
+        run(
+            "data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={data_dir}",
+            f"--label_space={FLAGS.label_space}",
+        )  # fmt: skip
     encoder = []
     background = os.path.join(codiesp_dir, "background", "text_files_en")
     if FLAGS.pretrain_steps and os.path.isdir(background):
@@ -60,7 +71,7 @@ def main(argv):
                 f"--train_steps={FLAGS.pretrain_steps}",
             )  # fmt: skip
         encoder = [f"--encoder={encoder_dir}"]
-    model_dir = os.path.join(work_dir, "run")
+    model_dir = os.path.join(work_dir, f"run_{FLAGS.label_space}")
     run(
         "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
         f"--model_dir={model_dir}", *encoder,
@@ -71,6 +82,11 @@ def main(argv):
     for split in splits:
         print(f"{split} micro F1: {results[split]['micro_f1']:.4f}")
         print(f"{split} MAP: {results[split]['map']:.4f}")
+    if FLAGS.export_dir:
+        run(
+            "experiments.export", f"--model_dir={model_dir}",
+            f"--export_dir={os.path.abspath(FLAGS.export_dir)}",
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
