@@ -47,14 +47,13 @@ def _chunk_attention(products, mask_bias, has_token):
 
 
 @tf.function(jit_compile=True)
-def _chunk_loss(products, mask_bias, has_token, biases, labels, code_weights, grad_dtype):
+def _chunk_loss(products, mask_bias, has_token, biases, labels, is_code, grad_dtype):
     """One chunk's summed cross-entropy and its gradients, fused by XLA.
 
-    `biases`, `code_weights` `[chunk]` and `labels` `[batch, chunk]` belong to the
-    chunk (codes left out of the loss and padding codes weigh 0, the others 1).
-    Returns `(loss [batch], bias gradients [chunk], product gradients
-    [batch, 2 * chunk, tokens])`, the last in `grad_dtype` for the matrix
-    products that follow.
+    `biases`, `is_code` `[chunk]` and `labels` `[batch, chunk]` belong to the
+    chunk (padding codes have `is_code` 0). Returns `(loss [batch], bias
+    gradients [chunk], product gradients [batch, 2 * chunk, tokens])`, the
+    last in `grad_dtype` for the matrix products that follow.
 
     With s_ci = <e_i, q_c>, v_ci = <e_i, w_c>, a_c = softmax_i(s_ci) and
     logit_c = sum_i a_ci v_ci + b_c, the cross-entropy's gradient is
@@ -65,8 +64,8 @@ def _chunk_loss(products, mask_bias, has_token, biases, labels, code_weights, gr
     """
     attention, classifier_products, attended = _chunk_attention(products, mask_bias, has_token)
     logits = attended + biases
-    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits) * code_weights
-    logit_grads = (tf.sigmoid(logits) - labels) * code_weights  # g_c, [batch, chunk]
+    loss = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits) * is_code
+    logit_grads = (tf.sigmoid(logits) - labels) * is_code  # g_c, [batch, chunk]
     attended_grads = logit_grads * has_token  # an empty note's logits are its biases alone
     classifier_product_grads = attention * attended_grads[:, :, tf.newaxis]  # d/dv
     score_grads = classifier_product_grads * (classifier_products - attended[:, :, tf.newaxis])
@@ -87,7 +86,7 @@ def _prepare(tokens, mask, queries, classifiers, chunk_size, matmul_dtype):
 
 
 def _chunk_gradients(
-    chunk, matmul_tokens, mask_bias, has_token, biases, labels, code_weights, matmul_dtype
+    chunk, matmul_tokens, mask_bias, has_token, biases, labels, is_code, matmul_dtype
 ):
     """One chunk's loss and the gradients of its parameters and of the tokens.
 
@@ -102,7 +101,7 @@ def _chunk_gradients(
     """
     products = tf.matmul(chunk, matmul_tokens, transpose_b=True)
     note_loss, bias_grads, product_grads = _chunk_loss(
-        products, mask_bias, has_token, biases, labels, code_weights, matmul_dtype
+        products, mask_bias, has_token, biases, labels, is_code, matmul_dtype
     )
     note_grads = tf.cast(tf.matmul(product_grads, matmul_tokens), tf.float32)
     token_grads = tf.cast(tf.matmul(product_grads, chunk, transpose_a=True), tf.float32)
@@ -137,18 +136,9 @@ def chunked_logits(tokens, mask, queries, classifiers, chunk_size, matmul_dtype=
 
 
 def chunked_loss(
-    tokens,
-    mask,
-    labels,
-    queries,
-    classifiers,
-    biases,
-    chunk_size,
-    matmul_dtype="float32",
-    code_weights=None,
+    tokens, mask, labels, queries, classifiers, biases, chunk_size, matmul_dtype="float32"
 ):
-    """Sum over notes of the mean binary cross-entropy over the codes in the loss (`code_weights`
-    1; default all), `chunk_size` codes at a time.
+    """Sum over notes of the mean binary cross-entropy over codes, `chunk_size` codes at a time.
 
     Equal (value and gradients) to the dense `LabelAttention` followed by the
     loss, but each chunk's gradients are computed in the same pass as its
@@ -160,8 +150,7 @@ def chunked_loss(
     Args:
       tokens: `[batch, tokens, hidden]`; mask: `[batch, tokens]`; labels:
         float32 `[batch, codes]`; queries q_c, classifiers w_c: `[codes, hidden]`;
-        biases `[codes]`; code_weights: float32 `[codes]`, 1 for the codes in the
-        loss, 0 for those left out of it.
+        biases `[codes]`.
 
     Returns:
       float32 scalar.
@@ -178,8 +167,7 @@ def chunked_loss(
         )
         bias_chunks = _code_chunks(biases, chunk_size)
         label_chunks = tf.transpose(_code_chunks(tf.transpose(labels), chunk_size), [0, 2, 1])
-        in_loss = tf.ones([num_codes]) if code_weights is None else code_weights
-        weight_chunks = _code_chunks(in_loss, chunk_size)
+        is_code = _code_chunks(tf.ones([num_codes]), chunk_size)
 
         def body(index, loss, token_grads, query_grads, classifier_grads, bias_grads):
             note_loss, chunk_grads, chunk_token_grads, chunk_bias_grads = _chunk_gradients(
@@ -189,7 +177,7 @@ def chunked_loss(
                 has_token,
                 bias_chunks[index],
                 label_chunks[index],
-                weight_chunks[index],
+                is_code[index],
                 matmul_dtype,
             )
             return (
@@ -209,7 +197,7 @@ def chunked_loss(
             + tuple(tf.TensorArray(tf.float32, size=num_chunks) for _ in range(3)),
             parallel_iterations=1,
         )
-        scale = 1.0 / tf.maximum(tf.reduce_sum(in_loss), 1.0)  # the mean over codes in the loss
+        scale = 1.0 / tf.cast(tf.maximum(num_codes, 1), tf.float32)  # the mean over codes
 
         def grad(upstream):
             factor = upstream * scale

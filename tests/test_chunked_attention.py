@@ -74,7 +74,8 @@ def test_chunked_described_label_attention_equals_dense_with_gradients(token_bat
     def loss_and_grads(layer):
         with tf.GradientTape() as tape:
             loss = layer.loss(tf.constant(tokens), mask, labels, denominator=3)
-        return [loss] + tape.gradient(loss, layer.trainable_weights)
+        gradients = tape.gradient(loss, layer.trainable_weights)  # gathered codes: sparse
+        return [loss] + [tf.convert_to_tensor(gradient) for gradient in gradients]
 
     for expected, actual in zip(loss_and_grads(dense), loss_and_grads(chunked)):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)

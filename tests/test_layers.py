@@ -144,7 +144,8 @@ def test_codes_without_training_notes_are_scored_but_left_out_of_the_loss(token_
     def loss_and_grads(labels):
         with tf.GradientTape() as tape:
             loss = layer.loss(tf.constant(tokens), mask, tf.constant(labels), denominator=3)
-        return [loss.numpy()] + [g.numpy() for g in tape.gradient(loss, layer.trainable_weights)]
+        gradients = tape.gradient(loss, layer.trainable_weights)
+        return [loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in gradients]
 
     reference = loss_and_grads(labels)
     assert reference[0] == pytest.approx(expected, rel=1e-5)
@@ -153,6 +154,8 @@ def test_codes_without_training_notes_are_scored_but_left_out_of_the_loss(token_
     for before, after in zip(reference, loss_and_grads(flipped)):
         np.testing.assert_array_equal(after, before)
     assert np.abs(layer(tokens, mask).numpy()[:, 4:] - logits[:, 4:]).max() < 1e-5  # scored
+    layer.set_descriptions(layer.code_descriptions.numpy(), np.zeros(6, bool))  # none trained
+    assert all(np.all(value == 0) for value in loss_and_grads(labels))
 
 
 def test_described_label_attention_starts_from_its_descriptions(token_batch):
