@@ -46,6 +46,12 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "chunk_size", None, "Codes per chunk of chunked label attention (default 1,024)."
 )
+flags.DEFINE_integer(
+    "trained_codes",
+    None,
+    "Description-conditioned label attention in which only this many codes have training notes "
+    "(the others are scored, not trained); default: the paper's layer, every code trained.",
+)
 flags.DEFINE_integer("steps", 3, "Timed steps.")
 flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
@@ -118,13 +124,23 @@ def run_one() -> dict:
     if chunk_size and FLAGS.chunk_size:
         chunk_size = FLAGS.chunk_size
     compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
+    described = FLAGS.trained_codes is not None
     model = models.LongBERT(
         encoder.layer,
         FLAGS.num_labels,
-        label_attention_args=dict(chunk_size=chunk_size, matmul_dtype=compute_dtype),
+        label_attention_args=dict(
+            chunk_size=chunk_size, matmul_dtype=compute_dtype, described=described
+        ),
     )
     features, labels = random_batch()
     model(features)  # creates the weights
+    if described:
+        rng = np.random.default_rng(0)
+        descriptions = rng.normal(size=model.label_attention.label_queries.shape)
+        descriptions /= np.linalg.norm(descriptions, axis=1, keepdims=True)
+        model.label_attention.set_descriptions(
+            descriptions, np.arange(FLAGS.num_labels) < FLAGS.trained_codes
+        )
     batches = iter(tf.data.Dataset.from_tensors((features, labels)).repeat())
     step = Trainer(
         model,
@@ -139,12 +155,13 @@ def run_one() -> dict:
     for _ in range(FLAGS.steps):
         step(batches)["loss"].numpy()
     seconds = (time.perf_counter() - started) / FLAGS.steps
-    flops = model_flops(FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
+    flops = model_flops(FLAGS.trained_codes or FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
     gpu_peak = None
     if tf.config.list_physical_devices("GPU"):
         gpu_peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
     return dict(
         num_labels=FLAGS.num_labels,
+        trained_codes=FLAGS.trained_codes,
         seq_len=FLAGS.seq_len,
         batch_size=FLAGS.batch_size,
         label_attention=FLAGS.label_attention,
