@@ -31,7 +31,7 @@ flags.DEFINE_integer(
     "pretrain_steps", 0, "Masked-LM steps (16 windows of 128 positions each) first; 0: none."
 )
 flags.DEFINE_enum(
-    "label_space", "icd10cm", ["icd10cm", "train"], "data_prep.codiesp's --label_space."
+    "label_space", "train", ["train", "icd10cm"], "data_prep.codiesp's --label_space."
 )
 flags.DEFINE_string(
     "export_dir", None, "If set, the best run's serving export (raw text in) is written here."
