@@ -98,6 +98,7 @@ def test_published_results_hold_the_papers_tables():
         "micro_recall": None,
         "micro_pr_auc": None,
         "micro_roc_auc": 0.974,
+        "map": None,  # the paper reports no MAP
     }
     with open(PUBLISHED) as published_file:
         published = json.load(published_file)
