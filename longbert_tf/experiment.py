@@ -84,14 +84,21 @@ class Experiment:
         self._outputs = tf.function(self._replica_outputs, reduce_retracing=True)
         self._split_codes = {}  # split -> (codes with a positive note, outside codes per note)
 
-    def _replica_outputs(self, features, labels, code_slots, gather_top_codes: bool):
+    @property
+    def fits_untrained_offset(self) -> bool:
+        """Whether the model scores codes it never trains on (a described label attention with
+        codes that have no training note), whose offset each validation fits."""
+        described = getattr(self.model.label_attention, "described", False)
+        return described and bool((self.train_label_counts == 0).any())
+
+    def _replica_outputs(self, features, labels, code_slots, untrained, gather_top_codes: bool):
         """Per replica: `score_counts.score_bins`, labels, top codes, their probabilities, note
         indices; with `gather_top_codes`, also the last three gathered from every replica."""
 
         def replica(features, labels):
             logits = self.model(features, training=False)
             top = tf.math.top_k(logits, k=min(TOP_CODES, len(self.labels)))
-            bins = score_counts.score_bins(logits, labels, code_slots)
+            bins = score_counts.score_bins(logits, labels, code_slots, untrained)
             return (
                 *(bins[name] for name in score_counts.BIN_NAMES),
                 labels,
@@ -123,11 +130,17 @@ class Experiment:
         num_notes = token_cache.num_notes(self.token_caches[split], self.config.max_notes)
         started = time.time()
         split_counts = score_counts.SplitCounts(
-            len(self.labels), num_notes, *self.split_codes(split)
+            len(self.labels),
+            num_notes,
+            *self.split_codes(split),
+            untrained=self.train_label_counts == 0,
         )
         code_slots = tf.constant(split_counts.code_slots)
+        untrained = tf.constant(split_counts.untrained)
         for features, labels in batches:
-            outputs, gathered = self._outputs(features, labels, code_slots, predictions is not None)
+            outputs, gathered = self._outputs(
+                features, labels, code_slots, untrained, predictions is not None
+            )
             local = [self.strategy.experimental_local_results(output) for output in outputs]
             for replica in zip(*local):
                 *bins, labels, top_codes, _, note_index = [value.numpy() for value in replica]

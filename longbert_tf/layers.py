@@ -57,7 +57,7 @@ class LabelAttention(keras.layers.Layer):
     through parameters shared by all codes, so that a code without training
     notes can still be scored from its description:
     q_c = m_c q'_c + A d_c, w_c = m_c w'_c + B d_c,
-    b_c = m_c b'_c + <beta, d_c> + beta_0, where m_c is 1 for codes with a
+    b_c = m_c b'_c + (1 - m_c) delta + <beta, d_c> + beta_0, where m_c is 1 for codes with a
     training note and 0 for the others (their own parameters could only learn
     "never"). A and B start as the identity and q', w', beta at 0, so the
     untrained layer attends to the tokens nearest each description and scores
@@ -65,6 +65,13 @@ class LabelAttention(keras.layers.Layer):
     `description_queries` A and `description_weights` B `[hidden, hidden]`,
     `description_biases` beta `[hidden]`, `shared_bias` beta_0, and the
     non-trainable `code_descriptions` `[C, hidden]` and `trained_codes` `[C]`.
+
+    The loss never sees the codes without training notes, so nothing in
+    training sets how their logits compare with the trained codes': the
+    non-trainable `untrained_offset` delta (a logit, added to their biases;
+    0 until set) is fitted on validation scores instead
+    (`evaluation.fit_untrained_offset`). Without it, on CodiEsp's 50,207-code
+    space, untrained codes filled the top of every note's ranking.
     """
 
     def __init__(
@@ -127,6 +134,9 @@ class LabelAttention(keras.layers.Layer):
                 "description_biases", shape=[hidden_size], initializer="zeros"
             )
             self.shared_bias = self.add_weight("shared_bias", shape=[], initializer="zeros")
+            self.untrained_offset = self.add_weight(
+                "untrained_offset", shape=[], initializer="zeros", trainable=False
+            )
         super().build(input_shape)
 
     def set_descriptions(self, code_descriptions, trained_codes) -> None:
@@ -151,7 +161,7 @@ class LabelAttention(keras.layers.Layer):
         queries += tf.matmul(descriptions, self.description_queries)
         classifiers = trained[:, tf.newaxis] * own_classifiers
         classifiers += tf.matmul(descriptions, self.description_weights)
-        biases = trained * own_biases + self.shared_bias
+        biases = trained * own_biases + (1 - trained) * self.untrained_offset + self.shared_bias
         biases += tf.linalg.matvec(descriptions, self.description_biases)
         return queries, classifiers, biases
 

@@ -4,7 +4,8 @@ Nothing of size notes x codes is held. On the device each score becomes two
 integers (`score_bins`): how many thresholds of `metrics.THRESHOLD_GRID` (and
 1.0) its probability reaches, and its bin among `MICRO_BINS` equal bins of
 the logit over [-LOGIT_RANGE, LOGIT_RANGE] (beyond it: the end bins); the
-device also counts them over all codes. On the host `SplitCounts` counts
+device also counts them over all codes (the logit bins also over the codes
+without a training note alone). On the host `SplitCounts` counts
 them per code, for all notes and for the positive ones, for the codes that
 have a positive note in the split (`tracked_codes`): the per-code macro
 averages run over those alone, and the others have no true positive, so they
@@ -32,6 +33,8 @@ BIN_NAMES = (
     "micro_positive",
     "reached_micro_all",
     "reached_micro_positive",
+    "untrained_all",
+    "untrained_positive",
     "precision_sum",
 )
 
@@ -81,7 +84,7 @@ def true_code_precision_sums(logits, labels):
     return tf.reduce_sum(tf.where(is_true, precision, 0.0), axis=1)
 
 
-def score_bins(logits, labels, code_slots) -> dict:
+def score_bins(logits, labels, code_slots, untrained) -> dict:
     """One batch's scores as count indices and histograms over all codes (on the device).
 
     Args:
@@ -89,6 +92,8 @@ def score_bins(logits, labels, code_slots) -> dict:
       labels: `[batch, num_labels]`, 1 where a code is true.
       code_slots: int32 `[num_labels]`, each code's row in the per-code counts
         (`SplitCounts.code_slots`), -1 for codes not counted one by one.
+      untrained: bool `[num_labels]`, True for the codes without a training note
+        (`SplitCounts.untrained`).
 
     Returns a dict of int32 tensors:
       reached: `[batch, num_labels]`, `slot * 101 + k` where `sigmoid(logit)`
@@ -99,6 +104,8 @@ def score_bins(logits, labels, code_slots) -> dict:
         those of true codes) per fine logit bin;
       reached_micro_all, reached_micro_positive: `[101]`, the same per number of
         thresholds reached;
+      untrained_all, untrained_positive: `[MICRO_BINS]`, `micro_all` and
+        `micro_positive` of the untrained codes alone;
       precision_sum: float32 `[batch]`, `true_code_precision_sums`.
     Only float32 and int32 arithmetic, no data-dependent shape: it runs on any device.
     """
@@ -107,6 +114,7 @@ def score_bins(logits, labels, code_slots) -> dict:
     micro_bin = tf.cast(tf.clip_by_value(tf.floor(scaled), 0.0, MICRO_BINS - 1.0), tf.int32)
     slots = tf.cast(code_slots, tf.int32)[tf.newaxis, :]
     positive = tf.cast(labels > 0, tf.float32)
+    untrained = tf.cast(untrained, tf.float32)[tf.newaxis, :]
 
     def histogram(values, size, weights=None):
         counts = tf.math.bincount(values, weights=weights, minlength=size, maxlength=size)
@@ -121,6 +129,8 @@ def score_bins(logits, labels, code_slots) -> dict:
         micro_positive=histogram(micro_bin, MICRO_BINS, positive),
         reached_micro_all=histogram(reached, REACHED_COLUMNS),
         reached_micro_positive=histogram(reached, REACHED_COLUMNS, positive),
+        untrained_all=histogram(micro_bin, MICRO_BINS, untrained * tf.ones_like(positive)),
+        untrained_positive=histogram(micro_bin, MICRO_BINS, untrained * positive),
         precision_sum=true_code_precision_sums(logits, labels),
     )
 
@@ -129,7 +139,9 @@ class SplitCounts:
     """Counts of one split's scores (see the module docstring).
 
     `tracked_codes` are the codes counted one by one: those with a positive
-    note in the split (others would raise in `add`). `outside_codes` (int
+    note in the split (others would raise in `add`). `untrained` (bool
+    `[num_labels]`, default none) marks the codes without a training note,
+    whose fine logit histograms are also kept apart. `outside_codes` (int
     `[num_notes]`, default none) counts each note's gold codes outside the
     label space: no score covers them, so every metric counts them as missed
     (false negatives, never retrieved in a note's ranking). `add` takes one batch of
@@ -138,8 +150,13 @@ class SplitCounts:
     batches, replicas and workers alike.
     """
 
-    def __init__(self, num_labels: int, num_notes: int, tracked_codes, outside_codes=None):
+    def __init__(
+        self, num_labels: int, num_notes: int, tracked_codes, outside_codes=None, untrained=None
+    ):
         self.num_labels = num_labels
+        self.untrained = (
+            np.zeros([num_labels], bool) if untrained is None else np.asarray(untrained, bool)
+        )
         self.tracked_codes = np.asarray(tracked_codes, np.int64)
         self.outside_codes = (
             np.zeros([num_notes], np.int64) if outside_codes is None else np.asarray(outside_codes)
@@ -160,6 +177,9 @@ class SplitCounts:
             micro_positive=np.zeros([MICRO_BINS], np.int64),
             reached_micro_all=np.zeros([REACHED_COLUMNS], np.int64),
             reached_micro_positive=np.zeros([REACHED_COLUMNS], np.int64),
+            # The fine logit bins of the untrained codes alone (their offset is fitted on them).
+            untrained_all=np.zeros([MICRO_BINS], np.int64),
+            untrained_positive=np.zeros([MICRO_BINS], np.int64),
             # Sum over notes of the share of true codes among the k best, per PRECISION_AT.
             precision_at_k=np.zeros([len(metrics.PRECISION_AT)], np.float64),
             # Sum of the average precisions of the notes with a gold code, and their number.
@@ -191,7 +211,14 @@ class SplitCounts:
             counts["reached_positive"].reshape(-1), positive_reached[positive_reached >= 0], 1
         )
         np.add.at(counts["macro_positive"].reshape(-1), bins["macro_bin"][notes, codes], 1)
-        for name in ("micro_all", "micro_positive", "reached_micro_all", "reached_micro_positive"):
+        for name in (
+            "micro_all",
+            "micro_positive",
+            "reached_micro_all",
+            "reached_micro_positive",
+            "untrained_all",
+            "untrained_positive",
+        ):
             counts[name] += bins[name]
         hits = np.cumsum(np.take_along_axis(is_true, top_codes, axis=1), axis=1)
         for position, k in enumerate(metrics.PRECISION_AT):

@@ -142,6 +142,8 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     Only numbers are written: no note text reaches logs or summaries.
     """
     counts = experiment.count("dev")
+    if experiment.fits_untrained_offset:
+        counts = _fit_untrained_offset(experiment, counts, step)
     threshold, dev_f1 = evaluation.tune_threshold(counts)
     results = experiment.metrics("dev", counts, threshold)
     logging.info(
@@ -154,6 +156,10 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     with writer.as_default(step=step):
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
+        if experiment.fits_untrained_offset:
+            tf.summary.scalar(
+                "untrained_offset", experiment.model.label_attention.untrained_offset
+            )
         for name in ("micro_pr_auc", "micro_roc_auc", "map", "unseen_code_recall"):
             tf.summary.scalar(name, results[name])
         curve = evaluation.pr_curve(counts)
@@ -171,8 +177,27 @@ def validate(experiment: Experiment, writer, step: int) -> float:
     return dev_f1
 
 
+def _fit_untrained_offset(experiment: Experiment, counts: dict, step: int) -> dict:
+    """Moves the logits of the codes without a training note by the offset that fits the dev
+    `counts` best (`evaluation.fit_untrained_offset`); returns dev's counts under it (counted
+    again when it moved: the weights a best checkpoint keeps are the weights measured)."""
+    layer = experiment.model.label_attention
+    offset = evaluation.fit_untrained_offset(counts)
+    if offset:
+        layer.untrained_offset.assign_add(offset)
+        counts = experiment.count("dev")
+    logging.info(
+        "step %d  codes without a training note: logits moved by %+.2f (offset now %+.2f)",
+        step,
+        offset,
+        float(layer.untrained_offset.numpy()),
+    )
+    return counts
+
+
 def evaluate(experiment: Experiment, predictions=None) -> dict:
-    """Dev and test metrics at the micro-F1-best threshold on dev.
+    """Dev and test metrics at the micro-F1-best threshold on dev (and the logit offset of the
+    codes without a training note, when the model fits one).
 
     `predictions`, a `predictions.PredictionsWriter`, gets every note's top codes.
     """
@@ -181,7 +206,7 @@ def evaluate(experiment: Experiment, predictions=None) -> dict:
     test_counts = experiment.count("test", predictions)
     if predictions is not None:
         predictions.close()
-    return dict(
+    results = dict(
         dataset=experiment.config.dataset,
         model=experiment.config.model,
         input_length=experiment.config.input_length,
@@ -189,3 +214,6 @@ def evaluate(experiment: Experiment, predictions=None) -> dict:
         dev=experiment.metrics("dev", dev_counts, threshold),
         test=experiment.metrics("test", test_counts, threshold),
     )
+    if experiment.fits_untrained_offset:
+        results["untrained_offset"] = float(experiment.model.label_attention.untrained_offset)
+    return results

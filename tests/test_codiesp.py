@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from data_prep import codiesp
@@ -76,8 +77,12 @@ def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LongBERT | 256 |" in result.stdout
-    dev = json.loads((tmp_path / "run/metrics.json").read_text())["dev"]
+    results = json.loads((tmp_path / "run/metrics.json").read_text())
+    dev = results["dev"]
     assert dev["unseen_code_pairs"] > 300  # dev pairs whose code has no training note
+    # The held-out fifth's codes are in the space without a training note: their offset is fitted.
+    assert "codes without a training note: logits moved by" in result.stderr
+    assert np.isfinite(results["untrained_offset"])
     assert 0 <= dev["unseen_code_recall"] <= 1
 
 

@@ -177,3 +177,35 @@ def test_only_grid_thresholds_can_be_evaluated():
     labels, logits = scores(num_notes=20, num_labels=10)
     with pytest.raises(ValueError, match="threshold=0.555 is not on the grid"):
         evaluation.evaluate(count(labels, logits), 0.555, labels.shape[1])
+
+
+def test_the_untrained_offset_undoes_a_planted_shift_and_is_best_by_scikit_learn():
+    """Codes without a training note scored 5 logits too high (as an untrained description path
+    scores them): the fitted offset brings them back, and no other offset on a coarse grid has
+    a higher exact micro PR-AUC."""
+    labels, logits = scores(num_notes=400, num_labels=200, seed=4)
+    untrained = np.arange(200) % 4 == 0
+    flooded = (logits + 5.0 * untrained).astype(np.float32)
+    offset = evaluation.fit_untrained_offset(count(labels, flooded, untrained=untrained))
+    assert offset == pytest.approx(-5.0, abs=0.75)
+
+    def exact_pr_auc(shift):
+        return sk_metrics.average_precision_score(
+            labels.ravel(), (flooded + shift * untrained).ravel()
+        )
+
+    fitted = exact_pr_auc(offset)
+    assert fitted > exact_pr_auc(0.0) + 0.01
+    for other in np.arange(-12.0, 4.5, 1.0):
+        assert fitted >= exact_pr_auc(other) - 1e-4, other
+    # Nothing to fit: every code trained, or no untrained code scored positive or not.
+    assert evaluation.fit_untrained_offset(count(labels, flooded)) == 0.0
+    assert evaluation.fit_untrained_offset(count(0 * labels, flooded, untrained=untrained)) == 0.0
+
+
+def test_an_untrained_code_that_never_occurs_is_moved_below_the_others():
+    labels, logits = scores(num_notes=100, num_labels=50, seed=5)
+    untrained = np.arange(50) >= 45
+    labels[:, untrained] = 0
+    offset = evaluation.fit_untrained_offset(count(labels, (logits + 3.0 * untrained).astype(np.float32), untrained=untrained))
+    assert offset <= -3.0

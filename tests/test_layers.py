@@ -98,19 +98,22 @@ def described_layer(tokens, mask, chunk_size=None):
     descriptions /= np.linalg.norm(descriptions, axis=1, keepdims=True)
     descriptions[5] = 0.0
     layer.set_descriptions(descriptions, np.array([1, 1, 1, 1, 0, 0], bool))
+    layer.untrained_offset.assign(-1.5)
     for weight in layer.trainable_weights:
         weight.assign(weight + rng.normal(scale=0.3, size=weight.shape).astype(np.float32))
     return layer
 
 
 def numpy_described_parameters(layer):
-    """q_c = m_c q'_c + A d_c, w_c = m_c w'_c + B d_c, b_c = m_c b'_c + <beta, d_c> + beta_0."""
+    """q_c = m_c q'_c + A d_c, w_c = m_c w'_c + B d_c,
+    b_c = m_c b'_c + (1 - m_c) delta + <beta, d_c> + beta_0."""
     d = layer.code_descriptions.numpy()
     m = layer.trained_codes.numpy()
     queries = m[:, None] * layer.label_queries.numpy() + d @ layer.description_queries.numpy()
     weights = m[:, None] * layer.label_weights.numpy() + d @ layer.description_weights.numpy()
     biases = (
         m * layer.label_biases.numpy()
+        + (1 - m) * layer.untrained_offset.numpy()
         + d @ layer.description_biases.numpy()
         + layer.shared_bias.numpy()
     )
@@ -128,6 +131,12 @@ def test_described_label_attention_matches_numpy(token_batch):
     layer.label_queries.assign(own + 5.0)
     np.testing.assert_allclose(layer(tokens, mask).numpy()[:, 4:], expected[:, 4:], rtol=1e-5)
     assert not np.allclose(layer(tokens, mask).numpy()[:, :4], expected[:, :4])
+    # The offset moves the untrained codes' logits alone, by exactly itself.
+    layer.label_queries.assign(own)
+    layer.untrained_offset.assign_add(2.0)
+    moved = layer(tokens, mask).numpy()
+    np.testing.assert_allclose(moved[:, 4:], expected[:, 4:] + 2.0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(moved[:, :4], expected[:, :4], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 4])

@@ -49,3 +49,15 @@ def test_a_note_counted_twice_or_never_is_refused():
     counts["note_counts"][5] = 0
     with pytest.raises(RuntimeError, match=r"dev: notes \[3, 5\] were counted \[2, 0\] times"):
         score_counts.check_coverage(counts, "dev")
+
+
+def test_untrained_codes_have_their_own_logit_histograms():
+    """They are the histograms of every score of a split holding the untrained codes alone."""
+    labels, logits = scores(num_notes=50, num_labels=30, seed=2)
+    untrained = np.arange(30) % 3 == 0
+    counts = count(labels, logits, untrained=untrained)
+    alone = count(labels[:, untrained], logits[:, untrained])
+    np.testing.assert_array_equal(counts["untrained_all"], alone["micro_all"])
+    np.testing.assert_array_equal(counts["untrained_positive"], alone["micro_positive"])
+    assert counts["untrained_all"].sum() == 50 * 10 and counts["untrained_positive"].sum() > 0
+    assert not count(labels, logits)["untrained_all"].any()  # by default every code trained
