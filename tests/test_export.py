@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn import metrics as sk_metrics
 
 from longbert_tf import configs, dataset, export, synthetic, token_cache, tokenization, training
 from longbert_tf.experiment import build_experiment
@@ -105,6 +106,27 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
     decided = np.abs(in_memory - threshold) > atol
     assert decided.mean() > 0.9
     np.testing.assert_array_equal(selected[decided], (in_memory >= threshold)[decided])
+
+
+def test_metrics_map_is_the_per_note_average_precision_of_the_served_probabilities(
+    trained, text_export
+):
+    """`map` in metrics.json, computed while counting test, against scikit-learn per note on the
+    export's probabilities (every synthetic gold code is in the label space)."""
+    _, config = trained
+    _, outputs = in_memory_and_served(config, text_export)
+    served = outputs["probabilities"].numpy()
+    labels = dataset.read_labels(config.dataset_dir)
+    gold = np.zeros_like(served, bool)
+    for row, codes in enumerate(dataset.read_notes(config.dataset_dir, "test").codes):
+        gold[row, [labels.index(code) for code in codes]] = True
+    per_note = [
+        sk_metrics.average_precision_score(gold[row], served[row])
+        for row in np.flatnonzero(gold.any(axis=1))
+    ]
+    with open(os.path.join(config.model_dir, "metrics.json")) as metrics_file:
+        streamed = json.load(metrics_file)["test"]["map"]
+    assert streamed == pytest.approx(np.mean(per_note), abs=tolerance(config.compute_dtype, 1e-4))
 
 
 def test_a_described_model_exports(trained, tmp_path):
