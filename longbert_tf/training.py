@@ -157,9 +157,7 @@ def validate(experiment: Experiment, writer, step: int) -> float:
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
         if experiment.fits_untrained_offset:
-            tf.summary.scalar(
-                "untrained_offset", experiment.model.label_attention.untrained_offset
-            )
+            tf.summary.scalar("untrained_offset", experiment.model.label_attention.untrained_offset)
         for name in ("micro_pr_auc", "micro_roc_auc", "map", "unseen_code_recall"):
             tf.summary.scalar(name, results[name])
         curve = evaluation.pr_curve(counts)

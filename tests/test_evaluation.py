@@ -207,5 +207,6 @@ def test_an_untrained_code_that_never_occurs_is_moved_below_the_others():
     labels, logits = scores(num_notes=100, num_labels=50, seed=5)
     untrained = np.arange(50) >= 45
     labels[:, untrained] = 0
-    offset = evaluation.fit_untrained_offset(count(labels, (logits + 3.0 * untrained).astype(np.float32), untrained=untrained))
+    raised = (logits + 3.0 * untrained).astype(np.float32)
+    offset = evaluation.fit_untrained_offset(count(labels, raised, untrained=untrained))
     assert offset <= -3.0
