@@ -247,7 +247,7 @@ def _set_descriptions(model, dataset_dir: str, labels: list, vocab, train_label_
         descriptions.cached_embed(model, texts, vocab, dataset_dir), train_label_counts > 0
     )
     logging.info(
-        "Embedded %d code descriptions in %.1f s (%d empty; %d codes have no training note)",
+        "Descriptions of %d codes embedded or read in %.1f s (%d empty; %d without training notes)",
         len(texts),
         time.time() - started,
         texts.count(""),
