@@ -2,6 +2,10 @@
 
 python -m experiments.export --model_dir=runs/synthetic_seq2048 --export_dir=exports/coder
 python -m experiments.export --model_dir=... --export_dir=... --inputs=token_ids
+
+`exports/coder` is a model base folder, as TensorFlow Serving reads one: each export
+becomes its next version (`exports/coder/1`, `2`, ...); `--export_dir=exports/coder/1`
+writes (or replaces) that version. A folder holding anything else is refused.
 """
 
 from absl import app, flags
@@ -10,7 +14,12 @@ from longbert_tf import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)
-flags.DEFINE_string("export_dir", None, "Folder that receives the SavedModel.", required=True)
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "Model base folder (the export becomes its next version) or a version folder (1, 2, ...).",
+    required=True,
+)
 flags.DEFINE_enum(
     "inputs",
     "text",

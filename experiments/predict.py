@@ -16,11 +16,17 @@ import sys
 
 from absl import app, flags
 
-from longbert_tf import descriptions
+from longbert_tf import descriptions, export
 from longbert_tf.framework import tf
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.", required=True)
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "A text-input export of experiments.export: a version folder, or a model base folder "
+    "(its highest version is used).",
+    required=True,
+)
 flags.DEFINE_enum("format", "text", ["text", "json"], "text for people, json for programs.")
 flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines for codes not in ICD-10-CM."
@@ -84,7 +90,8 @@ def main(argv):
     for path in paths:
         with open(path, "rb") as note_file:
             notes.append((path, note_file.read()))
-    serving = tf.saved_model.load(FLAGS.export_dir).signatures["serving_default"]
+    serving = tf.saved_model.load(export.latest_version(FLAGS.export_dir))
+    serving = serving.signatures["serving_default"]
     code_descriptions = (
         descriptions.read_descriptions(FLAGS.descriptions_file) if FLAGS.descriptions_file else {}
     )

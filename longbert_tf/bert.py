@@ -253,7 +253,10 @@ def save_hub_format(
         raise ValueError(
             f"the vocabulary has {len(vocab_tokens)} tokens, the encoder {arch.vocab_size}"
         )
-    with tempfile.TemporaryDirectory() as scratch, files.atomic_dir(out_dir) as temporary:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        files.atomic_dir(out_dir, (*files.SAVED_MODEL_ENTRIES, "encoder_config.json")) as temporary,
+    ):
         vocab_path = os.path.join(scratch, "vocab.txt")
         with open(vocab_path, "w", encoding="utf-8") as vocab_file:
             vocab_file.writelines(f"{token}\n" for token in vocab_tokens)

@@ -27,6 +27,21 @@ NOTE_COLUMNS = ("note_id", "subject_id", "text", "codes")
 LABELS_FILE = "labels.txt"
 # Derived from the notes and kept when a dataset is written again (see `token_cache`).
 TOKEN_CACHE_DIR = "token_cache"
+# What a dataset folder holds: the files above, `descriptions.tsv`, the preparation's
+# summary and plot, and the caches the package derives (token ids, description
+# embeddings, CAML's words, encoders built for the dataset). A folder holding
+# anything else is never replaced.
+DATASET_ENTRIES = (
+    LABELS_FILE,
+    "*.jsonl.gz",
+    descriptions.DESCRIPTIONS_FILE,
+    "summary.json",
+    "token_lengths.png",
+    TOKEN_CACHE_DIR,
+    descriptions.EMBEDDING_CACHE_DIR,
+    "caml",
+    "encoders",
+)
 
 
 def notes_path(dataset_dir: str, split: str) -> str:
@@ -153,12 +168,13 @@ def write_dataset(
     """Writes `{split: notes DataFrame}`, `labels` and `{code: description}` (if given; only
     the labels' are kept) in the dataset format, atomically.
 
-    The folder appears complete or not at all; an existing one is replaced,
-    keeping its token caches (they are keyed by content, so stale ones are
-    rebuilt when used).
+    The folder appears complete or not at all; an existing one is replaced
+    when it holds only what a dataset folder does (`DATASET_ENTRIES`), keeping
+    its token and description-embedding caches (keyed by content, so stale
+    entries are never used).
     """
     check_training_codes(splits["train"], labels, source="train notes to write")
-    with files.atomic_dir(dataset_dir) as temporary:
+    with files.atomic_dir(dataset_dir, DATASET_ENTRIES) as temporary:
         with open(os.path.join(temporary, LABELS_FILE), "w", encoding="utf-8") as labels_file:
             labels_file.writelines(f"{code}\n" for code in labels)
         if code_descriptions is not None:
@@ -171,8 +187,7 @@ def write_dataset(
                 for row, record in enumerate(records, start=1):
                     _check_note(record, f"{split} notes to write", row)
                     notes_file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        if os.path.isdir(os.path.join(dataset_dir, TOKEN_CACHE_DIR)):
-            os.rename(
-                os.path.join(dataset_dir, TOKEN_CACHE_DIR), os.path.join(temporary, TOKEN_CACHE_DIR)
-            )
+        for cache in (TOKEN_CACHE_DIR, descriptions.EMBEDDING_CACHE_DIR):
+            if os.path.isdir(os.path.join(dataset_dir, cache)):
+                os.rename(os.path.join(dataset_dir, cache), os.path.join(temporary, cache))
     return dataset_dir

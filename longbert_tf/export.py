@@ -26,6 +26,12 @@ on validation (at most `max_codes`, most probable first):
 
 The label list (`labels`), the `threshold`, the segment geometry and the
 vocabulary are stored in the SavedModel; nothing else is needed to serve it.
+
+Folders follow TensorFlow Serving's layout: `export_dir` named by a number
+(`exports/coder/3`) is that version; any other `export_dir` is a model base
+folder, and the export becomes its next version (`exports/coder/1`, `2`, ...).
+Nothing but an earlier export of this package at the same version is ever
+replaced (`EXPORT_INFO` marks one).
 """
 
 import dataclasses
@@ -48,6 +54,8 @@ from longbert_tf.models import LongBERT
 
 EVIDENCE_TOKENS = 3
 MAX_CODES = 100
+# Beside the SavedModel files: what was exported from which run (marks an export of this package).
+EXPORT_INFO = "longbert_tf_export.json"
 
 
 @dataclasses.dataclass
@@ -190,16 +198,66 @@ class TextCoder(Coder):
         return outputs
 
 
+def version_dir(export_dir: str) -> str:
+    """The folder an export to `export_dir` writes: `export_dir` itself when its name is a
+    version number, else the next version below it, a model base folder that must hold
+    nothing but versions."""
+    if os.path.basename(os.path.normpath(export_dir)).isdigit():
+        return export_dir
+    if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+        raise FileExistsError(f"--export_dir={export_dir} is a file, not a folder")
+    entries = os.listdir(export_dir) if os.path.isdir(export_dir) else []
+    # Hidden entries are the temporaries of exports under way (see files.atomic_dir).
+    foreign = sorted(entry for entry in entries if not entry.isdigit() and entry[:1] != ".")
+    if foreign:
+        raise FileExistsError(
+            f"--export_dir={export_dir} holds {', '.join(foreign[:5])}: it is not a model base "
+            "folder (version folders 1, 2, ... only), so nothing is written there; name a new "
+            "or empty folder, or a version folder"
+        )
+    versions = [int(entry) for entry in entries if entry.isdigit()]
+    return os.path.join(export_dir, str(max(versions, default=0) + 1))
+
+
+def latest_version(export_dir: str) -> str:
+    """The SavedModel folder of `export_dir`: itself when it holds one, else its highest
+    version (as TensorFlow Serving picks)."""
+    if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        return export_dir
+    versions = []
+    if os.path.isdir(export_dir):
+        versions = [
+            int(entry)
+            for entry in os.listdir(export_dir)
+            if entry.isdigit() and os.path.exists(os.path.join(export_dir, entry, "saved_model.pb"))
+        ]
+    if not versions:
+        raise FileNotFoundError(
+            f"{export_dir} holds no SavedModel, neither itself nor in a version folder "
+            "(1, 2, ...): pass a folder experiments.export wrote"
+        )
+    return os.path.join(export_dir, str(max(versions)))
+
+
 def export(
     model_dir: str, export_dir: str, inputs: str = "text", max_codes: int = MAX_CODES
 ) -> str:
-    """Writes the serving SavedModel of a finished run (atomically) and returns its folder."""
+    """Writes the serving SavedModel of a finished run (atomically) as a version of
+    `export_dir` (`version_dir`) and returns the version's folder."""
     if inputs not in ("text", "token_ids"):
         raise ValueError(f"inputs={inputs!r}: choose text or token_ids")
+    target = version_dir(export_dir)
+    if os.path.isdir(target) and os.listdir(target):
+        if not os.path.exists(os.path.join(target, EXPORT_INFO)):
+            raise FileExistsError(
+                f"{target} is not empty and not an export of this package: it is not replaced"
+            )
     trained = load_trained(model_dir)
     module = (TextCoder if inputs == "text" else Coder)(trained, max_codes)
-    with files.atomic_dir(export_dir) as temporary:
+    with files.atomic_dir(target, (*files.SAVED_MODEL_ENTRIES, EXPORT_INFO)) as temporary:
         tf.saved_model.save(
             module, temporary, signatures={"serving_default": module.serve.get_concrete_function()}
         )
-    return export_dir
+        info = dict(model_dir=os.path.abspath(model_dir), inputs=inputs, max_codes=max_codes)
+        files.write_json(os.path.join(temporary, EXPORT_INFO), info)
+    return target

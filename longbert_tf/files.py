@@ -1,11 +1,22 @@
 """Writing files and folders so that a reader never sees them half-written."""
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+
+# What `tf.saved_model.save` writes into a folder.
+SAVED_MODEL_ENTRIES = (
+    "saved_model.pb",
+    "fingerprint.pb",
+    "keras_metadata.pb",
+    "variables",
+    "assets",
+    "assets.extra",
+)
 
 
 def _previous(final_dir: str) -> str:
@@ -30,20 +41,46 @@ def recover(final_dir: str) -> None:
         os.rename(previous, final_dir)
 
 
+def check_replaceable(final_dir: str, replaceable) -> None:
+    """Raises FileExistsError unless `final_dir` is missing, empty, or holds only entries matching
+    the `replaceable` patterns (`fnmatch`): what a folder of its kind holds, and nothing a user
+    put there."""
+    if not os.path.isdir(final_dir):
+        if os.path.exists(final_dir):
+            raise FileExistsError(f"{final_dir} is a file, not a folder: it is not replaced")
+        return
+    foreign = sorted(
+        entry
+        for entry in os.listdir(final_dir)
+        if not any(fnmatch.fnmatchcase(entry, pattern) for pattern in replaceable)
+    )
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{final_dir} holds {listed}, which this package did not write there: it is not "
+            "replaced (name a new or empty folder, or move those out)"
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(final_dir: str):
+def atomic_dir(final_dir: str, replaceable=()):
     """Yields an empty temporary folder beside `final_dir` that replaces it when the block succeeds.
 
-    On an exception the temporary folder is removed and `final_dir` is left as
-    it was; a swap a kill interrupted is finished first (see `recover`).
+    An existing `final_dir` is replaced only when `check_replaceable` allows
+    it (checked before anything is written and again at the swap): `replaceable` names the entries
+    a folder of this kind holds. On an exception the temporary folder is
+    removed and `final_dir` is left as it was; a swap a kill interrupted is
+    finished first (see `recover`).
     """
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
     recover(final_dir)
+    check_replaceable(final_dir, replaceable)
     temporary = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.tmp-", dir=parent)
     try:
         yield temporary
         if os.path.exists(final_dir):
+            check_replaceable(final_dir, replaceable)  # again: the block may have taken hours
             previous = _previous(final_dir)
             os.rename(final_dir, previous)
             os.rename(temporary, final_dir)

@@ -111,7 +111,7 @@ def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
                 return vocab, np.load(os.path.join(cache_dir, "embeddings.npy"))
     logging.info("Building CAML's vocabulary and word2vec embeddings for %s", dataset_dir)
     vocab, embeddings = build(dataset.read_notes(dataset_dir, "train").text, seed)
-    with files.atomic_dir(cache_dir) as temporary:
+    with files.atomic_dir(cache_dir, ("words.txt", "embeddings.npy", "source.json")) as temporary:
         with open(os.path.join(temporary, "words.txt"), "w", encoding="utf-8") as words_file:
             words_file.writelines(f"{word}\n" for word in vocab.words)
         np.save(os.path.join(temporary, "embeddings.npy"), embeddings)

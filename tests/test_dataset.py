@@ -90,3 +90,19 @@ def test_codes_outside_the_label_space_are_counted_and_refused_in_training():
     dataset.check_training_codes(notes, ["X", "Y", "Z"], "src")
     with pytest.raises(ValueError, match=r"src, note 2 \(note_id 'b'\): codes \['Y', 'Z'\]"):
         dataset.check_training_codes(notes, ["X"], "src")
+
+
+def test_a_dataset_is_written_again_over_its_own_folder_only(tmp_path):
+    notes = pd.DataFrame(dict(note_id=["1"], subject_id=["1"], text=["x"], codes=[["A"]]))
+    dataset_dir = dataset.write_dataset(str(tmp_path / "ds"), {"train": notes}, ["A"])
+    cached = tmp_path / "ds" / "description_cache" / "key.npy"
+    cached.parent.mkdir()
+    cached.write_bytes(b"embeddings")
+    dataset.write_dataset(dataset_dir, {"train": notes.assign(text=["y"])}, ["A"])
+    assert dataset.read_notes(dataset_dir, "train").text.tolist() == ["y"]
+    assert cached.read_bytes() == b"embeddings"  # derived caches are carried over
+    (tmp_path / "ds" / "my_notes.csv").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"ds holds my_notes.csv"):
+        dataset.write_dataset(dataset_dir, {"train": notes}, ["A"])
+    assert dataset.read_notes(dataset_dir, "train").text.tolist() == ["y"]
+    assert (tmp_path / "ds" / "my_notes.csv").read_text() == "mine"

@@ -274,3 +274,36 @@ def test_only_finished_longbert_runs_export(tmp_path, trained):
         (tmp_path / "config.json").write_text(config_file.read())
     with pytest.raises(FileNotFoundError, match="finish training before exporting"):
         export.load_trained(str(tmp_path))
+
+
+def test_exports_are_versions_of_a_model_base_folder_and_delete_nothing(trained, tmp_path):
+    _, config = trained
+    base = tmp_path / "exports" / "coder"
+    first = export.export(config.model_dir, str(base), "token_ids")
+    second = export.export(config.model_dir, str(base), "token_ids")
+    assert (first, second) == (str(base / "1"), str(base / "2"))
+    assert export.latest_version(str(base)) == second
+    assert export.latest_version(first) == first
+    marker = base / "1" / "variables" / "kept"
+    marker.write_text("")
+    assert export.export(config.model_dir, str(base / "2"), "token_ids") == second  # replaced
+    assert marker.exists()  # and no other version touched
+    assert sorted(os.listdir(base)) == ["1", "2"]
+
+
+def test_export_refuses_folders_it_did_not_write(tmp_path):
+    """Checked before the run is even read: nothing is loaded, written or deleted."""
+    run = tmp_path / "runs" / "synthetic_seq2048"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"holds checkpoints, config.json: it is not a model"):
+        export.export("no_run_needed", str(run))
+    other = tmp_path / "exports" / "other" / "1"
+    other.mkdir(parents=True)
+    (other / "saved_model.pb").write_text("someone else's model")
+    with pytest.raises(FileExistsError, match=r"other/1 is not empty and not an export"):
+        export.export("no_run_needed", str(other))
+    assert sorted(os.listdir(run)) == ["checkpoints", "config.json"]
+    assert (other / "saved_model.pb").read_text() == "someone else's model"
+    with pytest.raises(FileNotFoundError, match=r"holds no SavedModel"):
+        export.latest_version(str(run))
