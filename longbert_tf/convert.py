@@ -17,7 +17,7 @@ import struct
 import numpy as np
 from absl import app, flags, logging
 
-from longbert_tf import bert
+from longbert_tf import bert, files
 from longbert_tf.framework import tf
 
 HF_FILES = ("config.json", "model.safetensors", "vocab.txt")
@@ -159,7 +159,7 @@ def convert(hf_dir: str, out_dir: str, num_layers: int = None) -> str:
         with open(tokenizer_config) as config_file:
             lower_case = bool(json.load(config_file).get("do_lower_case", True))
     with open(os.path.join(hf_dir, "vocab.txt"), encoding="utf-8") as vocab_file:
-        vocab_tokens = vocab_file.read().splitlines()
+        vocab_tokens = files.split_lines(vocab_file.read())
     model = bert.build_bert_encoder(arch)
     weights = keras_weights(
         read_safetensors(os.path.join(hf_dir, "model.safetensors")), arch, hf_dir

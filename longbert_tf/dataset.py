@@ -102,7 +102,7 @@ def read_labels(dataset_dir: str) -> list:
             f"{path} does not exist: prepare the dataset with one of the data_prep modules"
         )
     with open(path, encoding="utf-8") as labels_file:
-        labels = labels_file.read().splitlines()
+        labels = files.split_lines(labels_file.read())
     first_line = {}
     for line_number, code in enumerate(labels, start=1):
         if not code.strip() or code != code.strip():

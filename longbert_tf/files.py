@@ -107,6 +107,16 @@ def atomic_file(path: str):
             os.remove(temporary)
 
 
+def split_lines(text: str) -> list:
+    """The lines of a file's text, split at "\\n" alone (a "\\r" before it dropped, no empty
+    last line). `str.splitlines()` also splits at U+2028, U+0085, U+001C-001E and other
+    separators, which a vocabulary token may hold: every later token would shift."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def write_text(path: str, text: str) -> None:
     """Writes `text` through a temporary file and a rename."""
     with atomic_file(path) as temporary, open(temporary, "w", encoding="utf-8") as text_file:

@@ -11,6 +11,7 @@ import hashlib
 
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
+from longbert_tf import files
 from longbert_tf.framework import hub, tf, tf_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -26,7 +27,7 @@ class Vocab:
     @functools.cached_property
     def tokens(self) -> list:
         with tf.io.gfile.GFile(self.path, "r") as vocab_file:
-            tokens = vocab_file.read().splitlines()
+            tokens = files.split_lines(vocab_file.read())
         missing = [token for token in SPECIAL_TOKENS[:4] if token not in tokens]
         if missing:
             raise ValueError(f"vocabulary {self.path} lacks the special tokens {missing}")

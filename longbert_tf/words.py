@@ -107,7 +107,7 @@ def cached_build(dataset_dir: str, seed: int = 0) -> tuple:
         with open(info_path) as info_file:
             if json.load(info_file) == source:
                 with open(os.path.join(cache_dir, "words.txt"), encoding="utf-8") as words_file:
-                    vocab = WordVocab(tuple(words_file.read().splitlines()))
+                    vocab = WordVocab(tuple(files.split_lines(words_file.read())))
                 return vocab, np.load(os.path.join(cache_dir, "embeddings.npy"))
     logging.info("Building CAML's vocabulary and word2vec embeddings for %s", dataset_dir)
     vocab, embeddings = build(dataset.read_notes(dataset_dir, "train").text, seed)

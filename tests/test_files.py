@@ -7,7 +7,6 @@ import pytest
 
 from longbert_tf import files
 
-
 CONTENT = ("content.txt",)  # what the folders of these tests hold
 
 
@@ -112,3 +111,9 @@ def test_empty_folders_are_filled_and_files_refused(tmp_path):
         with files.atomic_dir(str(tmp_path / "plain"), CONTENT):
             pass
     assert (tmp_path / "plain").read_text() == "mine"
+
+
+def test_lines_split_at_newlines_alone():
+    text = "[PAD]\r\nA\u2028B\nC\x85D\x1cE\n\nlast\n"
+    assert files.split_lines(text) == ["[PAD]", "A\u2028B", "C\x85D\x1cE", "", "last"]
+    assert files.split_lines("") == [] and files.split_lines("x") == ["x"]

@@ -58,3 +58,10 @@ def test_a_cache_made_with_another_vocabulary_is_never_reused(edge_dataset):
     rebuilt = token_cache.build(dataset_dir, "train", cased)
     with open(rebuilt.replace(".tfrecord", ".json")) as info_file:
         assert json.load(info_file)["source"]["vocab_fingerprint"] == cased.fingerprint
+
+
+def test_vocabulary_ids_are_line_numbers_whatever_the_tokens_hold(tmp_path):
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "odd\u2028piece", "fever"]
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    assert tokenization.Vocab(str(path), lower_case=True).tokens == tokens  # "fever" is id 6
