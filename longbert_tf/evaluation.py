@@ -132,7 +132,8 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
     `unseen_rows` (bool, one per tracked code) marks the codes without a
     training note: `unseen_code_recall` is the recall on their (note, code)
     pairs and those of codes outside the label space, of which there are
-    `unseen_code_pairs`, `outside_code_pairs` of them outside the space.
+    `unseen_code_pairs`, `outside_code_pairs` of them outside the space (NaN
+    when there is none).
     """
     column = _grid_index(threshold)
     code_counts = _code_counts(counts)
@@ -171,7 +172,9 @@ def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) 
         reached = _at_or_above(counts["reached_positive"][np.asarray(unseen_rows, bool)])
         unseen_pairs = int(reached[:, 0].sum()) + outside
         results["unseen_code_pairs"] = unseen_pairs
-        results["unseen_code_recall"] = float(metrics.ratio(reached[:, column].sum(), unseen_pairs))
+        results["unseen_code_recall"] = (
+            float(reached[:, column].sum() / unseen_pairs) if unseen_pairs else float("nan")
+        )
         results["outside_code_pairs"] = outside
     return results
 

@@ -27,6 +27,8 @@ from longbert_tf.configs import ExperimentConfig
 from longbert_tf.framework import keras, tf
 from longbert_tf.predictions import TOP_CODES, PredictionsWriter
 
+_NOT_FINITE = "the model's logits are not finite (NaN or infinity): its weights diverged"
+
 
 @dataclasses.dataclass
 class Experiment:
@@ -96,7 +98,9 @@ class Experiment:
         indices; with `gather_top_codes`, also the last three gathered from every replica."""
 
         def replica(features, labels):
-            logits = self.model(features, training=False)
+            logits = tf.debugging.assert_all_finite(
+                self.model(features, training=False), _NOT_FINITE
+            )
             top = tf.math.top_k(logits, k=min(TOP_CODES, len(self.labels)))
             bins = score_counts.score_bins(logits, labels, code_slots, untrained)
             return (
@@ -138,9 +142,14 @@ class Experiment:
         code_slots = tf.constant(split_counts.code_slots)
         untrained = tf.constant(split_counts.untrained)
         for features, labels in batches:
-            outputs, gathered = self._outputs(
-                features, labels, code_slots, untrained, predictions is not None
-            )
+            try:
+                outputs, gathered = self._outputs(
+                    features, labels, code_slots, untrained, predictions is not None
+                )
+            except tf.errors.InvalidArgumentError as error:
+                if _NOT_FINITE not in str(error):
+                    raise
+                raise FloatingPointError(f"{split}: {_NOT_FINITE}") from None
             local = [self.strategy.experimental_local_results(output) for output in outputs]
             for replica in zip(*local):
                 *bins, labels, top_codes, _, note_index = [value.numpy() for value in replica]

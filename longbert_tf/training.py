@@ -13,6 +13,7 @@ other workers write into temporary folders, removed at the end.
 """
 
 import json
+import math
 import os
 import time
 
@@ -100,6 +101,11 @@ def train(
         state.step.assign_add(1)
         tokens += int(outputs["note_tokens"])
         step = int(state.step)
+        if not math.isfinite(float(outputs["loss"])):
+            raise FloatingPointError(
+                f"step {step}: the training loss is {float(outputs['loss'])}: training diverged "
+                "(nothing of this step was saved; the checkpoints hold earlier weights)"
+            )
         last = step == config.train_steps
         if step % config.log_every == 0 or last:
             _log_step(

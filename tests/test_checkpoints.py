@@ -159,3 +159,38 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
         training.train_and_evaluate(config)
     assert not os.path.exists(f"{dataset_dir}/encoders")  # refused before building anything
     assert not os.path.exists(config.model_dir)
+
+
+def test_a_diverged_run_stops_with_the_step_and_saves_nothing_of_it(
+    tiny_data_dir, tmp_path, monkeypatch
+):
+    config = configs.ExperimentConfig(
+        dataset="synthetic",
+        data_dir=tiny_data_dir,
+        model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-64_A-2",
+        segments=configs.SegmentConfig(256, 128),
+        batch_size=2,
+        learning_rate=1e-3,
+        train_steps=4,
+        eval_every=2,
+        compute_dtype="float32",
+    )
+    step = training.Trainer.__call__
+
+    def diverging_at_step_3(trainer, iterator):
+        outputs = step(trainer, iterator)
+        trainer.calls = getattr(trainer, "calls", 0) + 1
+        return {**outputs, "loss": np.float32("nan")} if trainer.calls == 3 else outputs
+
+    monkeypatch.setattr(training.Trainer, "__call__", diverging_at_step_3)
+    with pytest.raises(FloatingPointError, match=r"step 3: the training loss is nan"):
+        training.train_and_evaluate(config)
+    assert tf.train.latest_checkpoint(f"{config.model_dir}/checkpoints").endswith("ckpt-2")
+    # Weights that give NaN logits: counting a split says so, naming it.
+    experiment = build_experiment(config)
+    experiment.model.label_attention.label_biases.assign(
+        np.full(experiment.model.label_attention.label_biases.shape, np.nan, np.float32)
+    )
+    with pytest.raises(FloatingPointError, match=r"dev: the model's logits are not finite"):
+        experiment.count("dev")

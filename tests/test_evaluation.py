@@ -210,3 +210,15 @@ def test_an_untrained_code_that_never_occurs_is_moved_below_the_others():
     raised = (logits + 3.0 * untrained).astype(np.float32)
     offset = evaluation.fit_untrained_offset(count(labels, raised, untrained=untrained))
     assert offset <= -3.0
+
+
+def test_unseen_code_recall_is_nan_without_unseen_pairs():
+    labels, logits = scores(num_notes=40, num_labels=20, seed=6)
+    counts = count(labels, logits)
+    tracked = np.flatnonzero(labels.sum(0))
+    results = evaluation.evaluate(counts, 0.5, 20, unseen_rows=np.zeros(len(tracked), bool))
+    assert results["unseen_code_pairs"] == 0 and np.isnan(results["unseen_code_recall"])
+    unseen = np.arange(len(tracked)) == 0  # one unseen code: a number again
+    results = evaluation.evaluate(counts, 0.5, 20, unseen_rows=unseen)
+    assert results["unseen_code_pairs"] == labels[:, tracked[0]].sum()
+    assert 0 <= results["unseen_code_recall"] <= 1
