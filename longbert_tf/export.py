@@ -45,6 +45,7 @@ from longbert_tf import (
     files,
     models,
     runs,
+    score_counts,
     segmentation,
     tokenization,
 )
@@ -101,7 +102,10 @@ class Coder(tf.Module):
         super().__init__(name="coder")
         self.model = trained.model
         self.labels = tf.Variable(trained.labels, trainable=False, name="labels")
-        self.threshold = tf.Variable(trained.threshold, trainable=False, name="threshold")
+        # Selects, in float32, exactly the probabilities the metrics counted as reaching it.
+        self.threshold = tf.Variable(
+            score_counts.float32_at_least(trained.threshold), trainable=False, name="threshold"
+        )
         self.vocab_file = tf.saved_model.Asset(trained.vocab.path)
         self.do_lower_case = tf.Variable(trained.vocab.lower_case, trainable=False)
         self.seq_len = tf.Variable(trained.config.segments.seq_len, trainable=False)
@@ -140,7 +144,7 @@ class Coder(tf.Module):
 
     def _code(self, token_ids, lengths):
         token_ids = tf.cast(token_ids, tf.int32)
-        lengths = tf.minimum(tf.cast(lengths, tf.int32), tf.shape(token_ids)[1])
+        lengths = tf.clip_by_value(tf.cast(lengths, tf.int32), 0, tf.shape(token_ids)[1])
         features, token_index = self._segment_batch(token_ids, lengths)
         tokens, token_mask = self.model.encode(features, training=False)
         probabilities = tf.sigmoid(self.model.label_attention(tokens, token_mask))

@@ -39,14 +39,15 @@ BIN_NAMES = (
 )
 
 
-def _float32_at_least(values) -> np.ndarray:
-    """The smallest float32 >= each float64 value: `p >= t` then holds in float32 exactly."""
+def float32_at_least(values) -> np.ndarray:
+    """The smallest float32 >= each float64 value: for a float32 p, `p >= t` in float64 and
+    `p >= float32_at_least(t)` in float32 agree (counting and serving select alike)."""
     rounded = np.asarray(values, np.float64).astype(np.float32)
     return np.where(rounded < values, np.nextafter(rounded, np.float32(np.inf)), rounded)
 
 
 # reached(p) = #{t in COUNT_THRESHOLDS: p >= t}; 0 and infinity bracket the thresholds.
-_THRESHOLDS_32 = np.concatenate([[0.0], _float32_at_least(COUNT_THRESHOLDS), [np.inf]]).astype(
+_THRESHOLDS_32 = np.concatenate([[0.0], float32_at_least(COUNT_THRESHOLDS), [np.inf]]).astype(
     np.float32
 )
 

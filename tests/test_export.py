@@ -95,7 +95,10 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
     np.testing.assert_allclose(served, in_memory, atol=atol)
     with open(os.path.join(config.model_dir, "metrics.json")) as metrics_file:
         threshold = json.load(metrics_file)["dev"]["threshold"]
-    # The export's codes are its probabilities at the dev threshold...
+    # The export's codes are its probabilities at the dev threshold, compared in float32 with
+    # the smallest float32 >= it, so that it selects what the metrics counted...
+    stored = tf.saved_model.load(text_export).threshold.numpy()
+    assert stored >= threshold and np.nextafter(stored, np.float32(0)) < threshold
     selected = served >= threshold
     np.testing.assert_array_equal(outputs["num_codes"].numpy(), selected.sum(axis=1))
     labels = dataset.read_labels(config.dataset_dir)
@@ -307,3 +310,19 @@ def test_export_refuses_folders_it_did_not_write(tmp_path):
     assert (other / "saved_model.pb").read_text() == "someone else's model"
     with pytest.raises(FileNotFoundError, match=r"holds no SavedModel"):
         export.latest_version(str(run))
+
+
+def test_token_id_lengths_are_clamped_to_the_ids_given(trained, ids_export):
+    _, config = trained
+    serving = tf.saved_model.load(ids_export).signatures["serving_default"]
+    vocab = export.load_trained(config.model_dir).vocab
+    text = dataset.read_notes(config.dataset_dir, "test").text[0]
+    ids = np.array(vocab.tokenize([text])[0], np.int32)
+    padded = np.stack([ids, ids])
+
+    def probabilities(lengths):
+        outputs = serving(token_ids=padded, lengths=np.array(lengths, np.int32))
+        return outputs["probabilities"].numpy()
+
+    np.testing.assert_array_equal(probabilities([-5, 10**6]), probabilities([0, len(ids)]))
+    assert not np.allclose(probabilities([0, 0])[0], probabilities([len(ids), 0])[0])
