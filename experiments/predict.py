@@ -4,9 +4,10 @@
     cat note.txt | python -m experiments.predict --export_dir=exports/coder --format=json
 
 For each note: every code whose probability reaches the model's threshold, its
-description (ICD-10-CM from the `simple-icd-10-cm` package; others from
-`--descriptions_file`, a `code<TAB>description` file such as CAML's
-`ICD9_descriptions` or a synthetic dataset's `descriptions.tsv`) and the
+description (the dataset's, which the export carries; `--descriptions_file`, a
+`code<TAB>description` file such as CAML's `ICD9_descriptions`, adds or
+overrides some; an ICD-10-CM code without one gets its `simple-icd-10-cm`
+title, codes of other classifications never do) and the
 evidence: the passage around the tokens the code's label attention weighs
 most, with those tokens marked `[[...]]`.
 """
@@ -29,7 +30,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_enum("format", "text", ["text", "json"], "text for people, json for programs.")
 flags.DEFINE_string(
-    "descriptions_file", None, "code<TAB>description lines for codes not in ICD-10-CM."
+    "descriptions_file", None, "code<TAB>description lines beside those the export carries."
 )
 CONTEXT_BYTES = 60
 
@@ -58,8 +59,10 @@ def evidence_passage(text: bytes, spans: list) -> str:
     )
 
 
-def predict(serving, name: str, text: bytes, code_descriptions: dict) -> dict:
-    """One note's codes: `{note, codes: [{code, probability, description, evidence}]}`."""
+def predict(serving, name: str, text: bytes, code_descriptions: dict, code_system: str) -> dict:
+    """One note's codes: `{note, codes: [{code, probability, description, evidence}]}`
+    (descriptions from `code_descriptions`, else titles of `code_system`, see
+    `descriptions.describe`)."""
     # The signature replaces invalid UTF-8 the same way, so byte offsets refer to this copy.
     text = text.decode("utf-8", errors="replace").encode("utf-8")
     outputs = {key: value.numpy()[0] for key, value in serving(text=tf.constant([text])).items()}
@@ -75,7 +78,7 @@ def predict(serving, name: str, text: bytes, code_descriptions: dict) -> dict:
             dict(
                 code=code,
                 probability=round(float(outputs["code_probabilities"][k]), 4),
-                description=descriptions.describe(code, code_descriptions),
+                description=descriptions.describe(code, code_descriptions, code_system),
                 evidence=[text[s:e].decode("utf-8", errors="replace") for s, e in spans],
                 evidence_spans=spans,
                 passage=evidence_passage(text, spans) if spans else "",
@@ -90,12 +93,19 @@ def main(argv):
     for path in paths:
         with open(path, "rb") as note_file:
             notes.append((path, note_file.read()))
-    serving = tf.saved_model.load(export.latest_version(FLAGS.export_dir))
-    serving = serving.signatures["serving_default"]
-    code_descriptions = (
-        descriptions.read_descriptions(FLAGS.descriptions_file) if FLAGS.descriptions_file else {}
-    )
-    results = [predict(serving, name, text, code_descriptions) for name, text in notes]
+    loaded = tf.saved_model.load(export.latest_version(FLAGS.export_dir))
+    if "text" not in loaded.signatures["serving_default"].structured_input_signature[1]:
+        raise ValueError(
+            f"{FLAGS.export_dir} takes token ids: predict needs a text-input export "
+            "(experiments.export --inputs=text)"
+        )
+    code_descriptions, code_system = export.code_descriptions(loaded)
+    if FLAGS.descriptions_file:
+        code_descriptions.update(descriptions.read_descriptions(FLAGS.descriptions_file))
+    results = [
+        predict(loaded.signatures["serving_default"], name, text, code_descriptions, code_system)
+        for name, text in notes
+    ]
     if FLAGS.format == "json":
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return

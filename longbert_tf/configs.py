@@ -30,6 +30,8 @@ class DatasetPreset:
         initialised encoder must learn within a CPU budget.
       recipe: other `ExperimentConfig` fields of this dataset's default run
         (e.g. a fine-tuning schedule); flags given on the command line win.
+      code_system: the classification its codes come from (`ICD10CM`,
+        `ICD9CM`; "" for made-up codes): whose titles may describe them.
     """
 
     name: str
@@ -40,8 +42,10 @@ class DatasetPreset:
     eval_every: int
     learning_rate: float = 2e-4
     recipe: dict = dataclasses.field(default_factory=dict)
+    code_system: str = ""
 
 
+ICD9CM, ICD10CM = "ICD-9-CM", "ICD-10-CM"
 # The paper's recipe on MIMIC (the paper's encoder, 4,096 tokens, 1M steps).
 MIMIC = dict(
     seq_len=4096,
@@ -61,9 +65,9 @@ PRESETS = {
             eval_every=100,
             learning_rate=1e-3,
         ),
-        DatasetPreset(name="mimic3_full", num_labels=8921, **MIMIC),
-        DatasetPreset(name="mimic3_50", num_labels=50, **MIMIC),
-        DatasetPreset(name="mimic4_dx", num_labels=72748, **MIMIC),
+        DatasetPreset(name="mimic3_full", num_labels=8921, code_system=ICD9CM, **MIMIC),
+        DatasetPreset(name="mimic3_50", num_labels=50, code_system=ICD9CM, **MIMIC),
+        DatasetPreset(name="mimic4_dx", num_labels=72748, code_system=ICD10CM, **MIMIC),
         # The best row of benchmarks/codiesp_table.py: pretrained MiniLM, each code's label
         # attention conditioned on its ICD-10-CM title, a separate encoder rate with warmup
         # and linear decay.
@@ -83,6 +87,7 @@ PRESETS = {
                 label_init="descriptions",
                 attend_special_tokens=False,
             ),
+            code_system=ICD10CM,
         ),
     ]
 }

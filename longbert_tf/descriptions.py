@@ -16,7 +16,7 @@ import os
 import numpy as np
 from absl import logging
 
-from longbert_tf import distribute, files
+from longbert_tf import configs, distribute, files
 from longbert_tf.framework import tf
 
 DESCRIPTIONS_FILE = "descriptions.tsv"
@@ -47,11 +47,13 @@ def read_descriptions(path: str) -> dict:
     return descriptions
 
 
-def describe(code: str, descriptions: dict) -> str:
-    """A code's description: from `descriptions`, else its ICD-10-CM title, else ''."""
+def describe(code: str, descriptions: dict, code_system: str) -> str:
+    """A code's description: from `descriptions`, else, for an ICD-10-CM code (`code_system`,
+    see `configs.DatasetPreset`), its title, else ''. ICD-9 codes such as V29.0 are valid
+    ICD-10-CM syntax with another meaning: they never get ICD-10-CM titles."""
     if code in descriptions:
         return descriptions[code]
-    if icd10cm().is_valid_item(code):
+    if code_system == configs.ICD10CM and icd10cm().is_valid_item(code):
         return icd10cm().get_description(code)
     return ""
 

@@ -24,8 +24,11 @@ on validation (at most `max_codes`, most probable first):
   position in the note, -1 where none), `evidence_weight` float32, and for text
   inputs `evidence_start`/`evidence_end` int64 byte offsets into the (UTF-8) note.
 
-The label list (`labels`), the `threshold`, the segment geometry and the
-vocabulary are stored in the SavedModel; nothing else is needed to serve it.
+The label list (`labels`, and the asset `labels.txt`), the `threshold`, the
+segment geometry and the vocabulary are stored in the SavedModel; nothing else
+is needed to serve it. It also carries the dataset's descriptions of its codes
+(the asset `descriptions.tsv`) and their classification (`code_system`), for
+`experiments.predict` and other clients.
 
 Folders follow TensorFlow Serving's layout: `export_dir` named by a number
 (`exports/coder/3`) is that version; any other `export_dir` is a model base
@@ -37,9 +40,11 @@ replaced (`EXPORT_INFO` marks one).
 import dataclasses
 import json
 import os
+import tempfile
 
 from longbert_tf import (
     dataset,
+    descriptions,
     encoder_specs,
     encoders,
     files,
@@ -202,6 +207,35 @@ class TextCoder(Coder):
         return outputs
 
 
+def _attach_code_files(module: tf.Module, trained: TrainedModel, scratch: str) -> None:
+    """Gives the export its label list (`labels.txt`, the order of `probabilities`) and the
+    dataset's descriptions of those codes (`descriptions.tsv`, when it has them) as assets, and
+    the classification of its codes (`code_system`, "" when they are made up)."""
+    labels_path = os.path.join(scratch, dataset.LABELS_FILE)
+    files.write_text(labels_path, "".join(f"{code}\n" for code in trained.labels))
+    module.labels_file = tf.saved_model.Asset(labels_path)
+    dataset_descriptions = os.path.join(trained.config.dataset_dir, descriptions.DESCRIPTIONS_FILE)
+    if os.path.exists(dataset_descriptions):
+        known = descriptions.read_descriptions(dataset_descriptions)
+        descriptions.write_descriptions(
+            scratch, {code: known[code] for code in trained.labels if code in known}
+        )
+        module.descriptions_file = tf.saved_model.Asset(
+            os.path.join(scratch, descriptions.DESCRIPTIONS_FILE)
+        )
+    module.code_system = tf.Variable(trained.config.preset.code_system, trainable=False)
+
+
+def code_descriptions(loaded) -> tuple:
+    """`({code: description}, code_system)` of a loaded export (empty for exports made before
+    they carried them)."""
+    code_system = loaded.code_system.numpy().decode() if hasattr(loaded, "code_system") else ""
+    if not hasattr(loaded, "descriptions_file"):
+        return {}, code_system
+    path = loaded.descriptions_file.asset_path.numpy().decode()
+    return descriptions.read_descriptions(path), code_system
+
+
 def version_dir(export_dir: str) -> str:
     """The folder an export to `export_dir` writes: `export_dir` itself when its name is a
     version number, else the next version below it, a model base folder that must hold
@@ -258,7 +292,11 @@ def export(
             )
     trained = load_trained(model_dir)
     module = (TextCoder if inputs == "text" else Coder)(trained, max_codes)
-    with files.atomic_dir(target, (*files.SAVED_MODEL_ENTRIES, EXPORT_INFO)) as temporary:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        files.atomic_dir(target, (*files.SAVED_MODEL_ENTRIES, EXPORT_INFO)) as temporary,
+    ):
+        _attach_code_files(module, trained, scratch)
         tf.saved_model.save(
             module, temporary, signatures={"serving_default": module.serve.get_concrete_function()}
         )

@@ -28,10 +28,16 @@ def test_descriptions_file_round_trip_and_errors(tmp_path):
         descriptions.code_descriptions(str(tmp_path / "elsewhere"), ["I10"])
 
 
-def test_describe_falls_back_to_icd10cm_titles():
-    assert descriptions.describe("R50.9", {}) == "Fever, unspecified"
-    assert descriptions.describe("R50.9", {"R50.9": "mine"}) == "mine"
-    assert descriptions.describe("401.9", {}) == ""  # ICD-9: not an ICD-10-CM code
+def test_describe_falls_back_to_icd10cm_titles_for_icd10cm_codes_only():
+    icd10cm, icd9cm = configs.ICD10CM, configs.ICD9CM
+    assert descriptions.describe("R50.9", {}, icd10cm) == "Fever, unspecified"
+    assert descriptions.describe("R50.9", {"R50.9": "mine"}, icd10cm) == "mine"
+    assert descriptions.describe("401.9", {}, icd10cm) == ""  # not an ICD-10-CM code
+    # MIMIC-III's V29.0 is valid ICD-10-CM syntax for a motorcycle accident.
+    assert descriptions.describe("V29.0", {}, icd10cm).startswith("Motorcycle driver")
+    assert descriptions.describe("V29.0", {}, icd9cm) == ""
+    assert descriptions.describe("V29.0", {"V29.0": "Obs nb suspct infect"}, icd9cm) != ""
+    assert descriptions.describe("C7", {}, "") == ""  # synthetic codes
     assert descriptions.icd10cm_titles(["I10", "401.9"]) == {
         "I10": "Essential (primary) hypertension"
     }

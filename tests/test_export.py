@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from longbert_tf import configs, dataset, export, synthetic, token_cache, tokenization, training
+from longbert_tf import (
+    configs,
+    dataset,
+    descriptions,
+    export,
+    synthetic,
+    token_cache,
+    tokenization,
+    training,
+)
 from longbert_tf.experiment import build_experiment
 from longbert_tf.framework import tf
 from tests.dtypes import tolerance
@@ -243,7 +252,7 @@ def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_pa
     result = subprocess.run(
         [
             sys.executable, "-m", "experiments.predict", f"--export_dir={text_export}",
-            "--format=json", f"--descriptions_file={config.dataset_dir}/descriptions.tsv", *paths,
+            "--format=json", *paths,
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -326,3 +335,25 @@ def test_token_id_lengths_are_clamped_to_the_ids_given(trained, ids_export):
 
     np.testing.assert_array_equal(probabilities([-5, 10**6]), probabilities([0, len(ids)]))
     assert not np.allclose(probabilities([0, 0])[0], probabilities([len(ids), 0])[0])
+
+
+def test_the_export_carries_its_labels_and_their_descriptions(trained, text_export, ids_export):
+    _, config = trained
+    labels = dataset.read_labels(config.dataset_dir)
+    dataset_descriptions = descriptions.read_descriptions(
+        os.path.join(config.dataset_dir, descriptions.DESCRIPTIONS_FILE)
+    )
+    for export_dir in (text_export, ids_export):
+        loaded = tf.saved_model.load(export_dir)
+        with open(loaded.labels_file.asset_path.numpy().decode()) as labels_file:
+            assert labels_file.read().split("\n")[:-1] == labels
+        assert export.code_descriptions(loaded) == (dataset_descriptions, "")  # made-up codes
+
+
+def test_predict_refuses_a_token_id_export(ids_export):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.predict", f"--export_dir={ids_export}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, input="a note",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "takes token ids: predict needs a text-input export" in result.stderr
