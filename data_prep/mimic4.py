@@ -130,6 +130,12 @@ def read_split_file(path: str) -> dict:
         raise ValueError(
             f"{path}: columns {missing} are missing; the header has {list(frame.columns)}"
         )
+    for column in (id_column, "split"):
+        blank = frame.index[frame[column].isna() | (frame[column].str.strip() == "")]
+        if len(blank):
+            lines = (blank[:5] + 2).tolist()  # the header is line 1
+            raise ValueError(f"{path}: lines {lines} have no {column}")
+    frame["split"] = frame.split.str.strip()
     unknown = sorted(set(frame.split) - set(SPLIT_NAMES))
     if unknown:
         raise ValueError(f"{path}: unknown split names {unknown}; use {sorted(SPLIT_NAMES)}")

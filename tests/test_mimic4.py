@@ -154,6 +154,20 @@ def test_split_file_and_code_list(raw_dir, tmp_path):
     assert skipped["documents absent from the split file"] == 2 + bulk - 3
 
 
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("1001,train\n1005,\n101000,holdout\n", r"split.csv: lines \[3\] have no split"),
+        ("1001,train\n  ,test\n", r"split.csv: lines \[3\] have no hadm_id"),
+    ],
+)
+def test_blank_split_file_cells_name_their_lines(raw_dir, tmp_path, rows, message):
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("hadm_id,split\n" + rows)
+    with pytest.raises(ValueError, match=message):
+        mimic4.prepare(raw_dir, str(tmp_path / "out"), str(split_file))
+
+
 def test_bad_split_file_and_missing_table_are_clear_errors(raw_dir, tmp_path):
     split_file = tmp_path / "split.csv"
     split_file.write_text("hadm_id,split\n1001,holdout\n")
