@@ -33,11 +33,16 @@ def not_prepared(dataset_name: str, data_dir: str) -> SystemExit:
 
 def ensure_prepared(config: ExperimentConfig) -> None:
     """Generates the synthetic dataset when missing; for the others, exits naming the command
-    that prepares them when the folder is missing or a split holds no note."""
+    that prepares them when the folder is missing or a split holds no note.
+
+    The synthetic notes are `data_prep.synthetic`'s defaults whatever `--seed`
+    is: the seed of a run draws its initialisation and order, as for real data,
+    and a folder prepared by an earlier run with another seed holds the same notes.
+    """
     command = prepare_command(config.dataset, config.data_dir)
     if not os.path.exists(os.path.join(config.dataset_dir, dataset.LABELS_FILE)):
         if config.dataset == "synthetic":
-            synthetic.prepare(config.data_dir, synthetic.SyntheticConfig(seed=config.seed))
+            synthetic.prepare(config.data_dir)  # the notes never follow --seed, see below
         else:
             raise not_prepared(config.dataset, config.data_dir)
     for split in dataset.SPLITS:

@@ -244,3 +244,18 @@ def test_a_preset_recipe_fills_the_flags_not_given():
     assert (paper.label_init, paper.lr_schedule, paper.warmup_steps) == ("random", "constant", 0)
     assert paper.encoder_learning_rate is None and paper.attend_special_tokens
     assert paper.segments.segment_length == 512 and paper.learning_rate == 2e-4
+
+
+def test_the_generated_synthetic_notes_do_not_follow_the_run_seed(tmp_path):
+    """A folder generated for one seed and reused by another holds what the other would get."""
+
+    def generated(seed):
+        config = configs.ExperimentConfig(
+            dataset="synthetic", data_dir=str(tmp_path / f"data{seed}"), model_dir="unused",
+            encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(256, 128),
+            batch_size=2, learning_rate=1e-3, train_steps=1, eval_every=1, seed=seed,
+        )  # fmt: skip
+        datasets.ensure_prepared(config)
+        return dataset.read_notes(config.dataset_dir, "dev")
+
+    pd.testing.assert_frame_equal(generated(0), generated(7))
