@@ -7,6 +7,7 @@ a note can be read alone (`note_reader`), and `{split}.json` records what the
 cache was built from and a summary of it.
 """
 
+import hashlib
 import json
 import os
 
@@ -27,22 +28,24 @@ def build(dataset_dir: str, split: str, vocab) -> str:
 
     The cache lives in `dataset_dir/token_cache/<vocab fingerprint>/` and holds,
     per note, the token ids of the whole note (no special tokens) and its label
-    ids, and beside it the note index (see `read_index`). It is rebuilt
-    when the notes, the labels or the vocabulary change.
+    ids, and beside it the note index (see `read_index`). Its files are named
+    by what they were built from (`<split>-<key>`): when the notes, the labels or
+    the vocabulary change, a new cache is written beside the old one, which is
+    never rewritten, so a job reading the old one by byte offset keeps reading
+    what it indexed.
     """
-    cache_dir = os.path.join(dataset_dir, dataset.TOKEN_CACHE_DIR, vocab.fingerprint)
-    path = os.path.join(cache_dir, f"{split}.tfrecord")
-    info_path = os.path.join(cache_dir, f"{split}.json")
     source = dict(
         notes_sha256=files.file_sha256(dataset.notes_path(dataset_dir, split)),
         labels_sha256=files.file_sha256(os.path.join(dataset_dir, dataset.LABELS_FILE)),
         vocab_fingerprint=vocab.fingerprint,
         format=FORMAT,
     )
+    key = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = os.path.join(dataset_dir, dataset.TOKEN_CACHE_DIR, vocab.fingerprint)
+    path = os.path.join(cache_dir, f"{split}-{key}.tfrecord")
+    info_path = path.replace(".tfrecord", ".json")
     if all(map(os.path.exists, (info_path, path, _index_path(path)))):
-        with open(info_path) as info_file:
-            if json.load(info_file)["source"] == source:
-                return path
+        return path
 
     notes = dataset.read_notes(dataset_dir, split)
     labels = dataset.read_labels(dataset_dir)

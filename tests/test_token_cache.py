@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 from longbert_tf import dataset, files, token_cache, tokenization
 from longbert_tf.framework import tf
 
@@ -29,18 +31,23 @@ def test_token_cache_is_reused_and_rebuilt_when_inputs_change(edge_dataset, tmp_
     # Another vocabulary (here: cased) gets its own cache, never the first one.
     cased = tokenization.Vocab(vocab.path, lower_case=False)
     assert token_cache.build(dataset_dir, "train", cased) != records
-    # Changed notes rebuild the cache in place: it holds the new note's tokens.
+    # Changed notes get a new cache beside the old one, which a running job may still be
+    # reading by byte offset: it is left exactly as it was.
     notes = dataset.read_notes(dataset_dir, "train")
     before = cached_token_ids(records)
+    old_bytes, old_index = open(records, "rb").read(), token_cache.read_index(records)
     notes.loc[1, "text"] = "completely different words"
     dataset.write_dataset(
         dataset_dir, {"train": notes, "dev": notes, "test": notes}, ["A", "B", "C"]
     )
-    assert token_cache.build(dataset_dir, "train", vocab) == records
-    after = cached_token_ids(records)
+    rebuilt = token_cache.build(dataset_dir, "train", vocab)
+    assert rebuilt != records and os.path.dirname(rebuilt) == os.path.dirname(records)
+    assert open(records, "rb").read() == old_bytes and cached_token_ids(records) == before
+    np.testing.assert_array_equal(token_cache.read_index(records), old_index)
+    after = cached_token_ids(rebuilt)
     assert after[1] == vocab.tokenize(["completely different words"])[0] != before[1]
     assert after[:1] + after[2:] == before[:1] + before[2:]
-    info = json.loads(open(records.replace(".tfrecord", ".json")).read())
+    info = json.loads(open(rebuilt.replace(".tfrecord", ".json")).read())
     new_notes = files.file_sha256(dataset.notes_path(dataset_dir, "train"))
     assert info["source"]["notes_sha256"] == new_notes
     assert info["num_notes"] == 4 and info["empty_notes"] == 1 and info["notes_without_codes"] == 1
