@@ -10,6 +10,8 @@ LABEL_INITS = ("random", "descriptions")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Set when a run starts, not chosen: what a run's weights belong to (see `runs.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
+# How and where a run runs, not what it computes: a resumed run may change them.
+RUNTIME_FIELDS = ("model_dir", "data_dir", "log_every", "checkpoint_every", "strategy", "tpu")
 # Codes per chunk of label attention: None computes all codes at once.
 LABEL_ATTENTION_CHUNK_SIZES = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500

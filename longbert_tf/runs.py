@@ -13,7 +13,7 @@ import os
 from absl import logging
 
 from longbert_tf import dataset, files, hardware
-from longbert_tf.configs import RUN_BINDING, ExperimentConfig
+from longbert_tf.configs import RUN_BINDING, RUNTIME_FIELDS, ExperimentConfig
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"  # written when a run is finished (see `training`)
@@ -50,11 +50,17 @@ def resolve_compute_dtype(
 
 
 def same_run(config: ExperimentConfig, saved: ExperimentConfig | None) -> ExperimentConfig:
-    """`config`, checked to be the run already in the model dir (if any) and bound as it is."""
+    """`config`, checked to be the run already in the model dir (if any) and bound as it is.
+
+    What defines the run (data identity, model, optimisation, seed) must match; how and where
+    it runs (`configs.RUNTIME_FIELDS`: folders, logging and checkpoint intervals, the
+    distribution strategy) may change between sessions, and the new values are used.
+    """
     if saved is None:
         return config
-    chosen = {key: value for key, value in config.to_dict().items() if key not in RUN_BINDING}
-    started = {key: value for key, value in saved.to_dict().items() if key not in RUN_BINDING}
+    ignored = RUN_BINDING + RUNTIME_FIELDS
+    chosen = {key: value for key, value in config.to_dict().items() if key not in ignored}
+    started = {key: value for key, value in saved.to_dict().items() if key not in ignored}
     changed = {key for key in chosen.keys() | started.keys() if chosen.get(key) != started.get(key)}
     if changed:
         raise ValueError(

@@ -58,7 +58,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
     write = distribute.WriteDir(config.model_dir, strategy)
     keras.utils.set_random_seed(config.seed)
     experiment = build_experiment(config, strategy)  # refuses another vocabulary or label list
-    if saved is None and write.chief:
+    if write.chief:  # a resumed run records where and how it now runs
         runs.write_start(experiment.config, experiment.labels)
     with strategy.scope():
         groups = optimization.optimizer_groups(experiment.model, experiment.config)
@@ -119,9 +119,8 @@ def train(
             tokens, started = 0, time.time()
         if step % config.eval_every == 0 or last:
             state.save_if_best(validate(experiment, dev_writer, step))
-            state.save_latest()
             started = time.time()
-        elif step % (config.checkpoint_every or config.eval_every) == 0:
+        if step % (config.checkpoint_every or config.eval_every) == 0 or last:
             state.save_latest()
 
 

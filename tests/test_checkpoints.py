@@ -194,3 +194,23 @@ def test_a_diverged_run_stops_with_the_step_and_saves_nothing_of_it(
     )
     with pytest.raises(FloatingPointError, match=r"dev: the model's logits are not finite"):
         experiment.count("dev")
+
+
+def test_the_latest_state_is_saved_every_checkpoint_every_steps_and_at_the_end(
+    tiny_data_dir, tmp_path, monkeypatch
+):
+    config = configs.ExperimentConfig(
+        dataset="synthetic", data_dir=tiny_data_dir, model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(256, 128), batch_size=2,
+        learning_rate=1e-3, train_steps=7, eval_every=2, checkpoint_every=3,
+        compute_dtype="float32",
+    )  # fmt: skip
+    saved, save_latest = [], training.RunCheckpoints.save_latest
+
+    def recording(state):
+        saved.append(int(state.step))
+        save_latest(state)
+
+    monkeypatch.setattr(training.RunCheckpoints, "save_latest", recording)
+    training.train_and_evaluate(config)
+    assert saved == [3, 6, 7]  # not at the evaluations of steps 2 and 4

@@ -36,6 +36,24 @@ def test_the_same_run_takes_the_saved_binding_and_another_config_is_refused(tmp_
         runs.same_run(make_config(tmp_path, learning_rate=1e-4, seed=3), saved)
 
 
+def test_a_run_resumes_where_and_how_it_now_runs(tmp_path):
+    saved = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
+    moved = make_config(
+        tmp_path,
+        model_dir=str(tmp_path / "run") + "/",
+        data_dir=str(tmp_path / "moved_data"),
+        log_every=1,
+        checkpoint_every=1,
+        strategy="one_device",
+    )
+    resumed = runs.same_run(moved, saved)
+    binding = {name: getattr(saved, name) for name in configs.RUN_BINDING}
+    assert resumed == dataclasses.replace(moved, **binding)
+    for field, changed in (("eval_every", 1), ("train_steps", 4), ("compute_dtype", "bfloat16")):
+        with pytest.raises(ValueError, match=rf"different config \(\['{field}'\]\)"):
+            runs.same_run(make_config(tmp_path, **{field: changed}), saved)
+
+
 def test_a_bound_run_refuses_another_vocabulary_or_label_order(tmp_path):
     bound = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
     assert bound.labels_fingerprint == dataset.labels_fingerprint(["A", "B"])
