@@ -17,7 +17,8 @@ the codes' descriptions (`descriptions.tsv`, for `--label_init=descriptions`).
 every document (those without a top-50 code are negatives, as in the LongBERT
 paper) with labels restricted to the 50 codes that occur in the most documents
 of all splits (ties broken by code, and reported) or to `--top_codes_file`;
-`--drop_notes_without_top_codes` reproduces CAML, which drops such documents.
+`--drop_notes_without_top_codes` drops such documents (CAML's own top-50
+splits are fixed lists of admission ids, which neither choice reproduces).
 """
 
 import os
@@ -251,6 +252,6 @@ if __name__ == "__main__":
         "top_codes_file", None, "Top-50 codes, one a line (e.g. CAML's TOP_50_CODES.csv)."
     )
     flags.DEFINE_bool(
-        "drop_notes_without_top_codes", False, "Drop mimic3_50 notes without a top-50 code (CAML)."
+        "drop_notes_without_top_codes", False, "Drop mimic3_50 notes without a top-50 code."
     )
     app.run(main)
