@@ -234,6 +234,16 @@ def test_input_limits_give_defined_results(trained, text_export):
     # An empty note attends to nothing: it gets what the codes' biases (priors) give.
     biases = export.load_trained(config.model_dir).model.label_attention.code_parameters()[2]
     np.testing.assert_allclose(probabilities[0], tf.sigmoid(biases).numpy(), atol=1e-6)
+    # A long note is read up to seq_len: what follows its first 100 sentences (about 500 tokens
+    # against 2 x 126 read) changes nothing, and a note shorter than that differs.
+    head = "Diagnosed with pneumonia. " * 100
+    np.testing.assert_allclose(
+        serving(text=tf.constant([head]))["probabilities"].numpy()[0],
+        probabilities[1],
+        atol=tolerance(config.compute_dtype, float32=1e-5),
+    )
+    short = serving(text=tf.constant(["Diagnosed with pneumonia. " * 3]))["probabilities"]
+    assert np.abs(short.numpy()[0] - probabilities[1]).max() > 1e-3
     # Each note alone gives what it gives inside the mixed batch.
     atol = tolerance(config.compute_dtype, float32=1e-5)
     for row, text in enumerate(batch):

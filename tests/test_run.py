@@ -69,11 +69,18 @@ def test_run_trains_evaluates_and_writes_its_outputs(finished_run):
 
 def test_a_finished_run_is_not_retrained(finished_run):
     model_dir, flags, first = finished_run
+
+    def checkpoint_files():
+        paths = glob.glob(os.path.join(model_dir, "*", "ckpt-*"))
+        return {path: os.path.getmtime(path) for path in paths}
+
+    before = checkpoint_files()
     second = run_experiment(*flags)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "is finished" in second.stderr
+    assert "step 1/" not in second.stderr and "Counted" not in second.stderr  # no work
     assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]
-    assert not glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-7*"))
+    assert before and checkpoint_files() == before  # nothing saved again
 
 
 def test_a_changed_config_cannot_reuse_the_model_dir(finished_run):
