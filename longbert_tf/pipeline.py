@@ -125,26 +125,27 @@ def training_dataset(
 ) -> tf.data.Dataset:
     """Training batches of `batch_size` notes, repeated forever, from step `first_step` on.
 
-    A step takes `batches_per_step` batches (replicas x gradient accumulation),
-    drawn from one row of `epoch_batches(..., batch_size * batches_per_step, seed,
-    epoch)` over this shard's notes, so how a step's notes are split into
-    batches does not change which notes it sees. The sequence is a function of
-    `seed` and the notes alone: an input position is the step, and a resumed
-    run continues exactly. Notes are read by their offsets in the token cache;
-    no state holds anything of them. `shard=(num_shards, index)` keeps every
-    `num_shards`-th note from the `index`-th on (one input pipeline of a
-    distributed run); `max_note_tokens` is the longest note prefix the model
-    reads (the length notes are sorted by). Elements are as in `segment_dataset`.
+    A step's notes are one row of `epoch_batches(..., global batch, seed,
+    epoch)` over every note, the global batch being this pipeline's
+    `batch_size * batches_per_step` (replicas x gradient accumulation) times
+    the number of pipelines; `shard=(num_shards, index)` (one input pipeline of
+    a distributed run) takes the `index`-th share of each row, in
+    `batches_per_step` batches. So the notes of a step depend on the global
+    batch alone, not on how many workers, replicas or micro-batches split it.
+    The sequence is a function of `seed` and the notes alone: an input position
+    is the step, and a resumed run continues exactly. Notes are read by their
+    offsets in the token cache; no state holds anything of them.
+    `max_note_tokens` is the longest note prefix the model reads (the length
+    notes are sorted by). Elements are as in `segment_dataset`.
     """
     note_index = token_cache.read_index(cache_path)[: token_cache.num_notes(cache_path, max_notes)]
-    note_index = note_index[shard[1] :: shard[0]]
     if not len(note_index):
-        raise ValueError(
-            f"{cache_path} has no training notes for input pipeline {shard[1]} of {shard[0]}"
-        )
+        raise ValueError(f"{cache_path} has no training notes")
     lengths = tf.constant(np.minimum(note_index[:, 2], max_note_tokens))
-    notes_per_step = batch_size * batches_per_step
-    steps_per_epoch = -(-len(note_index) // notes_per_step)
+    num_shards, shard_index = shard
+    notes_per_step = batch_size * batches_per_step  # this pipeline's share of a step
+    step_notes = slice(shard_index * notes_per_step, (shard_index + 1) * notes_per_step)
+    steps_per_epoch = -(-len(note_index) // (notes_per_step * num_shards))
     first_epoch, skip = divmod(first_step, steps_per_epoch)
     read = token_cache.note_reader([cache_path], [note_index])
 
@@ -152,7 +153,7 @@ def training_dataset(
         tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
         .flat_map(
             lambda epoch: tf.data.Dataset.from_tensor_slices(
-                epoch_batches(lengths, notes_per_step, seed, epoch)
+                epoch_batches(lengths, notes_per_step * num_shards, seed, epoch)[:, step_notes]
             )
         )
         .skip(skip)

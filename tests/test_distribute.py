@@ -135,17 +135,18 @@ def assert_only_the_chief_wrote(tmp_path, model_dir: str) -> None:
 def test_two_workers_train_like_one_process_with_the_same_global_batch(
     tiny_data_dir, deterministic_encoder, tmp_path
 ):
-    # 8 notes, global batch 8: every step sees every note, whichever worker reads it.
-    steps = 4
+    # 24 training notes, global batch 8: three steps an epoch, so each step's notes must be
+    # the same ones however the workers split them; 7 steps cross two epoch boundaries.
+    steps = 7
     config = tiny_config(
         tiny_data_dir, str(tmp_path / "one_process"), deterministic_encoder,
-        batch_size=8, train_steps=steps, eval_every=2, log_every=1,
+        batch_size=8, train_steps=steps, eval_every=7, log_every=1, max_notes=None,
     )  # fmt: skip
     expected = training.train_and_evaluate(config)
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=128",
-        "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3", "--max_notes=8",
-        f"--train_steps={steps}", "--eval_every=2", "--log_every=1", "--compute_dtype=float32",
+        "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3",
+        f"--train_steps={steps}", "--eval_every=7", "--log_every=1", "--compute_dtype=float32",
         f"--model_dir={tmp_path}/two_workers",
     ]  # fmt: skip
     logs = finish(start_two_workers(flags, tmp_path), tmp_path)
@@ -163,7 +164,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
     with open(f"{tmp_path}/two_workers/metrics.json") as metrics_file:
         results = json.load(metrics_file)
     for split in ("dev", "test"):
-        assert results[split]["num_notes"] == expected[split]["num_notes"] == 8
+        assert results[split]["num_notes"] == expected[split]["num_notes"] == 8  # dev and test
         assert results[split]["micro_f1"] == pytest.approx(expected[split]["micro_f1"], abs=1e-6)
 
 

@@ -101,12 +101,29 @@ def test_training_batches_group_notes_of_alike_length(tiny_dataset_dir, tiny_enc
     sorted_spread = np.mean([np.ptp(lengths[batch]) for batch in batches])
     random_spread = np.mean([np.ptp(lengths[batch]) for batch in np.arange(24).reshape(6, 4)])
     assert sorted_spread < 0.5 * random_spread
-    # A last batch short of notes is filled with notes from the epoch's start; shards are disjoint.
+    # A last batch short of notes is filled with notes from the epoch's start.
     ragged = np.array(pipeline.epoch_batches(lengths[:10], batch_size=4, seed=0, epoch=0))
     assert ragged.shape == (3, 4) and set(ragged.ravel()) == set(range(10))
+
+
+def test_input_pipelines_split_each_step_of_the_global_batch(tiny_dataset_dir, tiny_encoder_dir):
+    """Two pipelines (workers) of 4 notes a step see, step by step and across epochs, the notes
+    one pipeline of 2 x 4 sees: a step's notes follow the global batch, not the workers."""
+    vocab = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
+    records = token_cache.build(tiny_dataset_dir, "train", vocab)
     segments = SegmentConfig(seq_len=256, segment_length=128)
+    steps = 7  # 24 notes, 8 a step: three steps an epoch
+    one = _training_notes(records, segments, vocab, 2 * steps, seed=0, batches_per_step=2)
     shards = [
-        set(sum(_training_notes(records, segments, vocab, 3, seed=0, shard=(2, i)), []))
-        for i in range(2)
+        _training_notes(records, segments, vocab, steps, seed=0, shard=(2, index))
+        for index in range(2)
     ]
-    assert shards[0] | shards[1] == set(range(24)) and not shards[0] & shards[1]
+    for step in range(steps):
+        together = shards[0][step] + shards[1][step]
+        assert sorted(together) == sorted(one[2 * step] + one[2 * step + 1]), step
+        assert len(set(together)) == 8
+    for later in (1, 4):  # resumed later, each pipeline continues where it was
+        resumed = _training_notes(
+            records, segments, vocab, steps - later, seed=0, shard=(2, 1), first_step=later
+        )
+        assert resumed == shards[1][later:]
