@@ -162,7 +162,8 @@ def validate(experiment: Experiment, writer, step: int) -> float:
         tf.summary.scalar("micro_f1", dev_f1)
         tf.summary.scalar("threshold", threshold)
         if experiment.fits_untrained_offset:
-            tf.summary.scalar("untrained_offset", experiment.model.label_attention.untrained_offset)
+            offset = experiment.model.label_attention.untrained_offset.read_value()
+            tf.summary.scalar("untrained_offset", offset)
         for name in ("micro_pr_auc", "micro_roc_auc", "map", "unseen_code_recall"):
             tf.summary.scalar(name, results[name])
         curve = evaluation.pr_curve(counts)
@@ -193,7 +194,7 @@ def _fit_untrained_offset(experiment: Experiment, counts: dict, step: int) -> di
         "step %d  codes without a training note: logits moved by %+.2f (offset now %+.2f)",
         step,
         offset,
-        float(layer.untrained_offset.numpy()),
+        float(layer.untrained_offset.read_value()),
     )
     return counts
 
@@ -218,5 +219,6 @@ def evaluate(experiment: Experiment, predictions=None) -> dict:
         test=experiment.metrics("test", test_counts, threshold),
     )
     if experiment.fits_untrained_offset:
-        results["untrained_offset"] = float(experiment.model.label_attention.untrained_offset)
+        offset = experiment.model.label_attention.untrained_offset.read_value()  # any strategy
+        results["untrained_offset"] = float(offset)
     return results
