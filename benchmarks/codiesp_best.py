@@ -13,7 +13,8 @@ notes and the release's unannotated `background/` cases comes first when
 `benchmarks/codiesp_table.py`, so the best row does not pretrain). Ends by
 printing `dev micro F1: X` and `dev MAP: X` and, when the release has `test/`,
 the same two lines for test; with `--export_dir`, the run's serving export
-(raw text in) is written there last. Steps already done in `--work_dir` are
+(raw text in) is written last, as the next version of that model base folder
+(or as the version it names; see `experiments.export`). Steps already done in `--work_dir` are
 reused.
 """
 
@@ -34,7 +35,9 @@ flags.DEFINE_enum(
     "label_space", "train", ["train", "icd10cm"], "data_prep.codiesp's --label_space."
 )
 flags.DEFINE_string(
-    "export_dir", None, "If set, the best run's serving export (raw text in) is written here."
+    "export_dir",
+    None,
+    "If set, the best run's serving export (raw text in) becomes the next version of this folder.",
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
