@@ -120,7 +120,7 @@ class SelfAttention(keras.layers.Layer):
             keras.layers.Dense(hidden_size, kernel_initializer=init, name=name)
             for init, name in zip(self.initializers, ["query", "key", "value", "output"])
         )
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.dropout = dropout_layer(self.dropout_rate)
         super().build(input_shape)
 
     def _split_heads(self, x):
@@ -157,6 +157,13 @@ def _gelu(x):
     return keras.activations.gelu(x, approximate=False)
 
 
+def dropout_layer(rate: float) -> keras.layers.Dropout:
+    """Dropout whose random state is a `tf.random.Generator`: it is saved with the encoder and
+    restored with a run's checkpoint, so a resumed run draws the masks an uninterrupted one
+    would (Keras' default stateful ops keep their state outside any checkpoint)."""
+    return keras.layers.Dropout(rate, rng_type="stateful")
+
+
 def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix: str):
     """One post-norm BERT block on `[batch, length, hidden]`: self-attention, then the
     feed-forward network, each with dropout, a residual and layer normalisation."""
@@ -166,7 +173,7 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
         [initializer() for _ in range(4)],
         name=f"{prefix}/self_attention",
     )(hidden, mask)
-    attention = keras.layers.Dropout(arch.dropout_rate)(attention)
+    attention = dropout_layer(arch.dropout_rate)(attention)
     hidden = keras.layers.LayerNormalization(
         epsilon=arch.layer_norm_epsilon, name=f"{prefix}/self_attention_layer_norm"
     )(hidden + attention)
@@ -179,7 +186,7 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
     output = keras.layers.Dense(
         arch.hidden_size, kernel_initializer=initializer(), name=f"{prefix}/output"
     )(intermediate)
-    output = keras.layers.Dropout(arch.dropout_rate)(output)
+    output = dropout_layer(arch.dropout_rate)(output)
     return keras.layers.LayerNormalization(
         epsilon=arch.layer_norm_epsilon, name=f"{prefix}/output_layer_norm"
     )(hidden + output)
@@ -221,7 +228,7 @@ def build_bert_encoder(
     embeddings = keras.layers.LayerNormalization(
         epsilon=arch.layer_norm_epsilon, name="embeddings_layer_norm"
     )(embeddings)
-    hidden = keras.layers.Dropout(arch.dropout_rate)(embeddings)
+    hidden = dropout_layer(arch.dropout_rate)(embeddings)
 
     encoder_outputs = []
     for index in range(arch.num_layers):

@@ -21,12 +21,15 @@ pytestmark = pytest.mark.slow  # trains and kills processes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_killed_run_resumes_at_the_same_step_and_input_position(
-    tiny_data_dir, deterministic_encoder, tmp_path
+    tiny_data_dir, deterministic_encoder, tiny_encoder_dir, tmp_path, dropout
 ):
+    """With dropout too: its random state is checkpointed with the run (see bert.dropout_layer)."""
+    encoder = tiny_encoder_dir if dropout else deterministic_encoder
     steps = 300
     flags = [
-        f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
+        f"--data_dir={tiny_data_dir}", f"--encoder={encoder}", "--seq_len=256",
         "--segment_length=128", "--batch_size=2", f"--train_steps={steps}", "--eval_every=150",
         "--checkpoint_every=10", "--log_every=1", "--compute_dtype=float32",
     ]  # fmt: skip
