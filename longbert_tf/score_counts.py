@@ -25,18 +25,17 @@ MACRO_BINS = 1 << 10
 # Count thresholds: the tuning grid 0.01 ... 0.99, then 1.0 (the PR curve's last point).
 COUNT_THRESHOLDS = np.append(metrics.THRESHOLD_GRID, 1.0)
 REACHED_COLUMNS = len(COUNT_THRESHOLDS) + 1  # 0 to 100 thresholds reached
-# score_bins' keys
-BIN_NAMES = (
-    "reached",
-    "macro_bin",
+# score_bins' histograms over all codes of a batch: counts add up over batches as they are.
+HISTOGRAM_NAMES = (
     "micro_all",
     "micro_positive",
     "reached_micro_all",
     "reached_micro_positive",
     "untrained_all",
     "untrained_positive",
-    "precision_sum",
 )
+# score_bins' keys
+BIN_NAMES = ("reached", "macro_bin", *HISTOGRAM_NAMES, "precision_sum")
 
 
 def float32_at_least(values) -> np.ndarray:
@@ -212,14 +211,7 @@ class SplitCounts:
             counts["reached_positive"].reshape(-1), positive_reached[positive_reached >= 0], 1
         )
         np.add.at(counts["macro_positive"].reshape(-1), bins["macro_bin"][notes, codes], 1)
-        for name in (
-            "micro_all",
-            "micro_positive",
-            "reached_micro_all",
-            "reached_micro_positive",
-            "untrained_all",
-            "untrained_positive",
-        ):
+        for name in HISTOGRAM_NAMES:
             counts[name] += bins[name]
         hits = np.cumsum(np.take_along_axis(is_true, top_codes, axis=1), axis=1)
         for position, k in enumerate(metrics.PRECISION_AT):
