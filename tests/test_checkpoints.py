@@ -21,6 +21,23 @@ pytestmark = pytest.mark.slow  # trains and kills processes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def tiny_run(data_dir, tmp_path, **overrides) -> configs.ExperimentConfig:
+    """A small synthetic run in float32 (3 steps, one validation), `overrides` replaced."""
+    values = dict(
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-64_A-2",
+        segments=configs.SegmentConfig(256, 128),
+        batch_size=2,
+        learning_rate=1e-3,
+        train_steps=3,
+        eval_every=3,
+        compute_dtype="float32",
+    )
+    return configs.ExperimentConfig(**{**values, **overrides})
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_killed_run_resumes_at_the_same_step_and_input_position(
     tiny_data_dir, deterministic_encoder, tiny_encoder_dir, tmp_path, dropout
@@ -66,18 +83,7 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
 
 
 def test_a_checkpoint_holds_weights_optimizer_slots_and_counters_only(tiny_data_dir, tmp_path):
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=tiny_data_dir,
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-64_A-2",
-        segments=configs.SegmentConfig(256, 128),
-        batch_size=2,
-        learning_rate=1e-3,
-        train_steps=3,
-        eval_every=3,
-        compute_dtype="float32",
-    )
+    config = tiny_run(tiny_data_dir, tmp_path)
     training.train_and_evaluate(config)
     checkpoint = tf.train.latest_checkpoint(f"{config.model_dir}/checkpoints")
     reader = tf.train.load_checkpoint(checkpoint)
@@ -167,18 +173,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
 def test_a_diverged_run_stops_with_the_step_and_saves_nothing_of_it(
     tiny_data_dir, tmp_path, monkeypatch
 ):
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=tiny_data_dir,
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-64_A-2",
-        segments=configs.SegmentConfig(256, 128),
-        batch_size=2,
-        learning_rate=1e-3,
-        train_steps=4,
-        eval_every=2,
-        compute_dtype="float32",
-    )
+    config = tiny_run(tiny_data_dir, tmp_path, train_steps=4, eval_every=2)
     step = training.Trainer.__call__
 
     def diverging_at_step_3(trainer, iterator):
@@ -202,11 +197,9 @@ def test_a_diverged_run_stops_with_the_step_and_saves_nothing_of_it(
 def test_the_latest_state_is_saved_every_checkpoint_every_steps_and_at_the_end(
     tiny_data_dir, tmp_path, monkeypatch
 ):
-    config = configs.ExperimentConfig(
-        dataset="synthetic", data_dir=tiny_data_dir, model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(256, 128), batch_size=2,
-        learning_rate=1e-3, train_steps=7, eval_every=2, checkpoint_every=3,
-        compute_dtype="float32",
+    config = tiny_run(
+        tiny_data_dir, tmp_path, encoder="random:L-1_H-16_A-2", train_steps=7, eval_every=2,
+        checkpoint_every=3,
     )  # fmt: skip
     saved, save_latest = [], training.RunCheckpoints.save_latest
 
