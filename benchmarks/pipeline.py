@@ -18,15 +18,9 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import (
-    configs,
-    dataset,
-    encoder_specs,
-    pipeline,
-    segmentation,
-    token_cache,
-    tokenization,
-)
+from longbert_tf import configs
+from longbert_tf.data import dataset, pipeline, segmentation, token_cache, tokenization
+from longbert_tf.modeling import encoder_specs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", "data/synthetic", "A prepared dataset folder.")

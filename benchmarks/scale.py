@@ -32,9 +32,11 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from longbert_tf import dataset, hardware, runs  # noqa: E402
-from longbert_tf.experiment import build_experiment  # noqa: E402
+from longbert_tf import hardware  # noqa: E402
+from longbert_tf.data import dataset  # noqa: E402
 from longbert_tf.framework import tf  # noqa: E402
+from longbert_tf.training import runs  # noqa: E402
+from longbert_tf.training.experiment import build_experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("fraction", 1.0, "Share of MIMIC-IV's notes to write (0 < fraction <= 1).")

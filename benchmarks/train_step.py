@@ -28,9 +28,11 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import bert, configs, encoder_specs, encoders, hardware, models, optimization
+from longbert_tf import configs, hardware
 from longbert_tf.framework import keras, tf
-from longbert_tf.trainer import Trainer
+from longbert_tf.modeling import bert, encoder_specs, encoders, longbert
+from longbert_tf.training import optimization
+from longbert_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_labels", 8921, "Codes.")
@@ -125,7 +127,7 @@ def run_one() -> dict:
         chunk_size = FLAGS.chunk_size
     compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
     described = FLAGS.trained_codes is not None
-    model = models.LongBERT(
+    model = longbert.LongBERT(
         encoder.layer,
         FLAGS.num_labels,
         label_attention_args=dict(

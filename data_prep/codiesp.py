@@ -32,7 +32,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import tables
-from longbert_tf import dataset, dataset_summary, descriptions
+from longbert_tf.data import dataset, dataset_summary, descriptions
 
 HELD_OUT_SHARE = 0.2
 LABEL_SPACES = ("icd10cm", "train")

@@ -28,7 +28,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import tables
-from longbert_tf import dataset, dataset_summary
+from longbert_tf.data import dataset, dataset_summary
 
 DIAGNOSIS_PATTERN = re.compile(r"(?:\d{3,5}|V\d{2,4}|E\d{3,4})")
 PROCEDURE_PATTERN = re.compile(r"\d{2,4}")

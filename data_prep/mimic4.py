@@ -31,7 +31,7 @@ import pandas as pd
 from absl import app, flags, logging
 
 from data_prep import tables
-from longbert_tf import dataset, dataset_summary, descriptions
+from longbert_tf.data import dataset, dataset_summary, descriptions
 
 ICD10_PATTERN = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 DIAGNOSIS_COLUMNS = ["subject_id", "hadm_id", "icd_code", "icd_version"]

@@ -16,8 +16,10 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import configs, dataset, encoder_specs, files, token_cache, tokenization
-from longbert_tf.dataset_summary import PERCENTILES
+from longbert_tf import configs, files
+from longbert_tf.data import dataset, token_cache, tokenization
+from longbert_tf.data.dataset_summary import PERCENTILES
+from longbert_tf.modeling import encoder_specs
 
 matplotlib.use("Agg")
 from matplotlib import pyplot  # noqa: E402

@@ -1,11 +1,11 @@
-"""Writes the synthetic dataset (see `longbert_tf.synthetic`): the embedded default.
+"""Writes the synthetic dataset (see `longbert_tf.data.synthetic`): the embedded default.
 
 python -m data_prep.synthetic --out_dir=data
 """
 
 from absl import app, flags
 
-from longbert_tf import synthetic
+from longbert_tf.data import synthetic
 
 flags.DEFINE_string("out_dir", "data", "Folder that receives synthetic/.")
 flags.DEFINE_integer("seed", 0, "Seed of the generator; equal seeds give identical files.")

@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 
-from longbert_tf import dataset
+from longbert_tf.data import dataset
 
 CHUNK_ROWS = 100_000
 

@@ -2,8 +2,8 @@
 
 import os
 
-from longbert_tf import dataset, synthetic
 from longbert_tf.configs import ExperimentConfig
+from longbert_tf.data import dataset, synthetic
 
 _MIMIC3 = (
     "python -m data_prep.mimic3 --mimic_dir=MIMIC_III --splits_dir=CAML_SPLITS --out_dir=DATA_DIR"

@@ -1,4 +1,4 @@
-"""Exports a finished run as a serving SavedModel (see `longbert_tf.export`).
+"""Exports a finished run as a serving SavedModel (see `longbert_tf.serving.export`).
 
 python -m experiments.export --model_dir=runs/synthetic_seq2048 --export_dir=exports/coder
 python -m experiments.export --model_dir=... --export_dir=... --inputs=token_ids
@@ -10,7 +10,7 @@ writes (or replaces) that version. A folder holding anything else is refused.
 
 from absl import app, flags
 
-from longbert_tf import export
+from longbert_tf.serving import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)

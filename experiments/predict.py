@@ -17,8 +17,9 @@ import sys
 
 from absl import app, flags
 
-from longbert_tf import descriptions, export
+from longbert_tf.data import descriptions
 from longbert_tf.framework import tf
+from longbert_tf.serving import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

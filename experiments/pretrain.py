@@ -16,7 +16,10 @@ import os
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs, dataset, encoder_specs, pretraining, token_cache, tokenization
+from longbert_tf import configs
+from longbert_tf.data import dataset, token_cache, tokenization
+from longbert_tf.modeling import encoder_specs
+from longbert_tf.training import pretraining
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(

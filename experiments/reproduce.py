@@ -18,7 +18,9 @@ import os
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs, files, report, training
+from longbert_tf import configs, files
+from longbert_tf.evaluation import report
+from longbert_tf.training import loop
 
 ROWS = ("caml", "512", "1024", "2048", "4096", "8192")
 PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published_results.json")
@@ -108,7 +110,7 @@ def main(argv):
     for config in row_configs:
         datasets.ensure_prepared(config)
         logging.info("Row %s -> %s", config.model_dir, config)
-        results = training.train_and_evaluate(config)
+        results = loop.train_and_evaluate(config)
         name = report.model_name(config)
         lines.append(report.row(name, config.input_length, results["test"]))
         rows.append(dict(results, name=name))

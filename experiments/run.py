@@ -14,7 +14,11 @@ import sys
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs, dataset, distribute, encoders, models, report, training
+from longbert_tf import configs, distribute
+from longbert_tf.data import dataset
+from longbert_tf.evaluation import report
+from longbert_tf.modeling import encoders, longbert
+from longbert_tf.training import loop
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
@@ -217,7 +221,7 @@ def dry_run(config: configs.ExperimentConfig) -> str:
         config.encoder_layers,
         config.encoder_vocab,
     )
-    rows = models.parameter_breakdown(encoder_parameters, hidden_size, num_labels)
+    rows = longbert.parameter_breakdown(encoder_parameters, hidden_size, num_labels)
     lines = [
         f"{config.dataset}: {num_labels:,} codes ({label_source}), encoder {encoder_source}",
         *(f"  {name:<22}{count:>12,}" for name, count in rows.items()),
@@ -234,7 +238,7 @@ def main(argv):
         return
     datasets.ensure_prepared(config)
     logging.info("Config: %s", config)
-    results = training.train_and_evaluate(config, FLAGS.predictions_file)
+    results = loop.train_and_evaluate(config, FLAGS.predictions_file)
     print(
         f"dev micro F1 {results['dev']['micro_f1']:.4f}, test micro F1 "
         f"{results['test']['micro_f1']:.4f} (threshold {results['dev']['threshold']:.2f}, "

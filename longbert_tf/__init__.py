@@ -1,6 +1,9 @@
-"""longbert-tf: ICD coding of long clinical notes with segment-wise BERT and label attention."""
+"""longbert-tf: ICD coding of long clinical notes with segment-wise BERT and label attention.
 
-# Sets TF_USE_LEGACY_KERAS before any module of the package imports TensorFlow.
-from longbert_tf import framework  # noqa: F401
+Subpackages follow the data from raw notes to codes, and import only those
+before them: `data` -> `modeling` -> `evaluation` -> `training` -> `serving`,
+all on the base modules `framework`, `files`, `configs`, `presets`,
+`hardware` and `distribute`. See docs/design.md.
+"""
 
 __version__ = "0.1.0"

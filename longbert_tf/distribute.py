@@ -76,7 +76,7 @@ def sum_over_workers(strategy: tf.distribute.Strategy, arrays: dict) -> dict:
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return arrays
-    local_replicas = strategy.num_replicas_in_sync // strategy.extended._num_workers
+    local_replicas = len(strategy.extended.worker_devices)  # this worker's replicas
 
     def worker_share(context):  # a tf.distribute.experimental.ValueContext
         # Replicas are numbered worker by worker: the first local one carries the worker's counts.

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from longbert_tf import dataset, encoder_specs, hardware, synthetic, tokenization
-from longbert_tf.bert import BertArchitecture
+from longbert_tf import hardware
+from longbert_tf.data import dataset, synthetic, tokenization
 from longbert_tf.framework import tf
+from longbert_tf.modeling import encoder_specs
+from longbert_tf.modeling.bert import BertArchitecture
 from tests.dtypes import SUITE_DTYPES
 
 MACHINE_NATIVE_BFLOAT16 = hardware.native_bfloat16

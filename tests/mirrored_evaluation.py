@@ -8,9 +8,10 @@ logical devices must be set before TensorFlow starts). Prints one JSON line:
 import json
 import sys
 
-from longbert_tf import configs, training
-from longbert_tf.experiment import build_experiment
+from longbert_tf import configs
 from longbert_tf.framework import keras, tf
+from longbert_tf.training import loop
+from longbert_tf.training.experiment import build_experiment
 
 
 def main(data_dir: str, encoder_dir: str) -> None:
@@ -35,8 +36,8 @@ def main(data_dir: str, encoder_dir: str) -> None:
     mirrored = build_experiment(config, mirrored_strategy)
     mirrored.model.set_weights(single.model.get_weights())  # the same checkpoint
     results = dict(
-        one_device=training.evaluate(single),
-        mirrored=training.evaluate(mirrored),
+        one_device=loop.evaluate(single),
+        mirrored=loop.evaluate(mirrored),
         replicas=mirrored_strategy.num_replicas_in_sync,
     )
     print(json.dumps(results))

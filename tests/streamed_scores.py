@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from longbert_tf import score_counts
+from longbert_tf.evaluation import score_counts
 from longbert_tf.framework import tf
 
 

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import words
-from longbert_tf.caml import CAML
+from longbert_tf.data import words
 from longbert_tf.framework import keras, tf
-from tests.test_layers import numpy_label_attention
+from longbert_tf.modeling.caml import CAML
+from tests.test_label_attention import numpy_label_attention
 
 
 def test_words_follow_caml_tokenization():

@@ -11,9 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs, dataset, export, synthetic, training
-from longbert_tf.experiment import build_experiment
+from longbert_tf import configs
+from longbert_tf.data import dataset, synthetic
 from longbert_tf.framework import tf
+from longbert_tf.serving import export
+from longbert_tf.training import loop
+from longbert_tf.training.experiment import build_experiment
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
 
 pytestmark = pytest.mark.slow  # trains and kills processes
@@ -84,7 +87,7 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
 
 def test_a_checkpoint_holds_weights_optimizer_slots_and_counters_only(tiny_data_dir, tmp_path):
     config = tiny_run(tiny_data_dir, tmp_path)
-    training.train_and_evaluate(config)
+    loop.train_and_evaluate(config)
     checkpoint = tf.train.latest_checkpoint(f"{config.model_dir}/checkpoints")
     reader = tf.train.load_checkpoint(checkpoint)
     shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
@@ -123,7 +126,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
         batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, max_notes=8,
         compute_dtype="float32",
     )  # fmt: skip
-    training.train_and_evaluate(config)
+    loop.train_and_evaluate(config)
     with open(f"{model_dir}/config.json") as config_file:
         saved = json.load(config_file)
     labels = dataset.read_labels(dataset_dir)
@@ -134,13 +137,13 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
 
     (tmp_path / "data/synthetic/labels.txt").write_text("".join(f"{c}\n" for c in labels[::-1]))
     with pytest.raises(ValueError, match=r"another label list \(labels.txt\)"):
-        training.train_and_evaluate(config)
+        loop.train_and_evaluate(config)
     assert dataset.read_labels(model_dir) == labels  # the run's own list is left as it was
 
     # Prepared again from other notes: the random encoder is rebuilt with another vocabulary.
     synthetic.prepare(data_dir, dataclasses.replace(TINY_SYNTHETIC, seed=4))
     with pytest.raises(ValueError, match="another encoder vocabulary"):
-        training.train_and_evaluate(config)
+        loop.train_and_evaluate(config)
     (tmp_path / "run" / "metrics.json").write_text(metrics)
     with pytest.raises(ValueError, match="another encoder vocabulary"):
         export.load_trained(model_dir)
@@ -165,7 +168,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
         r"the dataset again with the data_prep module that wrote it"
     )
     with pytest.raises(ValueError, match=expected):
-        training.train_and_evaluate(config)
+        loop.train_and_evaluate(config)
     assert not os.path.exists(f"{dataset_dir}/encoders")  # refused before building anything
     assert not os.path.exists(config.model_dir)
 
@@ -174,16 +177,16 @@ def test_a_diverged_run_stops_with_the_step_and_saves_nothing_of_it(
     tiny_data_dir, tmp_path, monkeypatch
 ):
     config = tiny_run(tiny_data_dir, tmp_path, train_steps=4, eval_every=2)
-    step = training.Trainer.__call__
+    step = loop.Trainer.__call__
 
     def diverging_at_step_3(trainer, iterator):
         outputs = step(trainer, iterator)
         trainer.calls = getattr(trainer, "calls", 0) + 1
         return {**outputs, "loss": np.float32("nan")} if trainer.calls == 3 else outputs
 
-    monkeypatch.setattr(training.Trainer, "__call__", diverging_at_step_3)
+    monkeypatch.setattr(loop.Trainer, "__call__", diverging_at_step_3)
     with pytest.raises(FloatingPointError, match=r"step 3: the training loss is nan"):
-        training.train_and_evaluate(config)
+        loop.train_and_evaluate(config)
     assert tf.train.latest_checkpoint(f"{config.model_dir}/checkpoints").endswith("ckpt-2")
     # Weights that give NaN logits: counting a split says so, naming it.
     experiment = build_experiment(config)
@@ -201,12 +204,12 @@ def test_the_latest_state_is_saved_every_checkpoint_every_steps_and_at_the_end(
         tiny_data_dir, tmp_path, encoder="random:L-1_H-16_A-2", train_steps=7, eval_every=2,
         checkpoint_every=3,
     )  # fmt: skip
-    saved, save_latest = [], training.RunCheckpoints.save_latest
+    saved, save_latest = [], loop.RunCheckpoints.save_latest
 
     def recording(state):
         saved.append(int(state.step))
         save_latest(state)
 
-    monkeypatch.setattr(training.RunCheckpoints, "save_latest", recording)
-    training.train_and_evaluate(config)
+    monkeypatch.setattr(loop.RunCheckpoints, "save_latest", recording)
+    loop.train_and_evaluate(config)
     assert saved == [3, 6, 7]  # not at the evaluations of steps 2 and 4

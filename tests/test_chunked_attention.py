@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from longbert_tf.framework import tf
-from longbert_tf.layers import LabelAttention
-from tests.test_layers import described_layer
+from longbert_tf.modeling.label_attention import LabelAttention
+from tests.test_label_attention import described_layer
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 7, 23, 64])

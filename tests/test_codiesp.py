@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep import codiesp
-from longbert_tf import dataset, descriptions
+from longbert_tf.data import dataset, descriptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODIESP_DIR = os.path.join(ROOT, "..", "shared", "data", "codiesp")

@@ -7,8 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from longbert_tf import bert, convert, encoder_specs, encoders, tokenization
+from longbert_tf.data import tokenization
 from longbert_tf.framework import tf
+from longbert_tf.modeling import bert, convert, encoder_specs, encoders
 from tests.test_encoders import bert_parameter_count
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "fixtures", "minilm_reference.npz")

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from longbert_tf import dataset
+from longbert_tf.data import dataset
 
 
 def _write_jsonl(path, lines):

@@ -5,8 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import configs, descriptions, encoder_specs, encoders, models
+from longbert_tf import configs
+from longbert_tf.data import descriptions
 from longbert_tf.framework import tf
+from longbert_tf.modeling import description_embeddings, encoder_specs, encoders, longbert
 
 
 def test_descriptions_file_round_trip_and_errors(tmp_path):
@@ -50,16 +52,18 @@ def test_synthetic_preparation_writes_descriptions(tiny_dataset_dir):
 
 
 def test_embed_is_the_unit_mean_of_the_token_vectors(tiny_encoder_dir):
-    encoder = encoders.load(tiny_encoder_dir, segment_length=descriptions.DESCRIPTION_LENGTH)
-    model = models.LongBERT(
+    encoder = encoders.load(
+        tiny_encoder_dir, segment_length=description_embeddings.DESCRIPTION_LENGTH
+    )
+    model = longbert.LongBERT(
         encoder.layer,
         num_labels=3,
         special_token_ids=(encoder.vocab.cls_id,),
         attend_special_tokens=False,
     )
     texts = ["acute pancreatitis", "", "chronic cholecystitis with a long description " * 9]
-    embeddings = descriptions.embed(model, texts, encoder.vocab)
-    inputs = descriptions.description_inputs(texts, encoder.vocab)
+    embeddings = description_embeddings.embed(model, texts, encoder.vocab)
+    inputs = description_embeddings.description_inputs(texts, encoder.vocab)
     ids = inputs["input_word_ids"][:, 0]
     assert (ids[:, 0] == encoder.vocab.cls_id).all()
     assert ids[2, -1] == encoder.vocab.sep_id  # cut to DESCRIPTION_LENGTH positions
@@ -78,25 +82,29 @@ def test_embed_is_the_unit_mean_of_the_token_vectors(tiny_encoder_dir):
 
 
 def test_embeddings_are_cached_by_encoder_weights_texts_and_reading(tiny_encoder_dir, tmp_path):
-    encoder = encoders.load(tiny_encoder_dir, segment_length=descriptions.DESCRIPTION_LENGTH)
-    model = models.LongBERT(encoder.layer, num_labels=2)
+    encoder = encoders.load(
+        tiny_encoder_dir, segment_length=description_embeddings.DESCRIPTION_LENGTH
+    )
+    model = longbert.LongBERT(encoder.layer, num_labels=2)
     texts = ["acute pancreatitis", "fever"]
-    first = descriptions.cached_embed(model, texts, encoder.vocab, str(tmp_path))
-    np.testing.assert_array_equal(first, descriptions.embed(model, texts, encoder.vocab))
+    first = description_embeddings.cached_embed(model, texts, encoder.vocab, str(tmp_path))
+    np.testing.assert_array_equal(first, description_embeddings.embed(model, texts, encoder.vocab))
     (cached,) = (tmp_path / descriptions.EMBEDDING_CACHE_DIR).iterdir()
     np.save(cached, np.full_like(first, 7.0))  # a cache hit returns the file's contents
-    assert (descriptions.cached_embed(model, texts, encoder.vocab, str(tmp_path)) == 7.0).all()
-    key = descriptions.embedding_key(model, texts, encoder.vocab)
-    assert descriptions.embedding_key(model, texts[::-1], encoder.vocab) != key
+    assert (
+        description_embeddings.cached_embed(model, texts, encoder.vocab, str(tmp_path)) == 7.0
+    ).all()
+    key = description_embeddings.embedding_key(model, texts, encoder.vocab)
+    assert description_embeddings.embedding_key(model, texts[::-1], encoder.vocab) != key
     model.normalize_tokens = True
-    assert descriptions.embedding_key(model, texts, encoder.vocab) != key
+    assert description_embeddings.embedding_key(model, texts, encoder.vocab) != key
     model.normalize_tokens = False
     weight = model.encoder.weights[0]
     original = weight.numpy()
     weight.assign(original + 1.0)  # a fine-tuned encoder embeds anew
-    assert descriptions.embedding_key(model, texts, encoder.vocab) != key
+    assert description_embeddings.embedding_key(model, texts, encoder.vocab) != key
     weight.assign(original)
-    assert descriptions.embedding_key(model, texts, encoder.vocab) == key
+    assert description_embeddings.embedding_key(model, texts, encoder.vocab) == key
 
 
 CODES = {
@@ -142,11 +150,11 @@ def test_description_init_scores_codes_without_training_notes(tmp_path):
         compute_dtype="float32",
     )
     encoder = encoders.load(encoder_specs.run_encoder(config), 64)
-    model = models.longbert_for(config, encoder, len(CODES))
+    model = longbert.longbert_for(config, encoder, len(CODES))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
-    models.set_label_priors(model.label_attention, np.zeros(len(CODES)), num_notes=100)
-    embeddings = descriptions.embed(model, list(CODES.values()), encoder.vocab)
+    longbert.set_label_priors(model.label_attention, np.zeros(len(CODES)), num_notes=100)
+    embeddings = description_embeddings.embed(model, list(CODES.values()), encoder.vocab)
     model.label_attention.set_descriptions(embeddings, np.zeros(len(CODES), bool))
 
     vocab = encoder.vocab

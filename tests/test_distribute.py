@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs, optimization, training
-from longbert_tf.experiment import build_experiment
+from longbert_tf import configs
 from longbert_tf.framework import keras
-from longbert_tf.trainer import Trainer
+from longbert_tf.training import loop, optimization
+from longbert_tf.training.experiment import build_experiment
+from longbert_tf.training.trainer import Trainer
 from tests.conftest import kill_after_checkpoint, training_losses
 
 pytestmark = pytest.mark.slow  # trains, several processes
@@ -142,7 +143,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
         tiny_data_dir, str(tmp_path / "one_process"), deterministic_encoder,
         batch_size=8, train_steps=steps, eval_every=7, log_every=1, max_notes=None,
     )  # fmt: skip
-    expected = training.train_and_evaluate(config)
+    expected = loop.train_and_evaluate(config)
     flags = [
         f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=128",
         "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3",

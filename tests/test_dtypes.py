@@ -5,7 +5,8 @@ import ml_dtypes  # TensorFlow's own bfloat16 type
 import numpy as np
 import pytest
 
-from longbert_tf import configs, runs
+from longbert_tf import configs
+from longbert_tf.training import runs
 from tests.dtypes import ENVIRONMENT_VARIABLE, EPSILON, suite_dtypes, tolerance
 
 

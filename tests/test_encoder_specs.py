@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import encoder_specs, encoders, tokenization
+from longbert_tf.data import tokenization
 from longbert_tf.framework import tf
+from longbert_tf.modeling import encoder_specs, encoders
 
 
 def test_folders_that_are_not_encoders_are_refused(tmp_path):

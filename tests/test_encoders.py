@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import bert, dataset, encoders, tokenization
-from longbert_tf.bert import BertArchitecture, build_bert_encoder
+from longbert_tf.data import dataset, tokenization
 from longbert_tf.framework import tf
+from longbert_tf.modeling import bert, encoders
+from longbert_tf.modeling.bert import BertArchitecture, build_bert_encoder
 from tests.conftest import TINY_ARCH
 
 

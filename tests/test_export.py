@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from longbert_tf import (
-    configs,
-    dataset,
-    descriptions,
-    export,
-    synthetic,
-    token_cache,
-    tokenization,
-    training,
-)
-from longbert_tf.experiment import build_experiment
+from longbert_tf import configs
+from longbert_tf.data import dataset, descriptions, synthetic, token_cache, tokenization
 from longbert_tf.framework import tf
+from longbert_tf.serving import export
+from longbert_tf.training import loop
+from longbert_tf.training.experiment import build_experiment
 from tests.dtypes import tolerance
 
 pytestmark = pytest.mark.slow  # trains and exports
@@ -62,7 +56,7 @@ def trained(tmp_path_factory, compute_dtype):
         eval_every=300,
         compute_dtype=compute_dtype,
     )
-    results = training.train_and_evaluate(config)
+    results = loop.train_and_evaluate(config)
     assert results["test"]["micro_f1"] > 0.6  # it learned enough for evidence to mean something
     return root, config
 
@@ -154,7 +148,7 @@ def test_a_described_model_exports(trained, tmp_path):
         normalize_tokens=True,
         attend_special_tokens=False,
     )
-    training.train_and_evaluate(described)
+    loop.train_and_evaluate(described)
     export_dir = export.export(described.model_dir, str(tmp_path / "export"), "text")
     in_memory, outputs = in_memory_and_served(described, export_dir)
     atol = tolerance(described.compute_dtype, float32=1e-5)

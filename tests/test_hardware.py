@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from longbert_tf import configs, hardware, runs, training
+from longbert_tf import configs, hardware
+from longbert_tf.training import loop, runs
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir,
     )  # fmt: skip
     assert config.compute_dtype == "auto"
     cpu("avx512_bf16")
-    training.train_and_evaluate(config)
+    loop.train_and_evaluate(config)
     with open(tmp_path / "run" / "config.json") as config_file:
         assert json.load(config_file)["compute_dtype"] == "bfloat16"
     cpu("")  # the same run on a machine without bfloat16 keeps the dtype it started with

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from longbert_tf import metrics
+from longbert_tf.evaluation import metrics
 
 
 @pytest.fixture

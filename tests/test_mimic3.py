@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from data_prep import mimic3
-from longbert_tf import dataset, descriptions
+from longbert_tf.data import dataset, descriptions
 from tests import mimic_files
 from tests.mimic_files import code_row, note_row
 

@@ -3,7 +3,7 @@
 import pytest
 
 from data_prep import mimic4
-from longbert_tf import dataset, descriptions
+from longbert_tf.data import dataset, descriptions
 from tests import mimic_files
 
 NUM_PATIENTS = 400

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
-from longbert_tf import caml, encoders, models
-from longbert_tf.bert import PositionEmbedding, SelfAttention
 from longbert_tf.framework import keras
-from longbert_tf.layers import LabelAttention
-from longbert_tf.optimization import WarmupSchedule
+from longbert_tf.modeling import caml, encoders, longbert
+from longbert_tf.modeling.bert import PositionEmbedding, SelfAttention
+from longbert_tf.modeling.label_attention import LabelAttention
+from longbert_tf.training.optimization import WarmupSchedule
 
 NUM_LABELS = 6
 SEGMENT_LENGTH = 32
@@ -72,7 +72,7 @@ def longbert_batch(cls_id, sep_id):
 )
 def test_longbert_saves_and_loads(encoder, tmp_path, options):
     cls_id, sep_id = encoder.vocab.cls_id, encoder.vocab.sep_id
-    model = models.LongBERT(
+    model = longbert.LongBERT(
         encoder.layer,
         num_labels=NUM_LABELS,
         seed=4,

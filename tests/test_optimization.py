@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from longbert_tf import configs, encoders, models, optimization
+from longbert_tf import configs
 from longbert_tf.framework import keras, tf
-from longbert_tf.trainer import Trainer
+from longbert_tf.modeling import encoders, longbert
+from longbert_tf.training import optimization
+from longbert_tf.training.trainer import Trainer
 
 
 def expected_rate(step, peak, schedule, warmup, total):
@@ -41,7 +43,7 @@ def config(**overrides):
 
 def test_the_head_and_the_encoder_move_at_their_own_scheduled_rates(tiny_encoder_dir):
     keras.utils.set_random_seed(0)
-    model = models.LongBERT(encoders.load(tiny_encoder_dir, 32).layer, num_labels=6)
+    model = longbert.LongBERT(encoders.load(tiny_encoder_dir, 32).layer, num_labels=6)
     rng = np.random.default_rng(0)
     features = dict(
         input_word_ids=tf.constant(rng.integers(5, 500, [2, 1, 32]), tf.int32),
@@ -72,7 +74,7 @@ def test_the_head_and_the_encoder_move_at_their_own_scheduled_rates(tiny_encoder
 
 
 def test_one_optimizer_by_default_and_adamw_with_weight_decay(tiny_encoder_dir):
-    model = models.LongBERT(encoders.load(tiny_encoder_dir, 32).layer, num_labels=6)
+    model = longbert.LongBERT(encoders.load(tiny_encoder_dir, 32).layer, num_labels=6)
     model(
         dict(input_word_ids=tf.ones([1, 1, 4], tf.int32), input_mask=tf.ones([1, 1, 4], tf.int32))
     )

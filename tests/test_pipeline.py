@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from longbert_tf import pipeline, segmentation, token_cache, tokenization
 from longbert_tf.configs import SegmentConfig
+from longbert_tf.data import pipeline, segmentation, token_cache, tokenization
 
 
 def test_pipeline_handles_empty_notes_and_notes_without_codes(edge_dataset):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep import plot_lengths
-from longbert_tf import dataset, token_cache, tokenization
+from longbert_tf.data import dataset, token_cache, tokenization
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

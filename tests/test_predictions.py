@@ -8,9 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import configs, dataset, predictions, synthetic, training
-from longbert_tf.experiment import build_experiment
+from longbert_tf import configs
+from longbert_tf.data import dataset, synthetic
+from longbert_tf.evaluation import predictions
 from longbert_tf.framework import tf
+from longbert_tf.training import loop
+from longbert_tf.training.experiment import build_experiment
 from tests.conftest import TINY_SYNTHETIC
 
 
@@ -34,7 +37,7 @@ def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(
         compute_dtype="float32",
     )
     path = tmp_path / "predictions.jsonl"
-    training.train_and_evaluate(config, predictions_file=str(path))
+    loop.train_and_evaluate(config, predictions_file=str(path))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     # The best weights' own probabilities, note by note.
     experiment = build_experiment(config)

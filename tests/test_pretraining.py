@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import encoders, pretraining, tokenization
+from longbert_tf.data import tokenization
+from longbert_tf.modeling import encoders
+from longbert_tf.training import pretraining
 
 pytestmark = pytest.mark.slow  # pretrains and writes an encoder
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from longbert_tf import report
+from longbert_tf.evaluation import report
 
 pytestmark = pytest.mark.slow  # trains and starts processes
 

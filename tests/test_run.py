@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from experiments import datasets
-from longbert_tf import configs, dataset
+from longbert_tf import configs
+from longbert_tf.data import dataset
 
 pytestmark = pytest.mark.slow  # starts experiments.run
 

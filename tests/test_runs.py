@@ -4,7 +4,9 @@ import dataclasses
 
 import pytest
 
-from longbert_tf import configs, dataset, runs
+from longbert_tf import configs
+from longbert_tf.data import dataset
+from longbert_tf.training import runs
 
 
 class FakeVocab:

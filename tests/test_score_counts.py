@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from longbert_tf import score_counts
+from longbert_tf.evaluation import score_counts
 from tests.streamed_scores import count, scores
 
 

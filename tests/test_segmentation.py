@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from longbert_tf import segmentation
 from longbert_tf.configs import SegmentConfig
+from longbert_tf.data import segmentation
 from longbert_tf.framework import tf
 
 CLS, SEP, PAD = 101, 102, 0

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from longbert_tf import synthetic
+from longbert_tf.data import synthetic
 
 CONFIG = synthetic.SyntheticConfig(num_train=300, num_dev=10, num_test=10, seed=11)
 

@@ -6,7 +6,8 @@ import shutil
 
 import numpy as np
 
-from longbert_tf import dataset, files, token_cache, tokenization
+from longbert_tf import files
+from longbert_tf.data import dataset, token_cache, tokenization
 from longbert_tf.framework import tf
 
 

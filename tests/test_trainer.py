@@ -3,17 +3,18 @@
 import numpy as np
 import pytest
 
-from longbert_tf import caml, encoders, models, optimization
 from longbert_tf.framework import keras, tf
-from longbert_tf.pretraining import MaskedLM
-from longbert_tf.trainer import TrainableModel, Trainer
-from tests.test_models import NUM_LABELS
+from longbert_tf.modeling import caml, encoders, longbert
+from longbert_tf.training import optimization
+from longbert_tf.training.pretraining import MaskedLM
+from longbert_tf.training.trainer import TrainableModel, Trainer
+from tests.test_longbert import NUM_LABELS
 
 
 def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
     keras.utils.set_random_seed(0)
     encoder = encoders.load(tiny_encoder_dir, segment_length=32)
-    model = models.LongBERT(encoder.layer, num_labels=NUM_LABELS)
+    model = longbert.LongBERT(encoder.layer, num_labels=NUM_LABELS)
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
     model(batch)
     group = optimization.OptimizerGroup(keras.optimizers.Adam(2e-4), model.trainable_variables)
@@ -32,11 +33,11 @@ def test_one_training_step_lowers_the_loss(tiny_encoder_dir, batch):
 def test_the_models_and_the_pretrainer_follow_the_training_contract(deterministic_encoder, batch):
     """Without dropout, each model's training loss equals a NumPy loss of its logits."""
     encoder = encoders.load(deterministic_encoder, 32).layer
-    longbert = models.LongBERT(encoder, num_labels=NUM_LABELS)
+    longbert_model = longbert.LongBERT(encoder, num_labels=NUM_LABELS)
     caml_model = caml.CAML(np.ones([10, 4], np.float32), num_labels=NUM_LABELS, dropout_rate=0.0)
     caml_batch = dict(batch, input_word_ids=batch["input_word_ids"] % 10)
     labels = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 1]], np.float32)
-    for model, features in ((longbert, batch), (caml_model, caml_batch)):
+    for model, features in ((longbert_model, batch), (caml_model, caml_batch)):
         assert isinstance(model, TrainableModel)
         logits = model(features).numpy().astype(np.float64)
         loss, metrics = model.loss(features, labels, global_batch_size=4)

