@@ -7,7 +7,7 @@ Runs, from the repository root, the commands it prints: `data_prep.codiesp`
 `test/` when present, else a fifth of train held out), then
 `experiments.run --dataset=codiesp_dx` with the preset's recipe (MiniLM,
 description-conditioned label attention, fine-tuning schedule; see
-`configs.PRESETS`). In-domain masked-LM pretraining of MiniLM on the training
+`presets.PRESETS`). In-domain masked-LM pretraining of MiniLM on the training
 notes and the release's unannotated `background/` cases comes first when
 `--pretrain_steps` is above 0 (it lowered dev micro F1 in
 `benchmarks/codiesp_table.py`, so the best row does not pretrain). Ends by

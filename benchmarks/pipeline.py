@@ -18,13 +18,13 @@ import time
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import configs
+from longbert_tf import configs, presets
 from longbert_tf.data import dataset, pipeline, segmentation, token_cache, tokenization
 from longbert_tf.modeling import encoder_specs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", "data/synthetic", "A prepared dataset folder.")
-flags.DEFINE_string("encoder", configs.RANDOM_ENCODER, "Whose vocabulary tokenizes the notes.")
+flags.DEFINE_string("encoder", presets.RANDOM_ENCODER, "Whose vocabulary tokenizes the notes.")
 flags.DEFINE_integer("seq_len", 2048, "Encoder positions per note.")
 flags.DEFINE_integer("segment_length", 512, "Positions per segment.")
 flags.DEFINE_integer("batch_size", 4, "Notes per batch.")

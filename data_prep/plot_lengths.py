@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 from absl import app, flags
 
-from longbert_tf import configs, files
+from longbert_tf import files, presets
 from longbert_tf.data import dataset, token_cache, tokenization
 from longbert_tf.data.dataset_summary import PERCENTILES
 from longbert_tf.modeling import encoder_specs
@@ -84,7 +84,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("dataset_dir", None, "A prepared dataset folder.", required=True)
     flags.DEFINE_string(
         "encoder",
-        configs.RANDOM_ENCODER,
+        presets.RANDOM_ENCODER,
         "Whose vocabulary counts the tokens (see experiments.run --encoder); the default learns "
         "one from the training notes.",
     )

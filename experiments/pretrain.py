@@ -16,7 +16,7 @@ import os
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs
+from longbert_tf import presets
 from longbert_tf.data import dataset, token_cache, tokenization
 from longbert_tf.modeling import encoder_specs
 from longbert_tf.training import pretraining
@@ -27,7 +27,7 @@ flags.DEFINE_string(
     required=True,
 )  # fmt: skip
 flags.DEFINE_string("encoder_vocab", None, "With random: the vocabulary of this encoder spec.")
-flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Whose training notes to read.")
+flags.DEFINE_enum("dataset", "synthetic", sorted(presets.PRESETS), "Whose training notes to read.")
 flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets (DATA_DIR/DATASET).")
 flags.DEFINE_multi_string("text_dir", [], "Folders of extra unlabelled *.txt files (UTF-8).")
 flags.DEFINE_string(

@@ -6,7 +6,7 @@
 Rows (`--rows`, default all): `caml` (CAML on 2,500 words, Mullenbach et al.'s
 settings: kernel 10, 50 filters, dropout 0.2, Adam 1e-4, batch 16),
 `512` (BERT-baseline) and `1024`, `2048`, `4096`, `8192` (LongBERT; batch 4, 2 at
-8,192). Each row is the `experiments.run` configuration of that row, in
+8,192; the preset's recipe). Each row is the `experiments.run` configuration of that row, in
 `--out_dir/ROW`: finished rows are read back, interrupted ones resume from their
 checkpoint. Writes `table.md` and `table.json` to `--out_dir`: our test metrics
 per row and, beneath, published numbers where `published_results.json` has them.
@@ -18,7 +18,7 @@ import os
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs, files
+from longbert_tf import configs, files, presets
 from longbert_tf.evaluation import report
 from longbert_tf.training import loop
 
@@ -26,7 +26,7 @@ ROWS = ("caml", "512", "1024", "2048", "4096", "8192")
 PUBLISHED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published_results.json")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
+flags.DEFINE_enum("dataset", "synthetic", sorted(presets.PRESETS), "Dataset preset.")
 flags.DEFINE_list("rows", list(ROWS), f"Rows to run, of {', '.join(ROWS)}.")
 flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets.")
 flags.DEFINE_string(
@@ -50,38 +50,25 @@ flags.DEFINE_enum(
 )
 
 
+# Flags that are settings of every row, and those that only the BERT rows take.
+ROW_FLAGS = ("train_steps", "eval_every", "max_notes", "seed", "compute_dtype")
+BERT_ROW_FLAGS = ("encoder", "learning_rate", "batch_size")
+
+
 def row_config(row: str, out_dir: str) -> configs.ExperimentConfig:
-    """The configuration of one row, with the paper's settings for anything not flagged."""
+    """The `experiments.run` configuration of one row (`configs.from_preset`: the flags given,
+    then the preset's recipe and settings), in `out_dir/ROW`."""
     if row not in ROWS:
         raise ValueError(f"unknown row {row!r}; choose from {ROWS}")
-    preset = configs.PRESETS[FLAGS.dataset]
-    common = dict(
-        dataset=FLAGS.dataset,
+    names = ROW_FLAGS if row == "caml" else ROW_FLAGS + BERT_ROW_FLAGS
+    given = {name: FLAGS[name].value for name in names if FLAGS[name].present}
+    return configs.from_preset(
+        FLAGS.dataset,
+        model="caml" if row == "caml" else "longbert",
+        seq_len=None if row == "caml" else int(row),
         data_dir=FLAGS.data_dir,
         model_dir=os.path.join(out_dir, row),
-        train_steps=FLAGS.train_steps or preset.train_steps,
-        eval_every=FLAGS.eval_every or preset.eval_every,
-        seed=FLAGS.seed,
-        max_notes=FLAGS.max_notes,
-    )
-    if row == "caml":
-        return configs.ExperimentConfig(
-            encoder=None,
-            segments=None,
-            batch_size=configs.CAML_BATCH_SIZE,
-            learning_rate=configs.CAML_LEARNING_RATE,
-            model="caml",
-            max_words=configs.CAML_MAX_WORDS,
-            **common,
-        )
-    seq_len = int(row)
-    return configs.ExperimentConfig(
-        encoder=FLAGS.encoder or preset.encoder,
-        segments=configs.SegmentConfig(seq_len),
-        batch_size=FLAGS.batch_size or configs.paper_batch_size(seq_len),
-        learning_rate=FLAGS.learning_rate or preset.learning_rate,
-        compute_dtype=FLAGS.compute_dtype,
-        **common,
+        **given,
     )
 
 

@@ -5,7 +5,7 @@
     python -m experiments.run --dataset=mimic3_50 --model=caml
     python -m experiments.run --dataset=mimic4_dx --dry_run   # Table 1 parameter counts
 
-Unset flags take the dataset preset's value (`longbert_tf.configs.PRESETS`).
+Unset flags take the dataset preset's value (`longbert_tf.presets.PRESETS`).
 """
 
 import os
@@ -14,14 +14,14 @@ import sys
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import configs, distribute
+from longbert_tf import configs, distribute, presets
 from longbert_tf.data import dataset
 from longbert_tf.evaluation import report
 from longbert_tf.modeling import encoders, longbert
 from longbert_tf.training import loop
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "synthetic", sorted(configs.PRESETS), "Dataset preset.")
+flags.DEFINE_enum("dataset", "synthetic", sorted(presets.PRESETS), "Dataset preset.")
 flags.DEFINE_enum(
     "model", "longbert", list(configs.MODELS), "longbert (BERT-baseline at one segment) or caml."
 )
@@ -148,57 +148,26 @@ flags.DEFINE_string(
 flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; needs no data.")
 
 
+# Flags that are settings of the run; those given on the command line go to `configs.from_preset`.
+CONFIG_FLAGS = (
+    "encoder", "encoder_layers", "encoder_vocab", "segment_length", "segment_stride",
+    "train_steps", "eval_every", "log_every", "checkpoint_every", "batch_size", "learning_rate",
+    "encoder_learning_rate", "lr_schedule", "warmup_steps", "weight_decay", "label_init",
+    "normalize_tokens", "attend_special_tokens", "seed", "label_attention", "compute_dtype",
+    "strategy", "tpu", "grad_accum_steps", "max_words", "max_notes",
+)  # fmt: skip
+
+
 def resolve_config() -> configs.ExperimentConfig:
-    """Fills unset flags from the dataset preset (CAML: Mullenbach et al.'s settings)."""
-    preset = configs.PRESETS[FLAGS.dataset]
-
-    def chosen(name: str):
-        """A flag's value when given, else the preset recipe's, else the flag's default."""
-        if FLAGS[name].present or name not in preset.recipe or FLAGS.model == "caml":
-            return FLAGS[name].value
-        return preset.recipe[name]
-
-    if FLAGS.model == "caml":
-        encoder, segments, length_name = None, None, f"caml{FLAGS.max_words}"
-        batch_size = FLAGS.batch_size or configs.CAML_BATCH_SIZE
-        learning_rate = FLAGS.learning_rate or configs.CAML_LEARNING_RATE
-    else:
-        seq_len = FLAGS.seq_len or preset.seq_len
-        encoder = FLAGS.encoder or preset.encoder
-        segments = configs.SegmentConfig(seq_len, chosen("segment_length"), FLAGS.segment_stride)
-        length_name = f"seq{seq_len}"
-        batch_size = FLAGS.batch_size or configs.paper_batch_size(seq_len)
-        learning_rate = FLAGS.learning_rate or preset.learning_rate
-    return configs.ExperimentConfig(
-        dataset=FLAGS.dataset,
-        data_dir=FLAGS.data_dir,
-        model_dir=FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}_{length_name}"),
-        encoder=encoder,
-        segments=segments,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        train_steps=FLAGS.train_steps or preset.train_steps,
-        eval_every=FLAGS.eval_every or preset.eval_every,
-        seed=FLAGS.seed,
-        encoder_layers=FLAGS.encoder_layers,
-        encoder_vocab=FLAGS.encoder_vocab,
+    """The flags given, filled from the dataset preset (`configs.from_preset`)."""
+    given = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].present}
+    return configs.from_preset(
+        FLAGS.dataset,
         model=FLAGS.model,
-        max_words=FLAGS.max_words if FLAGS.model == "caml" else None,
-        max_notes=FLAGS.max_notes,
-        checkpoint_every=FLAGS.checkpoint_every,
-        label_attention=FLAGS.label_attention,
-        compute_dtype=FLAGS.compute_dtype,
-        strategy=FLAGS.strategy,
-        tpu=FLAGS.tpu,
-        grad_accum_steps=FLAGS.grad_accum_steps,
-        log_every=FLAGS.log_every,
-        encoder_learning_rate=chosen("encoder_learning_rate"),
-        lr_schedule=chosen("lr_schedule"),
-        warmup_steps=chosen("warmup_steps"),
-        weight_decay=chosen("weight_decay"),
-        label_init=chosen("label_init"),
-        normalize_tokens=chosen("normalize_tokens"),
-        attend_special_tokens=chosen("attend_special_tokens"),
+        seq_len=FLAGS.seq_len,
+        data_dir=FLAGS.data_dir,
+        model_dir=FLAGS.model_dir,
+        **given,
     )
 
 

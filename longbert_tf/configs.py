@@ -1,7 +1,10 @@
-"""Experiment configuration: frozen dataclasses and the dataset presets."""
+"""Experiment configuration: frozen dataclasses, and `from_preset`, the one path from a dataset
+preset and the settings a user gave to an `ExperimentConfig`."""
 
 import dataclasses
 import os
+
+from longbert_tf.presets import PRESETS, DatasetPreset
 
 MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -17,82 +20,6 @@ LABEL_ATTENTION_CHUNK_SIZES = {"dense": None, "chunked": 1024}
 CAML_MAX_WORDS = 2500
 CAML_LEARNING_RATE = 1e-4  # Mullenbach et al.'s, for MIMIC-III full and top-50
 CAML_BATCH_SIZE = 16
-PAPER_ENCODER = "https://tfhub.dev/tensorflow/small_bert/bert_en_uncased_L-2_H-256_A-4/2"
-RANDOM_ENCODER = "random:L-2_H-256_A-4"
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetPreset:
-    """Defaults of one dataset.
-
-    Attributes:
-      num_labels: codes in the paper's Table 1 (None where the paper has no
-        such dataset); a prepared `labels.txt` always takes precedence.
-      learning_rate: Adam's; the paper's 2e-4 except where a randomly
-        initialised encoder must learn within a CPU budget.
-      recipe: other `ExperimentConfig` fields of this dataset's default run
-        (e.g. a fine-tuning schedule); flags given on the command line win.
-      code_system: the classification its codes come from (`ICD10CM`,
-        `ICD9CM`; "" for made-up codes): whose titles may describe them.
-    """
-
-    name: str
-    num_labels: int | None
-    seq_len: int
-    encoder: str
-    train_steps: int
-    eval_every: int
-    learning_rate: float = 2e-4
-    recipe: dict = dataclasses.field(default_factory=dict)
-    code_system: str = ""
-
-
-ICD9CM, ICD10CM = "ICD-9-CM", "ICD-10-CM"
-# The paper's recipe on MIMIC (the paper's encoder, 4,096 tokens, 1M steps).
-MIMIC = dict(
-    seq_len=4096,
-    encoder=PAPER_ENCODER,
-    train_steps=1_000_000,
-    eval_every=10_000,
-)
-PRESETS = {
-    preset.name: preset
-    for preset in [
-        DatasetPreset(
-            name="synthetic",
-            num_labels=50,
-            seq_len=2048,
-            encoder=RANDOM_ENCODER,
-            train_steps=400,
-            eval_every=100,
-            learning_rate=1e-3,
-        ),
-        DatasetPreset(name="mimic3_full", num_labels=8921, code_system=ICD9CM, **MIMIC),
-        DatasetPreset(name="mimic3_50", num_labels=50, code_system=ICD9CM, **MIMIC),
-        DatasetPreset(name="mimic4_dx", num_labels=72748, code_system=ICD10CM, **MIMIC),
-        # The best row of benchmarks/codiesp_table.py: pretrained MiniLM, each code's label
-        # attention conditioned on its ICD-10-CM title, a separate encoder rate with warmup
-        # and linear decay.
-        DatasetPreset(
-            name="codiesp_dx",
-            num_labels=None,
-            seq_len=1024,
-            encoder="minilm",
-            train_steps=2000,
-            eval_every=250,
-            learning_rate=1e-3,
-            recipe=dict(
-                segment_length=128,
-                encoder_learning_rate=1e-4,
-                warmup_steps=100,
-                lr_schedule="linear",
-                label_init="descriptions",
-                attend_special_tokens=False,
-            ),
-            code_system=ICD10CM,
-        ),
-    ]
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,3 +227,65 @@ class ExperimentConfig:
 def paper_batch_size(seq_len: int) -> int:
     """The paper's batch size: 4 notes, 2 at 8,192 tokens."""
     return 2 if seq_len >= 8192 else 4
+
+
+SEGMENT_FIELDS = ("segment_length", "segment_stride")
+# What CAML does not read: settings of LongBERT's encoder and segments.
+CAML_IGNORES = ("encoder", "encoder_layers", "encoder_vocab", *SEGMENT_FIELDS)
+
+
+def from_preset(
+    dataset: str,
+    *,
+    model: str = "longbert",
+    seq_len: int | None = None,
+    data_dir: str = "data",
+    model_dir: str | None = None,
+    **given,
+) -> ExperimentConfig:
+    """The config of one run of a dataset preset (`presets.PRESETS`).
+
+    Every field comes from, in this order: `given` (`ExperimentConfig` fields
+    and `segment_length`/`segment_stride`; None counts as not given), the
+    preset's recipe (LongBERT only), the model's defaults (CAML: Mullenbach et
+    al.'s batch 16, Adam 1e-4, 2,500 words; LongBERT: the preset's encoder and
+    learning rate, the paper's batch), the preset's schedule, the dataclass
+    defaults. `seq_len` defaults to the preset's; `model_dir` to
+    `runs/DATASET_seqN` (CAML: `runs/DATASET_camlW`).
+    """
+    if dataset not in PRESETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(PRESETS)}")
+    preset = PRESETS[dataset]
+    given = {name: value for name, value in given.items() if value is not None}
+    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(given) - fields - set(SEGMENT_FIELDS))
+    if unknown or {"dataset", "model", "segments", "data_dir", "model_dir"} & set(given):
+        raise ValueError(f"{unknown or sorted(given)}: not settings from_preset takes")
+    if model == "caml":
+        values = dict(
+            batch_size=CAML_BATCH_SIZE, learning_rate=CAML_LEARNING_RATE, max_words=CAML_MAX_WORDS
+        )
+        values.update({name: value for name, value in given.items() if name not in CAML_IGNORES})
+        values.update(encoder=None, segments=None)
+        length_name = f"caml{values['max_words']}"
+    else:
+        seq_len = seq_len or preset.seq_len
+        values = dict(
+            encoder=preset.encoder,
+            learning_rate=preset.learning_rate,
+            batch_size=paper_batch_size(seq_len),
+            **preset.recipe,
+        )
+        values.update(given)
+        values.pop("max_words", None)
+        segment_length = values.pop("segment_length", SegmentConfig.segment_length)
+        values["segments"] = SegmentConfig(
+            seq_len, segment_length, values.pop("segment_stride", None)
+        )
+        length_name = f"seq{seq_len}"
+    values.setdefault("train_steps", preset.train_steps)
+    values.setdefault("eval_every", preset.eval_every)
+    model_dir = model_dir or os.path.join("runs", f"{dataset}_{length_name}")
+    return ExperimentConfig(
+        dataset=dataset, data_dir=data_dir, model_dir=model_dir, model=model, **values
+    )

@@ -14,7 +14,7 @@ import pytest
 from longbert_tf import configs
 from longbert_tf.data import dataset, synthetic
 from longbert_tf.framework import tf
-from longbert_tf.serving import export
+from longbert_tf.serving import coder
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
@@ -131,7 +131,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
         saved = json.load(config_file)
     labels = dataset.read_labels(dataset_dir)
     assert saved["labels_fingerprint"] == dataset.labels_fingerprint(labels)
-    assert saved["vocab_fingerprint"] == export.load_trained(model_dir).vocab.fingerprint
+    assert saved["vocab_fingerprint"] == coder.load_trained(model_dir).vocab.fingerprint
     metrics = (tmp_path / "run" / "metrics.json").read_text()
     os.remove(f"{model_dir}/metrics.json")  # unfinished again: running it resumes
 
@@ -146,7 +146,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
         loop.train_and_evaluate(config)
     (tmp_path / "run" / "metrics.json").write_text(metrics)
     with pytest.raises(ValueError, match="another encoder vocabulary"):
-        export.load_trained(model_dir)
+        coder.load_trained(model_dir)
 
 
 @pytest.mark.parametrize("empty_split", ["train", "dev"])

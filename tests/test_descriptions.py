@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from longbert_tf import configs
+from longbert_tf import configs, presets
 from longbert_tf.data import descriptions
 from longbert_tf.framework import tf
 from longbert_tf.modeling import description_embeddings, encoder_specs, encoders, longbert
@@ -31,7 +31,7 @@ def test_descriptions_file_round_trip_and_errors(tmp_path):
 
 
 def test_describe_falls_back_to_icd10cm_titles_for_icd10cm_codes_only():
-    icd10cm, icd9cm = configs.ICD10CM, configs.ICD9CM
+    icd10cm, icd9cm = presets.ICD10CM, presets.ICD9CM
     assert descriptions.describe("R50.9", {}, icd10cm) == "Fever, unspecified"
     assert descriptions.describe("R50.9", {"R50.9": "mine"}, icd10cm) == "mine"
     assert descriptions.describe("401.9", {}, icd10cm) == ""  # not an ICD-10-CM code

@@ -14,7 +14,7 @@ from sklearn import metrics as sk_metrics
 from longbert_tf import configs
 from longbert_tf.data import dataset, descriptions, synthetic, token_cache, tokenization
 from longbert_tf.framework import tf
-from longbert_tf.serving import export
+from longbert_tf.serving import coder, export
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
 from tests.dtypes import tolerance
@@ -226,7 +226,7 @@ def test_input_limits_give_defined_results(trained, text_export):
     assert probabilities.shape == (4, EASY.num_codes) and np.isfinite(probabilities).all()
     assert outputs["codes"].shape[0] == 4 and (outputs["num_codes"].numpy() >= 0).all()
     # An empty note attends to nothing: it gets what the codes' biases (priors) give.
-    biases = export.load_trained(config.model_dir).model.label_attention.code_parameters()[2]
+    biases = coder.load_trained(config.model_dir).model.label_attention.code_parameters()[2]
     np.testing.assert_allclose(probabilities[0], tf.sigmoid(biases).numpy(), atol=1e-6)
     # A long note is read up to seq_len: what follows its first 100 sentences (about 500 tokens
     # against 2 x 126 read) changes nothing, and a note shorter than that differs.
@@ -285,11 +285,11 @@ def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_pa
 def test_only_finished_longbert_runs_export(tmp_path, trained):
     _, config = trained
     with pytest.raises(FileNotFoundError, match="config.json"):
-        export.load_trained(str(tmp_path))
+        coder.load_trained(str(tmp_path))
     with open(os.path.join(config.model_dir, "config.json")) as config_file:
         (tmp_path / "config.json").write_text(config_file.read())
     with pytest.raises(FileNotFoundError, match="finish training before exporting"):
-        export.load_trained(str(tmp_path))
+        coder.load_trained(str(tmp_path))
 
 
 def test_exports_are_versions_of_a_model_base_folder_and_delete_nothing(trained, tmp_path):
@@ -328,7 +328,7 @@ def test_export_refuses_folders_it_did_not_write(tmp_path):
 def test_token_id_lengths_are_clamped_to_the_ids_given(trained, ids_export):
     _, config = trained
     serving = tf.saved_model.load(ids_export).signatures["serving_default"]
-    vocab = export.load_trained(config.model_dir).vocab
+    vocab = coder.load_trained(config.model_dir).vocab
     text = dataset.read_notes(config.dataset_dir, "test").text[0]
     ids = np.array(vocab.tokenize([text])[0], np.int32)
     padded = np.stack([ids, ids])

@@ -1,4 +1,5 @@
-"""Quiet start: TensorFlow's native start-up notices are held back, everything else passes."""
+"""Quiet start: an entry point holds TensorFlow's native start-up notices back and passes everything
+else; importing the library redirects nothing."""
 
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from longbert_tf import framework
+from longbert_tf import quiet_start
 
 pytestmark = pytest.mark.slow  # starts processes
 
@@ -24,13 +25,15 @@ def stderr_of(code: str, *arguments: str, **environment) -> str:
 
 
 def notices(stderr: str) -> list:
-    return [line for line in stderr.splitlines() if framework.STARTUP_NOTICES.search(line)]
+    return [line for line in stderr.splitlines() if quiet_start.STARTUP_NOTICES.search(line)]
 
 
-def test_the_package_starts_without_tensorflows_notices():
+def test_an_entry_point_starts_without_tensorflows_notices():
     probe = "import tensorflow as tf; tf.config.list_physical_devices('GPU')"
     plain = notices(stderr_of(probe))  # what TensorFlow alone prints on this machine
-    code = "import sys; import longbert_tf.framework; print('after', file=sys.stderr)"
+    library = "import longbert_tf.framework as f; f.tf.config.list_physical_devices('GPU')"
+    assert bool(notices(stderr_of(library))) == bool(plain)  # the library holds nothing back
+    code = "import sys; import experiments; print('after', file=sys.stderr)"
     assert stderr_of(code).splitlines() == ["after"]
     # Asked for, with --verbosity or a log level the user set, TensorFlow prints them as ever.
     assert bool(notices(stderr_of(code, "--verbosity=1"))) == bool(plain)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments import datasets
-from longbert_tf import configs
+from longbert_tf import configs, presets
 from longbert_tf.data import dataset
 
 pytestmark = pytest.mark.slow  # starts experiments.run
@@ -103,7 +103,7 @@ def test_unprepared_datasets_name_the_command_that_prepares_them(tmp_path):
         dataset="mimic3_full",
         data_dir=str(tmp_path),
         model_dir=str(tmp_path / "run"),
-        encoder=configs.PAPER_ENCODER,
+        encoder=presets.PAPER_ENCODER,
         segments=configs.SegmentConfig(4096),
         batch_size=4,
         learning_rate=2e-4,
@@ -123,7 +123,7 @@ def test_a_prepared_dataset_with_an_empty_split_names_the_command(tmp_path):
     )
     config = configs.ExperimentConfig(
         dataset="mimic4_dx", data_dir=data_dir, model_dir=str(tmp_path / "run"),
-        encoder=configs.PAPER_ENCODER, segments=configs.SegmentConfig(512),
+        encoder=presets.PAPER_ENCODER, segments=configs.SegmentConfig(512),
         batch_size=4, learning_rate=2e-4, train_steps=1, eval_every=1,
     )  # fmt: skip
     expected = (
@@ -244,7 +244,7 @@ def parsed_config(*flags):
 def test_a_preset_recipe_fills_the_flags_not_given():
     config = parsed_config("--dataset=codiesp_dx", "--warmup_steps=7")
     assert config.warmup_steps == 7  # given
-    recipe = configs.PRESETS["codiesp_dx"].recipe
+    recipe = presets.PRESETS["codiesp_dx"].recipe
     assert config.label_init == recipe["label_init"] == "descriptions"
     assert config.segments.segment_length == recipe["segment_length"]
     assert config.encoder_learning_rate == recipe["encoder_learning_rate"]

@@ -10,7 +10,7 @@ embeds them with the note encoder (`modeling.description_embeddings`).
 import importlib
 import os
 
-from longbert_tf import configs
+from longbert_tf import presets
 
 DESCRIPTIONS_FILE = "descriptions.tsv"
 # Embeddings already computed (`modeling.description_embeddings`), in a dataset folder.
@@ -38,11 +38,11 @@ def read_descriptions(path: str) -> dict:
 
 def describe(code: str, descriptions: dict, code_system: str) -> str:
     """A code's description: from `descriptions`, else, for an ICD-10-CM code (`code_system`,
-    see `configs.DatasetPreset`), its title, else ''. ICD-9 codes such as V29.0 are valid
+    see `presets.DatasetPreset`), its title, else ''. ICD-9 codes such as V29.0 are valid
     ICD-10-CM syntax with another meaning: they never get ICD-10-CM titles."""
     if code in descriptions:
         return descriptions[code]
-    if code_system == configs.ICD10CM and icd10cm().is_valid_item(code):
+    if code_system == presets.ICD10CM and icd10cm().is_valid_item(code):
         return icd10cm().get_description(code)
     return ""
 

@@ -3,7 +3,7 @@
 `resolve` turns a spec into a handle `encoders.load` reads, building,
 converting or truncating it first when needed. Encoder specs:
 
-- a TF-Hub or Kaggle handle, e.g. the paper's `configs.PAPER_ENCODER`;
+- a TF-Hub or Kaggle handle, e.g. the paper's `presets.PAPER_ENCODER`;
 - a local folder holding such a SavedModel;
 - a local Hugging Face BERT folder (`config.json`, `model.safetensors`,
   `vocab.txt`): converted once (`longbert_tf.modeling.convert`) into the cache folder
