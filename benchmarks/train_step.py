@@ -59,6 +59,11 @@ flags.DEFINE_integer("warmup", 1, "Untimed steps first (tracing, allocation).")
 flags.DEFINE_bool("xla", False, "Compile the training step with XLA.")
 flags.DEFINE_bool("json", False, "Print one JSON line instead of text.")
 flags.DEFINE_bool("sweep", False, "Run every configuration, each in its own process.")
+flags.DEFINE_string(
+    "results_file",
+    None,
+    "With --sweep: also append every cell as a JSON line here (what benchmarks/figures.py draws).",
+)
 flags.DEFINE_list("sweep_labels", ["50", "8921", "72748"], "Codes of the sweep.")
 flags.DEFINE_list("sweep_seq_lens", ["512", "2048", "8192"], "Tokens of the sweep.")
 flags.DEFINE_list("sweep_batches", ["1", "2", "4"], "Batches of the sweep.")
@@ -193,6 +198,13 @@ def failure(done: subprocess.CompletedProcess) -> str:
     return (lines or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
 
 
+def record(cell: dict) -> None:
+    """Appends one sweep cell to `--results_file` (when given) as a JSON line."""
+    if FLAGS.results_file:
+        with open(FLAGS.results_file, "a") as results:
+            results.write(json.dumps(dict(cell, cpu=hardware.cpu_summary())) + "\n")
+
+
 def sweep():
     print(f"CPU: {hardware.cpu_summary()}")
     peaks = {dtype: matmul_peak(dtype) for dtype in (tf.float32, tf.bfloat16)}
@@ -213,11 +225,16 @@ def sweep():
                         prefix = (
                             f"| {num_labels} | {seq_len} | {batch_size} | {attention} | {dtype} |"
                         )
+                        cell = dict(
+                            num_labels=num_labels, seq_len=seq_len, batch_size=batch_size,
+                            label_attention=attention, requested_dtype=dtype,
+                        )  # fmt: skip
                         needed = dense_memory_gb(num_labels, seq_len, batch_size)
                         if attention == "dense" and needed > FLAGS.memory_limit_gb:
                             print(
                                 f"{prefix} skipped: needs about {needed:.0f} GB | | | |", flush=True
                             )
+                            record(dict(cell, status=f"skipped: needs about {needed:.0f} GB"))
                             continue
                         command = [
                             sys.executable, __file__, "--json", f"--num_labels={num_labels}",
@@ -229,9 +246,11 @@ def sweep():
                         done = subprocess.run(command, capture_output=True, text=True)
                         if done.returncode:
                             print(f"{prefix} failed: {failure(done)} | | | |", flush=True)
+                            record(dict(cell, status=f"failed: {failure(done)}"))
                             continue
                         result = json.loads(done.stdout.strip().splitlines()[-1])
                         peak = peaks[tf.bfloat16 if dtype == "bfloat16" else tf.float32]
+                        record(dict(cell, result, status="ok", peak_gflops_per_second=peak))
                         print(
                             f"{prefix} {result['step_seconds']:.2f} s | "
                             f"{result['tokens_per_second']:,.0f} | "

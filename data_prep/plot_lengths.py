@@ -61,20 +61,32 @@ def plot(lengths: np.ndarray, title: str, path: str) -> None:
     os.replace(temporary, path)
 
 
-def main(argv):
-    del argv
-    dataset_dir = flags.FLAGS.dataset_dir.rstrip("/")
-    vocab = tokenization.load_vocab(encoder_specs.resolve(flags.FLAGS.encoder, dataset_dir))
-    lengths = np.concatenate(
+def note_lengths(dataset_dir: str, encoder: str) -> np.ndarray:
+    """WordPiece tokens of every note of every split, by `encoder`'s vocabulary (token caches)."""
+    vocab = tokenization.load_vocab(encoder_specs.resolve(encoder, dataset_dir))
+    return np.concatenate(
         [
             token_cache.token_lengths(token_cache.build(dataset_dir, split, vocab))
             for split in dataset.SPLITS
         ]
     )
-    out = flags.FLAGS.out or os.path.join(dataset_dir, "token_lengths.png")
+
+
+def draw(dataset_dir: str, encoder: str, out: str) -> dict:
+    """Draws the CDF of a dataset's note lengths to `out` and writes its `length_report` beside
+    it (`.json`); returns the report."""
+    lengths = note_lengths(dataset_dir, encoder)
     plot(lengths, f"{os.path.basename(dataset_dir)}: {len(lengths):,} notes", out)
     report = length_report(lengths)
     files.write_json(out.removesuffix(".png") + ".json", report)
+    return report
+
+
+def main(argv):
+    del argv
+    dataset_dir = flags.FLAGS.dataset_dir.rstrip("/")
+    out = flags.FLAGS.out or os.path.join(dataset_dir, "token_lengths.png")
+    report = draw(dataset_dir, flags.FLAGS.encoder, out)
     print(f"{out}: median {report['percentiles']['50']:,.0f} tokens; notes that fit:")
     for length, share in report["share_within"].items():
         print(f"  {length:>5} tokens: {share:.1%}")

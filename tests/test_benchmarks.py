@@ -42,3 +42,42 @@ def test_pipeline_benchmark_reports_throughput_and_padding(tiny_dataset_dir, tin
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "note tokens/s" in result.stdout and "padding waste, training batches" in result.stdout
+
+
+def test_figures_show_the_numbers_of_their_results_files(tmp_path, tiny_dataset_dir):
+    from longbert_tf.framework import tf
+
+    written = {512: [(100, 0.25), (200, 0.5)], 1024: [(100, 0.375)]}
+    for seq_len, points in written.items():
+        with tf.summary.create_file_writer(
+            str(tmp_path / "table" / str(seq_len) / "dev")
+        ).as_default():
+            for step, f1 in points:
+                tf.summary.scalar("micro_f1", f1, step=step)
+    (tmp_path / "table" / "caml" / "dev").mkdir(parents=True)  # not a LongBERT row: left out
+    cell = dict(batch_size=1, status="ok", label_attention="chunked", compute_dtype="float32",
+                step_seconds=0.5, peak_memory_gb=1.0, cpu="a CPU", seq_len=512)  # fmt: skip
+    cells = [
+        dict(cell, num_labels=50),
+        dict(cell, num_labels=8921, step_seconds=2.0),
+        dict(cell, num_labels=50, batch_size=2),  # batch 2: not drawn
+        dict(cell, status="failed: killed"),
+    ]
+    sweep = tmp_path / "sweep.jsonl"
+    sweep.write_text("".join(json.dumps(line) + "\n" for line in cells))
+    out = tmp_path / "figures"
+    result = run_script(
+        "benchmarks/figures.py", f"--reproduce_dir={tmp_path / 'table'}",
+        f"--sweep_results={sweep}", f"--dataset_dir={tiny_dataset_dir}", f"--out_dir={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    curves = json.loads((out / "dev_f1_by_seq_len.json").read_text())
+    assert curves == {
+        str(seq_len): [list(p) for p in points] for seq_len, points in written.items()
+    }
+    shown = json.loads((out / "step_time_sweep.json").read_text())
+    assert [(c["num_labels"], c["step_seconds"]) for c in shown] == [(50, 0.5), (8921, 2.0)]
+    lengths = json.loads((out / "token_lengths.json").read_text())
+    assert lengths["notes"] == 40  # 24 + 8 + 8 tiny synthetic notes
+    assert all((out / name).stat().st_size > 1000 for name in
+               ("token_lengths.png", "dev_f1_by_seq_len.png", "step_time_sweep.png"))  # fmt: skip
