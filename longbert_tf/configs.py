@@ -85,16 +85,16 @@ class ExperimentConfig:
     `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
     products; "auto" is resolved when the run starts, see `hardware`) choose
     how label attention is computed; results are the same up to floating point
-    (see `layers.LabelAttention`). `strategy` (see
+    (see `label_attention.LabelAttention`). `strategy` (see
     `distribute`) spreads each global batch of `batch_size` notes over the
     replicas, in `grad_accum_steps` micro-batches each. The label head learns at
     `learning_rate`, the encoder at `encoder_learning_rate` (default: the same),
     both on `lr_schedule` after `warmup_steps`, with decoupled `weight_decay`
     (see `optimization`); the defaults are the paper's constant Adam.
     `label_init="descriptions"` conditions every code's label attention on
-    its description (see `layers.LabelAttention`); `normalize_tokens` and
+    its description (see `label_attention.LabelAttention`); `normalize_tokens` and
     `attend_special_tokens=False` change what label attention reads (see
-    `models.LongBERT`). The defaults are the paper's model.
+    `longbert.LongBERT`). The defaults are the paper's model.
     `vocab_fingerprint` and `labels_fingerprint` are set when a run starts
     (see `runs.bind_run`): the tokenization and the label order its
     weights belong to, which resuming and exporting insist on.

@@ -1,4 +1,4 @@
-"""A split's scores folded batch by batch into counts of a fixed size (see `evaluation`).
+"""A split's scores folded batch by batch into counts of a fixed size (see `split_metrics`).
 
 Nothing of size notes x codes is held. On the device each score becomes two
 integers (`score_bins`): how many thresholds of `metrics.THRESHOLD_GRID` (and

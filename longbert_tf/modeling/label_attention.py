@@ -70,7 +70,7 @@ class LabelAttention(keras.layers.Layer):
     training sets how their logits compare with the trained codes': the
     non-trainable `untrained_offset` delta (a logit, added to their biases;
     0 until set) is fitted on validation scores instead
-    (`evaluation.fit_untrained_offset`). Without it, on CodiEsp's 50,207-code
+    (`split_metrics.fit_untrained_offset`). Without it, on CodiEsp's 50,207-code
     space, untrained codes filled the top of every note's ranking.
     """
 

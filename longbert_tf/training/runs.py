@@ -17,7 +17,7 @@ from longbert_tf.configs import RUN_BINDING, RUNTIME_FIELDS, ExperimentConfig
 from longbert_tf.data import dataset
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"  # written when a run is finished (see `training`)
+METRICS_FILE = "metrics.json"  # written when a run is finished (see `loop`)
 
 
 def saved_config(model_dir: str) -> ExperimentConfig | None:

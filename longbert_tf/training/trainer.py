@@ -2,9 +2,10 @@
 
 Model Garden's `Task` writes down once what a trainer may ask of a model
 (inputs, losses, train step); here `TrainableModel` does, and `Trainer`
-asks nothing else. LongBERT, CAML (`models`) and the masked-LM pretrainer
-(`pretraining.MaskedLM`) follow it; their inputs come from `pipeline` and
-`pretraining.window_dataset` as `(features, targets)` batches.
+asks nothing else. LongBERT, CAML (`modeling.longbert`, `modeling.caml`) and
+the masked-LM pretrainer (`pretraining.MaskedLM`) follow it; their inputs come
+from `data.pipeline` and `pretraining.window_dataset` as `(features, targets)`
+batches.
 """
 
 from typing import Protocol, runtime_checkable
