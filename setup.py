@@ -26,7 +26,7 @@ setup(
         "Programming Language :: Python :: 3.12",
         "Programming Language :: Python :: 3.13",
     ],
-    packages=find_packages(include=["longbert_tf", "data_prep", "experiments"]),
+    packages=find_packages(include=["longbert_tf", "longbert_tf.*", "data_prep", "experiments"]),
     package_data={"experiments": ["published_results.json"]},
     install_requires=REQUIREMENTS,
     extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},

@@ -59,8 +59,12 @@ def test_every_subpackage_exists_and_its_public_names_import():
     for layer in LAYERS:
         package = importlib.import_module(f"longbert_tf.{layer}")
         assert package.__all__, layer
+        modules = {path.stem for path in (PACKAGE / layer).glob("*.py")}
         for name in package.__all__:
-            assert getattr(package, name) is not None, f"longbert_tf.{layer}.{name}"
+            value = getattr(package, name)
+            assert value is not None, f"longbert_tf.{layer}.{name}"
+            if name in modules:  # the package attribute must stay the module it names
+                assert value is importlib.import_module(f"longbert_tf.{layer}.{name}"), name
 
 
 def test_no_module_imports_a_higher_layer_or_an_entry_point():

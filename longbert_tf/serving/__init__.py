@@ -1,9 +1,23 @@
 """Serving a trained run: a SavedModel that takes raw notes (or token ids) and returns codes,
-probabilities and evidence (`export`).
+probabilities and evidence.
+
+- `coder`: the serving module (`Coder`, `TextCoder`) around a finished run's best weights;
+- `export`: `export.export(model_dir, export_dir)` writes it as a versioned SavedModel;
+  `latest_version` finds what TensorFlow Serving would serve.
 
 Imports every other subpackage.
 """
 
-from longbert_tf.serving.export import code_descriptions, export, latest_version
+from longbert_tf.serving import coder, export
+from longbert_tf.serving.coder import Coder, TextCoder, load_trained
+from longbert_tf.serving.export import code_descriptions, latest_version
 
-__all__ = ["code_descriptions", "export", "latest_version"]
+__all__ = [
+    "Coder",
+    "TextCoder",
+    "code_descriptions",
+    "coder",
+    "export",
+    "latest_version",
+    "load_trained",
+]
