@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 from longbert_tf import configs
-from longbert_tf.data import dataset, descriptions, synthetic, token_cache, tokenization
+from longbert_tf.data import dataset, descriptions, synthetic, tokenization
 from longbert_tf.framework import tf
 from longbert_tf.serving import coder, export
 from longbert_tf.training import loop
@@ -79,9 +79,7 @@ def in_memory_and_served(config, export_dir) -> tuple:
     experiment = build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(config.model_dir, "best"))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
-    in_memory = np.zeros(
-        [token_cache.num_notes(experiment.token_caches["test"]), len(experiment.labels)]
-    )
+    in_memory = np.zeros([experiment.inputs.splits["test"].num_notes, len(experiment.labels)])
     for features, _ in experiment.dataset("test"):
         probabilities = tf.sigmoid(experiment.model(features, training=False)).numpy()
         in_memory[features["note_index"].numpy()] = probabilities
