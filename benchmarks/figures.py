@@ -98,13 +98,18 @@ def draw_sweep(cells: list, path: str) -> None:
     for cell in cells:
         key = (cell["seq_len"], cell["label_attention"], cell["compute_dtype"])
         lines.setdefault(key, []).append((cell["num_labels"], cell["step_seconds"]))
+    colors = dict(
+        zip(
+            sorted({cell["seq_len"] for cell in cells}),
+            pyplot.rcParams["axes.prop_cycle"].by_key()["color"],
+        )
+    )
     for (seq_len, attention, dtype), points in sorted(lines.items()):
         codes, seconds = zip(*sorted(points))
         style = "-" if attention == "chunked" else "--"
         marker = "o" if dtype == "bfloat16" else "s"
-        axes.plot(
-            codes, seconds, style, marker=marker, label=f"{seq_len:,} tok, {attention}, {dtype}"
-        )
+        label = f"{seq_len:,} tokens, {attention}, {dtype}"
+        axes.plot(codes, seconds, style, marker=marker, color=colors[seq_len], label=label)
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("codes")

@@ -250,7 +250,7 @@ def sweep():
                             continue
                         result = json.loads(done.stdout.strip().splitlines()[-1])
                         peak = peaks[tf.bfloat16 if dtype == "bfloat16" else tf.float32]
-                        record(dict(cell, result, status="ok", peak_gflops_per_second=peak))
+                        record({**cell, **result, "status": "ok", "peak_gflops_per_second": peak})
                         print(
                             f"{prefix} {result['step_seconds']:.2f} s | "
                             f"{result['tokens_per_second']:,.0f} | "

@@ -81,3 +81,21 @@ def test_figures_show_the_numbers_of_their_results_files(tmp_path, tiny_dataset_
     assert lengths["notes"] == 40  # 24 + 8 + 8 tiny synthetic notes
     assert all((out / name).stat().st_size > 1000 for name in
                ("token_lengths.png", "dev_f1_by_seq_len.png", "step_time_sweep.png"))  # fmt: skip
+
+
+def test_the_sweep_records_every_cell_it_prints(tmp_path):
+    results = tmp_path / "sweep.jsonl"
+    result = run_script(
+        "benchmarks/train_step.py", "--sweep", "--sweep_labels=50", "--sweep_seq_lens=512",
+        "--sweep_batches=1", "--steps=1", "--warmup=0", f"--results_file={results}",
+        env={"LONGBERT_TF_CACHE": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = [json.loads(line) for line in results.read_text().splitlines()]
+    variants = [(cell["label_attention"], cell["requested_dtype"]) for cell in cells]
+    assert variants == [(a, d) for a in ("dense", "chunked") for d in ("float32", "bfloat16")]
+    for cell in cells:
+        assert cell["status"] == "ok" and cell["step_seconds"] > 0 and cell["num_labels"] == 50
+        assert f"| 50 | 512 | 1 | {cell['label_attention']} | {cell['requested_dtype']} |" in (
+            result.stdout
+        )
