@@ -4,8 +4,11 @@
         --label_attention=chunked --compute_dtype=bfloat16
     python benchmarks/train_step.py --sweep   # every configuration, each in its own process
 
-The model is the paper's (L-2/H-256/A-4 encoder, randomly initialised, 512-token
-segments, label attention over all tokens, Adam), the batch random token ids with
+The model is the paper's by default (L-2/H-256/A-4 encoder, randomly initialised,
+512-token segments, label attention over all tokens, Adam); `--encoder` and
+`--segment_length` time any encoder (e.g. `--encoder=minilm --segment_length=128`;
+achieved GFLOP/s need the architecture, which a TF-Hub handle does not say). The
+batch is random token ids with
 every position real and about 15 codes per note. One run prints `step time`
 (mean of `--steps` timed steps after `--warmup`), note tokens per second, the
 achieved GFLOP/s (model FLOPs of forward and backward) and the process's peak
@@ -36,7 +39,14 @@ from longbert_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("num_labels", 8921, "Codes.")
-flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of 512).")
+flags.DEFINE_string(
+    "encoder",
+    None,
+    "Any experiments.run --encoder spec (random:L-6_H-384_A-12, minilm, a folder, a TF-Hub "
+    "handle); default: the paper's L-2/H-256/A-4, randomly initialised.",
+)
+flags.DEFINE_integer("segment_length", 512, "Positions per segment, [CLS] and [SEP] included.")
+flags.DEFINE_integer("seq_len", 4096, "Tokens per note (a multiple of --segment_length).")
 flags.DEFINE_integer("batch_size", 1, "Notes per step.")
 flags.DEFINE_enum("label_attention", "chunked", sorted(configs.LABEL_ATTENTION_CHUNK_SIZES), "")
 flags.DEFINE_enum(
@@ -71,50 +81,48 @@ flags.DEFINE_float(
     "memory_limit_gb", 22.0, "Skip dense configurations estimated to need more memory than this."
 )
 
-ARCH = bert.BertArchitecture()
-SEGMENT = 512
+PAPER_ARCH = bert.BertArchitecture()
 CODES_PER_NOTE = 15
 
 
-def benchmark_encoder() -> str:
-    """The paper-size random encoder in the TF-Hub format, built once into the cache."""
-    path = os.path.join(encoder_specs.cache_root(), "benchmark", f"random-{ARCH.name}")
+def random_encoder(arch: bert.BertArchitecture) -> str:
+    """A randomly initialised encoder of `arch` in the TF-Hub format (a made-up vocabulary),
+    built once into the cache."""
+    path = os.path.join(encoder_specs.cache_root(), "benchmark", f"random-{arch.name}")
     if not os.path.exists(path):
         tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tokens += [f"w{i}" for i in range(ARCH.vocab_size - len(tokens))]
-        encoder_specs.build_random_encoder(ARCH, tokens, path, seed=0)
+        tokens += [f"w{i}" for i in range(arch.vocab_size - len(tokens))]
+        encoder_specs.build_random_encoder(arch, tokens, path, seed=0)
     return path
 
 
-def model_flops(num_labels: int, seq_len: int, batch_size: int) -> float:
-    """FLOPs of one training step (forward + backward = 3 x forward)."""
-    hidden, inner = ARCH.hidden_size, ARCH.intermediate_size
+def benchmark_encoder() -> str:
+    """The handle of `--encoder`: random specs are built on a made-up vocabulary (no notes)."""
+    spec = FLAGS.encoder or f"{encoder_specs.RANDOM_PREFIX}{PAPER_ARCH.name}"
+    if spec.startswith(encoder_specs.RANDOM_PREFIX):
+        return random_encoder(bert.BertArchitecture.from_name(spec))
+    return encoder_specs.resolve(spec, dataset_dir=None)
+
+
+def model_flops(arch, num_labels: int, seq_len: int, batch_size: int) -> float | None:
+    """FLOPs of one training step (forward + backward = 3 x forward); None when the encoder's
+    architecture is unknown (a TF-Hub handle)."""
+    if arch is None:
+        return None
+    hidden, inner, segment = arch.hidden_size, arch.intermediate_size, FLAGS.segment_length
     tokens = batch_size * seq_len
-    per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 4 * SEGMENT * hidden
-    encoder = tokens * ARCH.num_layers * per_token_layer
+    per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * inner) + 4 * segment * hidden
+    encoder = tokens * arch.num_layers * per_token_layer
     label_attention = 2 * 2 * tokens * num_labels * hidden  # scores and context products
     return 3.0 * (encoder + label_attention)
 
 
-def matmul_peak(dtype) -> float:
-    """GFLOP/s of a large matrix product in `dtype` on this machine."""
-    size = 2048
-    a = tf.random.normal([size, size], dtype=tf.float32)
-    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-    product = tf.function(lambda x, y: tf.matmul(x, y))
-    product(a, b).numpy()
-    started, repeats = time.perf_counter(), 10
-    for _ in range(repeats):
-        product(a, b).numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
-
-
-def random_batch() -> tuple:
+def random_batch(vocab_size: int) -> tuple:
     """One batch of full notes of random tokens, `CODES_PER_NOTE` random codes each."""
     rng = np.random.default_rng(0)
-    shape = [FLAGS.batch_size, FLAGS.seq_len // SEGMENT, SEGMENT]
+    shape = [FLAGS.batch_size, FLAGS.seq_len // FLAGS.segment_length, FLAGS.segment_length]
     features = dict(
-        input_word_ids=tf.constant(rng.integers(5, ARCH.vocab_size, shape), tf.int32),
+        input_word_ids=tf.constant(rng.integers(5, vocab_size, shape), tf.int32),
         input_mask=tf.ones(shape, tf.int32),
     )
     labels = np.zeros([FLAGS.batch_size, FLAGS.num_labels], np.float32)
@@ -126,7 +134,8 @@ def random_batch() -> tuple:
 def run_one() -> dict:
     """Times the training step of the configuration in FLAGS."""
     keras.utils.set_random_seed(0)
-    encoder = encoders.load(benchmark_encoder(), SEGMENT)
+    handle = benchmark_encoder()
+    encoder = encoders.load(handle, FLAGS.segment_length)
     chunk_size = configs.LABEL_ATTENTION_CHUNK_SIZES[FLAGS.label_attention]
     if chunk_size and FLAGS.chunk_size:
         chunk_size = FLAGS.chunk_size
@@ -139,7 +148,7 @@ def run_one() -> dict:
             chunk_size=chunk_size, matmul_dtype=compute_dtype, described=described
         ),
     )
-    features, labels = random_batch()
+    features, labels = random_batch(len(encoder.vocab.tokens))
     model(features)  # creates the weights
     if described:
         rng = np.random.default_rng(0)
@@ -162,7 +171,10 @@ def run_one() -> dict:
     for _ in range(FLAGS.steps):
         step(batches)["loss"].numpy()
     seconds = (time.perf_counter() - started) / FLAGS.steps
-    flops = model_flops(FLAGS.trained_codes or FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size)
+    arch = bert.read_architecture(handle) if os.path.isdir(handle) else None
+    flops = model_flops(
+        arch, FLAGS.trained_codes or FLAGS.num_labels, FLAGS.seq_len, FLAGS.batch_size
+    )
     gpu_peak = None
     if tf.config.list_physical_devices("GPU"):
         gpu_peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
@@ -176,7 +188,9 @@ def run_one() -> dict:
         xla=FLAGS.xla,
         step_seconds=seconds,
         tokens_per_second=FLAGS.batch_size * FLAGS.seq_len / seconds,
-        gflops_per_second=flops / seconds / 1e9,
+        encoder=FLAGS.encoder or PAPER_ARCH.name,
+        segment_length=FLAGS.segment_length,
+        gflops_per_second=None if flops is None else flops / seconds / 1e9,
         peak_memory_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         peak_gpu_memory_gb=gpu_peak,
     )
@@ -198,6 +212,14 @@ def failure(done: subprocess.CompletedProcess) -> str:
     return (lines or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
 
 
+def achieved(result: dict, peak: float | None = None) -> str:
+    """GFLOP/s of a measured step, and its share of `peak`; n/a for an unknown architecture."""
+    if result["gflops_per_second"] is None:
+        return "n/a"
+    share = f" ({100 * result['gflops_per_second'] / peak:.0f}%)" if peak else ""
+    return f"{result['gflops_per_second']:.0f} GFLOP/s{share}"
+
+
 def record(cell: dict) -> None:
     """Appends one sweep cell to `--results_file` (when given) as a JSON line."""
     if FLAGS.results_file:
@@ -207,10 +229,10 @@ def record(cell: dict) -> None:
 
 def sweep():
     print(f"CPU: {hardware.cpu_summary()}")
-    peaks = {dtype: matmul_peak(dtype) for dtype in (tf.float32, tf.bfloat16)}
+    peaks = {dtype: hardware.matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
     print(
-        f"matmul peak: {peaks[tf.float32]:.0f} GFLOP/s float32, "
-        f"{peaks[tf.bfloat16]:.0f} GFLOP/s bfloat16 (2,048 x 2,048 products)"
+        f"matmul peak: {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} GFLOP/s "
+        "bfloat16 (best of 1,024 to 4,096 square products, 5 timings each)"
     )
     print(
         "| codes | tokens | batch | label attention | dtype | step time | tokens/s | GFLOP/s "
@@ -241,7 +263,8 @@ def sweep():
                             f"--seq_len={seq_len}", f"--batch_size={batch_size}",
                             f"--label_attention={attention}", f"--compute_dtype={dtype}",
                             f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
-                            f"--xla={FLAGS.xla}",
+                            f"--xla={FLAGS.xla}", f"--segment_length={FLAGS.segment_length}",
+                            *([f"--encoder={FLAGS.encoder}"] if FLAGS.encoder else []),
                         ]  # fmt: skip
                         done = subprocess.run(command, capture_output=True, text=True)
                         if done.returncode:
@@ -249,13 +272,12 @@ def sweep():
                             record(dict(cell, status=f"failed: {failure(done)}"))
                             continue
                         result = json.loads(done.stdout.strip().splitlines()[-1])
-                        peak = peaks[tf.bfloat16 if dtype == "bfloat16" else tf.float32]
+                        peak = peaks[result["compute_dtype"]]
                         record({**cell, **result, "status": "ok", "peak_gflops_per_second": peak})
                         print(
                             f"{prefix} {result['step_seconds']:.2f} s | "
                             f"{result['tokens_per_second']:,.0f} | "
-                            f"{result['gflops_per_second']:.0f} "
-                            f"({100 * result['gflops_per_second'] / peak:.0f}%) | "
+                            f"{achieved(result, peak)} | "
                             f"{result['peak_memory_gb']:.2f} GB |",
                             flush=True,
                         )
@@ -274,7 +296,7 @@ def main(argv):
     print(f"label attention products: {result['compute_dtype']} ({FLAGS.compute_dtype})")
     print(f"step time: {result['step_seconds']:.2f} s")
     print(f"tokens/s: {result['tokens_per_second']:,.0f}")
-    print(f"achieved: {result['gflops_per_second']:.0f} GFLOP/s")
+    print(f"achieved: {achieved(result)}")
     print(f"peak memory: {result['peak_memory_gb']:.2f} GB")
     if result["peak_gpu_memory_gb"] is not None:
         print(f"peak GPU memory: {result['peak_gpu_memory_gb']:.2f} GB")

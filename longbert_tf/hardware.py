@@ -9,6 +9,7 @@ AVX512_BF16: 35.6 s against 10.9 s per step at 72,748 codes and 8,192 tokens).
 
 import os
 import re
+import time
 
 from longbert_tf.configs import COMPUTE_DTYPES
 from longbert_tf.framework import tf
@@ -70,3 +71,21 @@ def compute_dtype(requested: str, strategy: str) -> tuple:
     if native:
         return "bfloat16", f"auto: bfloat16 is native on this {native}"
     return "float32", f"auto: no native bfloat16 on this machine ({cpu_name()})"
+
+
+def matmul_peak(dtype: str, sizes=(1024, 2048, 4096), trials: int = 5) -> float:
+    """This machine's matrix-product peak in `dtype` ("float32", "bfloat16"), GFLOP/s: the best
+    of `trials` timings at each of `sizes` (square products, each timed over at least 0.2 s after
+    one warm-up). The best of many, so a timing slowed by another process does not lower it."""
+    product = tf.function(tf.matmul, reduce_retracing=True)
+    best = 0.0
+    for size in sizes:
+        a = tf.cast(tf.random.stateless_normal([size, size], seed=[0, size]), dtype)
+        product(a, a).numpy()
+        for _ in range(trials):
+            started, repeats = time.perf_counter(), 0
+            while time.perf_counter() - started < 0.2 or repeats == 0:
+                product(a, a).numpy()
+                repeats += 1
+            best = max(best, 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9)
+    return best

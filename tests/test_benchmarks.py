@@ -35,6 +35,19 @@ def test_train_step_benchmark_reports_one_configuration(tmp_path):
     assert figures["label_attention"] == "chunked" and figures["batch_size"] == 2
 
 
+def test_train_step_times_any_encoder_at_its_segment_length(tmp_path):
+    result = run_script(
+        "benchmarks/train_step.py", "--encoder=random:L-1_H-32_A-2", "--segment_length=128",
+        "--num_labels=20", "--seq_len=256", "--steps=1", "--warmup=0", "--json",
+        env={"LONGBERT_TF_CACHE": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (figures["encoder"], figures["segment_length"]) == ("random:L-1_H-32_A-2", 128)
+    assert figures["gflops_per_second"] > 0  # the architecture is known: FLOPs are counted
+    assert list((tmp_path / "benchmark").iterdir())[0].name == "random-L-1_H-32_A-2"
+
+
 def test_pipeline_benchmark_reports_throughput_and_padding(tiny_dataset_dir, tiny_encoder_dir):
     result = run_script(
         "benchmarks/pipeline.py", f"--dataset_dir={tiny_dataset_dir}",

@@ -60,3 +60,10 @@ def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir,
     assert runs.resolve_compute_dtype(config).compute_dtype == "bfloat16"
     other = configs.ExperimentConfig(**{**config.__dict__, "model_dir": str(tmp_path / "new")})
     assert runs.resolve_compute_dtype(other).compute_dtype == "float32"
+
+
+def test_the_matmul_peak_is_a_rate_of_real_products():
+    """A small peak in both dtypes: positive, finite, and below one PFLOP/s of 2 CPU cores."""
+    for dtype in ("float32", "bfloat16"):
+        peak = hardware.matmul_peak(dtype, sizes=(128, 256), trials=2)
+        assert 0 < peak < 1e6, (dtype, peak)
