@@ -3,7 +3,7 @@
 import numpy as np
 
 from longbert_tf.framework import keras, tf
-from longbert_tf.modeling.bert import PositionEmbedding, SelfAttention
+from longbert_tf.modeling.bert_layers import PositionEmbedding, SelfAttention
 from tests.layer_checks import check_layer
 
 

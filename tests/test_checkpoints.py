@@ -45,7 +45,7 @@ def tiny_run(data_dir, tmp_path, **overrides) -> configs.ExperimentConfig:
 def test_killed_run_resumes_at_the_same_step_and_input_position(
     tiny_data_dir, deterministic_encoder, tiny_encoder_dir, tmp_path, dropout
 ):
-    """With dropout too: its random state is checkpointed with the run (see bert.dropout_layer)."""
+    """With dropout too: its random state is checkpointed with the run (`bert_layers`)."""
     encoder = tiny_encoder_dir if dropout else deterministic_encoder
     steps = 300
     flags = [

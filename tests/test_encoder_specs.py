@@ -7,7 +7,7 @@ import pytest
 
 from longbert_tf.data import tokenization
 from longbert_tf.framework import tf
-from longbert_tf.modeling import encoder_specs, encoders
+from longbert_tf.modeling import bert, encoder_specs, encoders
 
 
 def test_folders_that_are_not_encoders_are_refused(tmp_path):
@@ -48,3 +48,46 @@ def test_a_random_encoder_can_take_another_encoders_vocabulary(tiny_dataset_dir,
     assert not np.allclose(word_embeddings[0].numpy()[:, :16], source_table.numpy()[:, :16])
     with pytest.raises(ValueError, match="is for random: encoders"):
         encoder_specs.resolve(tiny_encoder_dir, tiny_dataset_dir, vocab_source=tiny_encoder_dir)
+
+
+def test_a_bfloat16_copy_computes_in_bfloat16_on_the_same_float32_variables(
+    tiny_encoder_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(encoder_specs.CACHE_ENV, str(tmp_path))
+    mixed_dir = encoder_specs.with_compute_dtype(tiny_encoder_dir, "bfloat16")
+    assert mixed_dir.startswith(str(tmp_path)) and bert.read_compute_dtype(mixed_dir) == "bfloat16"
+    assert encoder_specs.with_compute_dtype(tiny_encoder_dir, "bfloat16") == mixed_dir  # cached
+    assert encoder_specs.with_compute_dtype(mixed_dir, "bfloat16") == mixed_dir
+    assert encoder_specs.with_compute_dtype(tiny_encoder_dir, "float32") == tiny_encoder_dir
+    assert bert.read_architecture(mixed_dir) == bert.read_architecture(tiny_encoder_dir)
+    full, mixed = (encoders.load(folder, 64) for folder in (tiny_encoder_dir, mixed_dir))
+    assert mixed.vocab.fingerprint == full.vocab.fingerprint
+
+    def by_name(layer):
+        return {weight.name: weight for weight in layer.trainable_weights}
+
+    assert by_name(mixed.layer).keys() == by_name(full.layer).keys()
+    for name, weight in by_name(mixed.layer).items():
+        assert weight.dtype == tf.float32, name
+        np.testing.assert_array_equal(weight.numpy(), by_name(full.layer)[name].numpy())
+
+    rng = np.random.default_rng(0)
+    mask = np.ones([3, 64], np.int32)
+    mask[1, 40:] = 0  # padding
+    inputs = dict(
+        input_word_ids=tf.constant(rng.integers(5, 600, [3, 64]) * mask, tf.int32),
+        input_mask=tf.constant(mask),
+        input_type_ids=tf.zeros([3, 64], tf.int32),
+    )
+    reference = full.layer(inputs)["sequence_output"].numpy()
+    with tf.GradientTape() as tape:
+        outputs = mixed.layer(inputs)["sequence_output"]
+        loss = tf.reduce_sum(outputs**2)
+    assert outputs.dtype == tf.float32  # the encoder contract's outputs
+    error = np.abs(outputs.numpy() - reference).max()
+    assert 1e-4 < error < 0.1, error  # bfloat16 products (8 bits of mantissa), not float32's
+    gradients = tape.gradient(loss, mixed.layer.trainable_weights)
+    gradients = [tf.convert_to_tensor(gradient) for gradient in gradients]  # embeddings: slices
+    assert all(gradient.dtype == tf.float32 for gradient in gradients)
+    assert all(np.isfinite(gradient.numpy()).all() for gradient in gradients)
+    assert sum(float(tf.reduce_sum(tf.abs(gradient))) for gradient in gradients) > 0

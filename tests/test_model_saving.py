@@ -12,7 +12,7 @@ import pytest
 
 from longbert_tf.framework import keras
 from longbert_tf.modeling import caml, encoders, longbert
-from longbert_tf.modeling.bert import PositionEmbedding, SelfAttention
+from longbert_tf.modeling.bert_layers import PositionEmbedding, SelfAttention
 from longbert_tf.modeling.label_attention import LabelAttention
 from longbert_tf.training.optimization import WarmupSchedule
 

@@ -10,6 +10,7 @@ so weights of published BERT checkpoints reproduce their reference outputs
 (see `longbert_tf.modeling.convert`).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,8 +19,11 @@ import tempfile
 
 from longbert_tf import files
 from longbert_tf.framework import keras, tf
+from longbert_tf.modeling import bert_layers
+from longbert_tf.modeling.bert_layers import PositionEmbedding, SelfAttention, dropout_layer
 
 ARCHITECTURE_FILE = "encoder_config.json"
+ENCODER_DTYPES = ("float32", "bfloat16")  # what an encoder of this package computes in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,107 +67,6 @@ class BertArchitecture:
         return f"L-{self.num_layers}_H-{self.hidden_size}_A-{self.num_heads}"
 
 
-@keras.utils.register_keras_serializable(package="longbert_tf")
-class PositionEmbedding(keras.layers.Layer):
-    """Learned absolute position embeddings `[max_positions, hidden]`, cut to the input length."""
-
-    def __init__(self, max_positions, initializer, **kwargs):
-        super().__init__(**kwargs)
-        self.max_positions = max_positions
-        self.initializer = keras.initializers.get(initializer)
-
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            "embeddings",
-            shape=[self.max_positions, input_shape[-1]],
-            initializer=self.initializer,
-        )
-        super().build(input_shape)
-
-    def call(self, inputs):
-        """`inputs` `[batch, length, hidden]` -> position embeddings `[1, length, hidden]`."""
-        length = tf.shape(inputs)[1]
-        return tf.expand_dims(self.embeddings[:length], 0)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            max_positions=self.max_positions,
-            initializer=keras.initializers.serialize(self.initializer),
-        )
-        return config
-
-
-@keras.utils.register_keras_serializable(package="longbert_tf")
-class SelfAttention(keras.layers.Layer):
-    """Multi-head self-attention with padding mask, as in BERT.
-
-    Args:
-      num_heads: attention heads; `hidden / num_heads` is the head size.
-      dropout_rate: dropout on the attention probabilities.
-      initializers: four kernel initializers (query, key, value, output).
-
-    Call arguments: `hidden` `[batch, length, hidden]` and `mask` `[batch, length]`
-    (1 for real tokens). Keys where `mask` is 0 get no attention weight.
-    """
-
-    def __init__(self, num_heads, dropout_rate, initializers, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.dropout_rate = dropout_rate
-        self.initializers = [keras.initializers.get(init) for init in initializers]
-
-    def build(self, input_shape):
-        hidden_size = input_shape[-1]
-        self.head_size = hidden_size // self.num_heads
-        self.query, self.key, self.value, self.attention_output = (
-            keras.layers.Dense(hidden_size, kernel_initializer=init, name=name)
-            for init, name in zip(self.initializers, ["query", "key", "value", "output"])
-        )
-        self.dropout = dropout_layer(self.dropout_rate)
-        super().build(input_shape)
-
-    def _split_heads(self, x):
-        """`[batch, length, hidden]` -> `[batch, heads, length, head_size]`."""
-        shape = tf.shape(x)
-        x = tf.reshape(x, [shape[0], shape[1], self.num_heads, self.head_size])
-        return tf.transpose(x, [0, 2, 1, 3])
-
-    def call(self, hidden, mask, training=None):
-        query = self._split_heads(self.query(hidden))
-        key = self._split_heads(self.key(hidden))
-        value = self._split_heads(self.value(hidden))
-        scores = tf.matmul(query, key, transpose_b=True) * (self.head_size**-0.5)
-        # Padding keys get a large negative score: exp() underflows to exactly 0.
-        key_is_padding = tf.cast(1 - mask, scores.dtype)[:, tf.newaxis, tf.newaxis, :]
-        scores += key_is_padding * -10000.0
-        probabilities = self.dropout(tf.nn.softmax(scores, axis=-1), training=training)
-        context = tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3])
-        shape = tf.shape(hidden)
-        context = tf.reshape(context, [shape[0], shape[1], self.num_heads * self.head_size])
-        return self.attention_output(context)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            dropout_rate=self.dropout_rate,
-            initializers=[keras.initializers.serialize(init) for init in self.initializers],
-        )
-        return config
-
-
-def _gelu(x):
-    return keras.activations.gelu(x, approximate=False)
-
-
-def dropout_layer(rate: float) -> keras.layers.Dropout:
-    """Dropout whose random state is a `tf.random.Generator`: it is saved with the encoder and
-    restored with a run's checkpoint, so a resumed run draws the masks an uninterrupted one
-    would (Keras' default stateful ops keep their state outside any checkpoint)."""
-    return keras.layers.Dropout(rate, rng_type="stateful")
-
-
 def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix: str):
     """One post-norm BERT block on `[batch, length, hidden]`: self-attention, then the
     feed-forward network, each with dropout, a residual and layer normalisation."""
@@ -179,7 +82,7 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
     )(hidden + attention)
     intermediate = keras.layers.Dense(
         arch.intermediate_size,
-        activation=_gelu,
+        activation=bert_layers.gelu,
         kernel_initializer=initializer(),
         name=f"{prefix}/intermediate",
     )(hidden)
@@ -192,14 +95,45 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
     )(hidden + output)
 
 
+@contextlib.contextmanager
+def _dtype_policy(compute_dtype: str):
+    """Layers created inside compute in `compute_dtype` with float32 variables (Keras' mixed
+    precision: `mixed_bfloat16`), or in float32."""
+    if compute_dtype not in ENCODER_DTYPES:
+        raise ValueError(f"compute_dtype={compute_dtype!r}: choose from {ENCODER_DTYPES}")
+    previous = keras.mixed_precision.global_policy()
+    policy = "float32" if compute_dtype == "float32" else f"mixed_{compute_dtype}"
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_bert_encoder(
-    arch: BertArchitecture, seed: int = 0, name: str = "bert_encoder"
+    arch: BertArchitecture,
+    seed: int = 0,
+    name: str = "bert_encoder",
+    compute_dtype: str = "float32",
 ) -> keras.Model:
     """Builds a randomly initialised BERT with the TF-Hub encoder inputs and outputs.
 
     Every weight matrix gets its own initializer seeded from `seed`, so the
-    encoder is reproducible and no two layers start equal.
+    encoder is reproducible and no two layers start equal. With
+    `compute_dtype="bfloat16"` every layer computes in bfloat16 on float32
+    variables (softmax and layer-norm statistics stay float32) and the outputs
+    are float32, as the encoder contract has them.
     """
+    with _dtype_policy(compute_dtype):
+        outputs, inputs = _network(arch, seed)
+    if compute_dtype != "float32":
+        to_float32 = keras.layers.Activation("linear", dtype="float32", name="float32_outputs")
+        outputs = tf.nest.map_structure(to_float32, outputs)
+    return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+def _network(arch: BertArchitecture, seed: int) -> tuple:
+    """`(outputs, inputs)` of `build_bert_encoder`, in the current dtype policy."""
     seeds = iter(range(seed * 1000, seed * 1000 + 1000))
 
     def initializer():
@@ -239,22 +173,25 @@ def build_bert_encoder(
     pooled = keras.layers.Dense(
         arch.hidden_size, activation="tanh", kernel_initializer=initializer(), name="pooler"
     )(first_token)
-    return keras.Model(
-        inputs=dict(input_word_ids=word_ids, input_mask=mask, input_type_ids=type_ids),
-        outputs=dict(sequence_output=hidden, pooled_output=pooled, encoder_outputs=encoder_outputs),
-        name=name,
-    )
+    outputs = dict(sequence_output=hidden, pooled_output=pooled, encoder_outputs=encoder_outputs)
+    return outputs, dict(input_word_ids=word_ids, input_mask=mask, input_type_ids=type_ids)
 
 
 def save_hub_format(
-    model: keras.Model, arch: BertArchitecture, vocab_tokens: list, lower_case: bool, out_dir: str
+    model: keras.Model,
+    arch: BertArchitecture,
+    vocab_tokens: list,
+    lower_case: bool,
+    out_dir: str,
+    compute_dtype: str = "float32",
 ) -> str:
     """Saves a network of `build_bert_encoder` as a TF-Hub BERT encoder SavedModel.
 
     The SavedModel gets the root attributes `vocab_file` (asset) and
     `do_lower_case`, as TF-Hub's BERT encoders have, and the folder an
-    `encoder_config.json` with `arch` (so the package can rebuild it, e.g. with
-    fewer layers). The folder appears complete or not at all.
+    `encoder_config.json` with `arch` and the network's `compute_dtype` (so the
+    package can rebuild it, e.g. with fewer layers or in another dtype). The
+    folder appears complete or not at all.
     """
     if len(vocab_tokens) != arch.vocab_size:
         raise ValueError(
@@ -271,7 +208,7 @@ def save_hub_format(
         model.do_lower_case = tf.Variable(lower_case, trainable=False, name="do_lower_case")
         model.save(temporary, include_optimizer=False, save_format="tf")
         with open(os.path.join(temporary, ARCHITECTURE_FILE), "w") as config_file:
-            json.dump(dataclasses.asdict(arch), config_file, indent=2)
+            json.dump(dataclasses.asdict(arch) | {"compute_dtype": compute_dtype}, config_file)
     return out_dir
 
 
@@ -281,7 +218,18 @@ def read_architecture(saved_model_dir: str):
     if not os.path.exists(path):
         return None
     with open(path) as config_file:
-        return BertArchitecture(**json.load(config_file))
+        values = json.load(config_file)
+    values.pop("compute_dtype", None)
+    return BertArchitecture(**values)
+
+
+def read_compute_dtype(saved_model_dir: str) -> str:
+    """What a SavedModel of this package computes in ("float32" when it does not say)."""
+    path = os.path.join(saved_model_dir, ARCHITECTURE_FILE)
+    if not os.path.exists(path):
+        return "float32"
+    with open(path) as config_file:
+        return json.load(config_file).get("compute_dtype", "float32")
 
 
 def assign_weights(model: keras.Model, weights: dict) -> None:

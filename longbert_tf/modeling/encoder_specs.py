@@ -178,9 +178,49 @@ def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
     if not 1 <= num_layers <= arch.num_layers:
         raise ValueError(f"num_layers={num_layers}: {saved_model_dir} has {arch.num_layers} layers")
     loaded = hub.load(saved_model_dir)
-    weights = {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
     truncated = dataclasses.replace(arch, num_layers=num_layers)
-    model = build_bert_encoder(truncated)
-    bert.assign_weights(model, weights)
+    compute_dtype = bert.read_compute_dtype(saved_model_dir)
+    model = build_bert_encoder(truncated, compute_dtype=compute_dtype)
+    bert.assign_weights(model, _weights(loaded))
     vocab = tokenization.vocab_of(loaded, saved_model_dir)
-    return bert.save_hub_format(model, truncated, vocab.tokens, vocab.lower_case, out_dir)
+    return bert.save_hub_format(
+        model, truncated, vocab.tokens, vocab.lower_case, out_dir, compute_dtype
+    )
+
+
+def _weights(loaded) -> dict:
+    """`{name without :0: array}` of a loaded SavedModel's variables."""
+    return {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
+
+
+def with_compute_dtype(handle: str, compute_dtype: str) -> str:
+    """`handle`, or a copy of it whose encoder computes in `compute_dtype` on the same float32
+    variables (`bert.build_bert_encoder`), saved once in the cache in the TF-Hub format, so
+    `hub.KerasLayer` runs it as any encoder.
+
+    Works for SavedModels this package built or converted (they say their architecture); any
+    other encoder (a TF-Hub handle) stays float32, with a warning.
+    """
+    current = bert.read_compute_dtype(handle) if os.path.isdir(handle) else "float32"
+    if compute_dtype == current:
+        return handle
+    arch = bert.read_architecture(handle) if os.path.isdir(handle) else None
+    if arch is None:
+        logging.warning(
+            "Encoder %s does not say its architecture: it runs in float32, not %s",
+            handle,
+            compute_dtype,
+        )
+        return handle
+    variables = os.path.join(handle, "variables")
+    sources = [os.path.join(handle, "saved_model.pb")]
+    sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
+    name = f"{_cached_name(handle, sources, None)}-{compute_dtype}"
+    out_dir = os.path.join(cache_root(), "compute_dtype", name)
+    if not os.path.exists(out_dir):
+        loaded = hub.load(handle)
+        model = build_bert_encoder(arch, compute_dtype=compute_dtype)
+        bert.assign_weights(model, _weights(loaded))
+        vocab = tokenization.vocab_of(loaded, handle)
+        bert.save_hub_format(model, arch, vocab.tokens, vocab.lower_case, out_dir, compute_dtype)
+    return out_dir

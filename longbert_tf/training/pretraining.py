@@ -23,7 +23,7 @@ from absl import logging
 from longbert_tf import files
 from longbert_tf.data import token_cache
 from longbert_tf.framework import hub, keras, tf
-from longbert_tf.modeling import bert
+from longbert_tf.modeling import bert, bert_layers
 from longbert_tf.training import optimization
 from longbert_tf.training.trainer import Trainer
 
@@ -166,7 +166,7 @@ class MaskedLM(keras.Model):
             raise ValueError("the encoder has no single word_embeddings table to tie the head to")
         self.word_embeddings = tables[0]
         hidden = int(self.word_embeddings.shape[1])
-        self.transform = keras.layers.Dense(hidden, activation=bert._gelu, name="transform")
+        self.transform = keras.layers.Dense(hidden, activation=bert_layers.gelu, name="transform")
         self.layer_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="layer_norm")
         self.output_bias = self.add_weight(
             name="output_bias", shape=[self.word_embeddings.shape[0]], initializer="zeros"
