@@ -134,12 +134,12 @@ def random_batch(vocab_size: int) -> tuple:
 def run_one() -> dict:
     """Times the training step of the configuration in FLAGS."""
     keras.utils.set_random_seed(0)
-    handle = benchmark_encoder()
+    compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
+    handle = encoder_specs.with_compute_dtype(benchmark_encoder(), compute_dtype)
     encoder = encoders.load(handle, FLAGS.segment_length)
     chunk_size = configs.LABEL_ATTENTION_CHUNK_SIZES[FLAGS.label_attention]
     if chunk_size and FLAGS.chunk_size:
         chunk_size = FLAGS.chunk_size
-    compute_dtype, _ = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
     described = FLAGS.trained_codes is not None
     model = longbert.LongBERT(
         encoder.layer,
@@ -293,7 +293,8 @@ def main(argv):
         print(json.dumps(result))
         return
     print(f"CPU: {hardware.cpu_summary()}")
-    print(f"label attention products: {result['compute_dtype']} ({FLAGS.compute_dtype})")
+    dtype = result["compute_dtype"]
+    print(f"compute dtype (encoder, label attention): {dtype} ({FLAGS.compute_dtype})")
     print(f"step time: {result['step_seconds']:.2f} s")
     print(f"tokens/s: {result['tokens_per_second']:,.0f}")
     print(f"achieved: {achieved(result)}")

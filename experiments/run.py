@@ -115,7 +115,9 @@ flags.DEFINE_enum(
     "compute_dtype",
     "auto",
     list(configs.COMPUTE_DTYPES),
-    "dtype of label attention's matrix products; softmax statistics and the loss stay float32. "
+    "dtype of the matrix products of the encoder (those this package built or converted; "
+    "variables stay float32) and of label attention; softmax and layer-norm statistics and the "
+    "loss stay float32. "
     "auto: bfloat16 where the hardware multiplies it natively (TPU, GPU of compute capability "
     ">= 8.0, CPU with AVX512_BF16 or AMX-BF16), else float32; the choice is logged and saved.",
 )

@@ -9,7 +9,7 @@ from longbert_tf.presets import PRESETS, DatasetPreset
 MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 LABEL_INITS = ("random", "descriptions")
-# Label attention products: "auto" is bfloat16 where the hardware has it (see `hardware`).
+# Encoder and label attention products: "auto" is bfloat16 where the hardware has it (`hardware`).
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 # Set when a run starts, not chosen: what a run's weights belong to (see `runs.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
@@ -82,9 +82,10 @@ class ExperimentConfig:
     `max_notes` keeps only the first notes of every split, to shrink a run for
     a CPU. The latest state is checkpointed every `checkpoint_every` steps
     (default: every evaluation).
-    `label_attention` (dense or chunked) and `compute_dtype` (of its matrix
-    products; "auto" is resolved when the run starts, see `hardware`) choose
-    how label attention is computed; results are the same up to floating point
+    `label_attention` (dense or chunked) and `compute_dtype` (of the matrix
+    products of label attention and of an encoder this package built or
+    converted; "auto" is resolved when the run starts, see `hardware`) choose
+    how the model is computed; results are the same up to floating point
     (see `label_attention.LabelAttention`). `strategy` (see
     `distribute`) spreads each global batch of `batch_size` notes over the
     replicas, in `grad_accum_steps` micro-batches each. The label head learns at

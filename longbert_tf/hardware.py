@@ -1,10 +1,11 @@
 """What this machine multiplies natively: the CPU's name and whether bfloat16 products are fast.
 
-`compute_dtype="auto"` takes bfloat16 label attention products only where the
-hardware multiplies bfloat16 natively: a TPU, GPUs of compute capability 8.0
-or later, or a CPU with AVX512_BF16 or AMX-BF16. Elsewhere bfloat16 is
-emulated and slower than float32 (measured on an AVX-512 CPU without
-AVX512_BF16: 35.6 s against 10.9 s per step at 72,748 codes and 8,192 tokens).
+`compute_dtype="auto"` takes bfloat16 products (the encoder's and label
+attention's) only where the hardware multiplies bfloat16 natively: a TPU,
+GPUs of compute capability 8.0 or later, or a CPU with AVX512_BF16 or
+AMX-BF16. Elsewhere bfloat16 is emulated and slower than float32 (measured on
+an AVX-512 CPU without AVX512_BF16: 35.6 s against 10.9 s per step at 72,748
+codes and 8,192 tokens).
 """
 
 import os

@@ -72,10 +72,16 @@ def resolve(
 
 
 def run_encoder(config) -> str:
-    """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary."""
-    return resolve(
+    """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary, computing
+    in the config's (resolved) `compute_dtype` (see `with_compute_dtype`)."""
+    if config.compute_dtype == "auto":
+        raise ValueError(
+            "compute_dtype=auto is resolved when a run starts (runs.resolve_compute_dtype)"
+        )
+    handle = resolve(
         config.encoder, config.dataset_dir, config.seed, config.encoder_layers, config.encoder_vocab
     )
+    return with_compute_dtype(handle, config.compute_dtype)
 
 
 def cache_root() -> str:
