@@ -46,7 +46,7 @@ def resolve_compute_dtype(
         dtype, reason = saved.compute_dtype, "auto: the dtype the run started with"
     else:
         dtype, reason = hardware.compute_dtype("auto", config.strategy)
-    logging.info("Label attention multiplies in %s (%s)", dtype, reason)
+    logging.info("The encoder and label attention multiply in %s (%s)", dtype, reason)
     return dataclasses.replace(config, compute_dtype=dtype)
 
 
