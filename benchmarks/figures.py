@@ -71,11 +71,7 @@ def sweep_cells(path: str) -> list:
 
 def save(figure, path: str, numbers) -> None:
     """Writes the figure atomically, and the numbers it shows beside it."""
-    figure.tight_layout()
-    temporary = f"{path}.tmp.png"
-    figure.savefig(temporary)
-    pyplot.close(figure)
-    os.replace(temporary, path)
+    plot_lengths.save_figure(figure, path)
     files.write_json(path.removesuffix(".png") + ".json", numbers)
 
 

@@ -54,6 +54,11 @@ def plot(lengths: np.ndarray, title: str, path: str) -> None:
     axes.set_ylim(0, 1.02)
     axes.set_title(title)
     axes.grid(alpha=0.3)
+    save_figure(figure, path)
+
+
+def save_figure(figure, path: str) -> None:
+    """Writes a figure to `path` (PNG) atomically and closes it."""
     figure.tight_layout()
     temporary = f"{path}.tmp.png"
     figure.savefig(temporary)

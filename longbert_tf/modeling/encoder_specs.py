@@ -121,6 +121,14 @@ def _converted(hf_dir: str, num_layers: int | None) -> str:
     return out_dir
 
 
+def _saved_model_files(folder: str) -> list:
+    """The files a SavedModel folder's content is in: its graph and its variables."""
+    variables = os.path.join(folder, "variables")
+    return [os.path.join(folder, "saved_model.pb")] + sorted(
+        os.path.join(variables, name) for name in os.listdir(variables)
+    )
+
+
 def _saved_model_folder(folder: str, num_layers: int | None) -> str:
     """A local TF-Hub-format SavedModel, or its first `num_layers` blocks (cached)."""
     if not os.path.exists(os.path.join(folder, "saved_model.pb")):
@@ -130,10 +138,8 @@ def _saved_model_folder(folder: str, num_layers: int | None) -> str:
         )
     if num_layers is None:
         return folder
-    variables = os.path.join(folder, "variables")
-    sources = [os.path.join(folder, "saved_model.pb")]
-    sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
-    out_dir = os.path.join(cache_root(), "truncated", _cached_name(folder, sources, num_layers))
+    name = _cached_name(folder, _saved_model_files(folder), num_layers)
+    out_dir = os.path.join(cache_root(), "truncated", name)
     if not os.path.exists(out_dir):
         truncate(folder, num_layers, out_dir)
     return out_dir
@@ -218,10 +224,7 @@ def with_compute_dtype(handle: str, compute_dtype: str) -> str:
             compute_dtype,
         )
         return handle
-    variables = os.path.join(handle, "variables")
-    sources = [os.path.join(handle, "saved_model.pb")]
-    sources += sorted(os.path.join(variables, name) for name in os.listdir(variables))
-    name = f"{_cached_name(handle, sources, None)}-{compute_dtype}"
+    name = f"{_cached_name(handle, _saved_model_files(handle), None)}-{compute_dtype}"
     out_dir = os.path.join(cache_root(), "compute_dtype", name)
     if not os.path.exists(out_dir):
         loaded = hub.load(handle)
