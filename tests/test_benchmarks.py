@@ -112,3 +112,31 @@ def test_the_sweep_records_every_cell_it_prints(tmp_path):
         assert f"| 50 | 512 | 1 | {cell['label_attention']} | {cell['requested_dtype']} |" in (
             result.stdout
         )
+
+
+def test_the_torch_side_by_side_times_this_package_and_names_why_the_peer_failed(tmp_path):
+    """With a peer environment that lacks torch (this suite never installs it), the package's
+    cases are measured and each peer case says why it could not run."""
+    venv_dir = tmp_path / "peer"
+    (venv_dir / "bin").mkdir(parents=True)
+    (venv_dir / "bin" / "python").symlink_to(sys.executable)
+    (venv_dir / "longbert_requirements.txt").write_text("torch transformers")
+    results_file = tmp_path / "results.jsonl"
+    result = run_script(
+        "benchmarks/torch_peer.py", f"--venv_dir={venv_dir}", "--num_labels=20",
+        "--seq_len=1024", "--steps=1", "--warmup=0", f"--results_file={results_file}",
+        env={"LONGBERT_TF_CACHE": str(tmp_path), "PYTHONNOUSERSITE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| longbert-tf, auto",
+        "| longbert-tf, float32",
+        "| PyTorch + transformers, float32",
+        "| PyTorch + transformers, bfloat16 autocast",
+    ]
+    assert all(" s | " in row and " GB |" in row for row in rows[:2])
+    assert all("failed: ModuleNotFoundError: No module named 'torch'" in row for row in rows[2:])
+    assert "autocast:" not in result.stdout  # no ratio without both cases
+    records = [json.loads(line) for line in results_file.read_text().splitlines()]
+    assert [record["case"] for record in records] == ["longbert-tf, auto", "longbert-tf, float32"]
