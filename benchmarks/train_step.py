@@ -35,6 +35,7 @@ from longbert_tf import configs, hardware
 from longbert_tf.framework import keras, tf
 from longbert_tf.modeling import bert, encoder_specs, encoders, longbert
 from longbert_tf.training import optimization
+from longbert_tf.training.loss_scale import DynamicLossScale
 from longbert_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
@@ -53,7 +54,7 @@ flags.DEFINE_enum(
     "compute_dtype",
     "auto",
     list(configs.COMPUTE_DTYPES),
-    "Label attention matmuls; auto as in experiments.run (bfloat16 only where native).",
+    "The encoder's and label attention's products; auto as in experiments.run.",
 )
 flags.DEFINE_integer(
     "chunk_size", None, "Codes per chunk of chunked label attention (default 1,024)."
@@ -164,6 +165,7 @@ def run_one() -> dict:
         tf.distribute.get_strategy(),
         FLAGS.batch_size,
         jit_compile=FLAGS.xla,
+        loss_scale=DynamicLossScale() if compute_dtype == "float16" else None,
     )
     for _ in range(FLAGS.warmup):
         step(batches)["loss"].numpy()

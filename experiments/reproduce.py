@@ -45,8 +45,8 @@ flags.DEFINE_enum(
     "compute_dtype",
     "auto",
     list(configs.COMPUTE_DTYPES),
-    "dtype of label attention's matrix products in the BERT rows; auto: bfloat16 where the "
-    "hardware multiplies it natively, else float32 (as experiments.run).",
+    "dtype of the encoder's and label attention's matrix products in the BERT rows; auto as "
+    "in experiments.run (bfloat16 where native, float16 on GPUs of compute capability 7.x).",
 )
 
 

@@ -119,7 +119,8 @@ flags.DEFINE_enum(
     "variables stay float32) and of label attention; softmax and layer-norm statistics and the "
     "loss stay float32. "
     "auto: bfloat16 where the hardware multiplies it natively (TPU, GPU of compute capability "
-    ">= 8.0, CPU with AVX512_BF16 or AMX-BF16), else float32; the choice is logged and saved.",
+    ">= 8.0, CPU with AVX512_BF16 or AMX-BF16), float16 with loss scaling on GPUs of compute "
+    "capability 7.x, else float32; the choice is logged and saved.",
 )
 flags.DEFINE_enum(
     "strategy",

@@ -10,7 +10,7 @@ MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 LABEL_INITS = ("random", "descriptions")
 # Encoder and label attention products: "auto" is bfloat16 where the hardware has it (`hardware`).
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Set when a run starts, not chosen: what a run's weights belong to (see `runs.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
 # How and where a run runs, not what it computes: a resumed run may change them.

@@ -1,11 +1,13 @@
-"""What this machine multiplies natively: the CPU's name and whether bfloat16 products are fast.
+"""What this machine multiplies natively: the CPU's name and which 16-bit products are fast.
 
 `compute_dtype="auto"` takes bfloat16 products (the encoder's and label
 attention's) only where the hardware multiplies bfloat16 natively: a TPU,
 GPUs of compute capability 8.0 or later, or a CPU with AVX512_BF16 or
 AMX-BF16. Elsewhere bfloat16 is emulated and slower than float32 (measured on
 an AVX-512 CPU without AVX512_BF16: 35.6 s against 10.9 s per step at 72,748
-codes and 8,192 tokens).
+codes and 8,192 tokens). GPUs of compute capability 7.x (V100, T4) have
+float16 tensor cores but no bfloat16: there auto takes float16, which
+training pairs with loss scaling (`training.loss_scale`).
 """
 
 import os
@@ -46,32 +48,42 @@ def cpu_summary() -> str:
     return f"{cpu_name()}; bfloat16 instructions: {instructions}"
 
 
-def native_bfloat16(strategy: str) -> str | None:
-    """Where bfloat16 products would run natively under `strategy` (a phrase), or None."""
-    if strategy == "tpu":
-        return "TPU"
+def oldest_gpu() -> tuple | None:
+    """The lowest compute capability among the visible GPUs, e.g. (7, 5); None without GPUs."""
     gpus = tf.config.list_physical_devices("GPU")  # leaves the runtime uninitialised
-    if gpus:
-        capabilities = [
-            tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-            for gpu in gpus
-        ]
-        oldest = min(capabilities)
-        return f"GPU of compute capability {oldest[0]}.{oldest[1]}" if oldest >= (8, 0) else None
+    if not gpus:
+        return None
+    return min(
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
+        for gpu in gpus
+    )
+
+
+def fast_dtype(strategy: str) -> tuple:
+    """`(dtype, device)`: the fastest products under `strategy` and the phrase naming why:
+    bfloat16 (TPU, GPU >= 8.0, CPU with its instructions), float16 (GPU 7.x), else float32."""
+    if strategy == "tpu":
+        return "bfloat16", "TPU"
+    gpu = oldest_gpu()
+    if gpu is not None:
+        device = f"GPU of compute capability {gpu[0]}.{gpu[1]}"
+        return ("bfloat16" if gpu >= (8, 0) else "float16" if gpu >= (7, 0) else "float32"), device
     flags = cpu_bfloat16_flags()
-    return f"CPU with {' and '.join(flag.upper() for flag in flags)}" if flags else None
+    if flags:
+        return "bfloat16", f"CPU with {' and '.join(flag.upper() for flag in flags)}"
+    return "float32", cpu_name()
 
 
 def compute_dtype(requested: str, strategy: str) -> tuple:
-    """`(dtype, reason)`: `requested`, or for "auto" bfloat16 where it is native, else float32."""
+    """`(dtype, reason)`: `requested`, or for "auto" the fastest dtype here (`fast_dtype`)."""
     if requested not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype={requested!r}: choose from {COMPUTE_DTYPES}")
     if requested != "auto":
         return requested, "as requested"
-    native = native_bfloat16(strategy)
-    if native:
-        return "bfloat16", f"auto: bfloat16 is native on this {native}"
-    return "float32", f"auto: no native bfloat16 on this machine ({cpu_name()})"
+    dtype, device = fast_dtype(strategy)
+    if dtype == "float32":
+        return "float32", f"auto: no fast 16-bit products on this machine ({device})"
+    return dtype, f"auto: {dtype} products are native on this {device}"
 
 
 def matmul_peak(dtype: str, sizes=(1024, 2048, 4096), trials: int = 5) -> float:

@@ -18,7 +18,7 @@ from longbert_tf.modeling import encoder_specs
 from longbert_tf.modeling.bert import BertArchitecture
 from tests.dtypes import SUITE_DTYPES
 
-MACHINE_NATIVE_BFLOAT16 = hardware.native_bfloat16
+MACHINE_FAST_DTYPE = hardware.fast_dtype
 
 TINY_SYNTHETIC = synthetic.SyntheticConfig(
     num_codes=12,
@@ -53,14 +53,14 @@ def no_machine_chosen_dtype():
     """Every test states its compute dtype: resolving "auto" from this machine fails the test
     (tests of "auto" itself take `machine_chosen_dtype`)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hardware, "native_bfloat16", _refuse_auto_dtype)
+        patch.setattr(hardware, "fast_dtype", _refuse_auto_dtype)
         yield
 
 
 @pytest.fixture
 def machine_chosen_dtype(monkeypatch):
     """Lets this test resolve compute_dtype="auto" from the (possibly simulated) machine."""
-    monkeypatch.setattr(hardware, "native_bfloat16", MACHINE_NATIVE_BFLOAT16)
+    monkeypatch.setattr(hardware, "fast_dtype", MACHINE_FAST_DTYPE)
 
 
 CPUINFO = (

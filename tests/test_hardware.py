@@ -1,4 +1,5 @@
-"""compute_dtype=auto: bfloat16 only where the hardware multiplies it natively."""
+"""compute_dtype=auto: bfloat16 where the hardware multiplies it natively, float16 on GPUs that
+only have float16 tensor cores, else float32."""
 
 import json
 import os
@@ -20,8 +21,9 @@ def test_auto_takes_bfloat16_only_with_native_instructions(cpu, extra, expected)
     assert ("Test CPU 9000" in reason) == (expected == "float32")
     assert hardware.compute_dtype("bfloat16", "auto")[0] == "bfloat16"  # asked for, given
     assert hardware.compute_dtype("auto", "tpu")[0] == "bfloat16"
-    with pytest.raises(ValueError, match="compute_dtype='float16'"):
-        hardware.compute_dtype("float16", "auto")
+    assert hardware.compute_dtype("float16", "auto")[0] == "float16"
+    with pytest.raises(ValueError, match="compute_dtype='float64'"):
+        hardware.compute_dtype("float64", "auto")
 
 
 def test_the_cpu_summary_names_the_model_and_its_bfloat16_instructions(cpu):
@@ -35,7 +37,8 @@ def test_the_cpu_summary_names_the_model_and_its_bfloat16_instructions(cpu):
 
 def test_gpus_decide_by_their_compute_capability(cpu, monkeypatch):
     cpu("avx512_bf16")  # the CPU does not matter once there are GPUs
-    for capability, expected in [((7, 5), "float32"), ((8, 0), "bfloat16")]:
+    cases = [((6, 1), "float32"), ((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16")]
+    for capability, expected in cases:
         monkeypatch.setattr(hardware.tf.config, "list_physical_devices", lambda kind=None: ["gpu"])
         details = {"compute_capability": capability}
         monkeypatch.setattr(

@@ -23,7 +23,7 @@ from longbert_tf.modeling import bert_layers
 from longbert_tf.modeling.bert_layers import PositionEmbedding, SelfAttention, dropout_layer
 
 ARCHITECTURE_FILE = "encoder_config.json"
-ENCODER_DTYPES = ("float32", "bfloat16")  # what an encoder of this package computes in
+ENCODER_DTYPES = ("float32", "bfloat16", "float16")  # what an encoder of this package computes in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
 @contextlib.contextmanager
 def _dtype_policy(compute_dtype: str):
     """Layers created inside compute in `compute_dtype` with float32 variables (Keras' mixed
-    precision: `mixed_bfloat16`), or in float32."""
+    precision: `mixed_bfloat16`, `mixed_float16`), or in float32."""
     if compute_dtype not in ENCODER_DTYPES:
         raise ValueError(f"compute_dtype={compute_dtype!r}: choose from {ENCODER_DTYPES}")
     previous = keras.mixed_precision.global_policy()
@@ -120,7 +120,7 @@ def build_bert_encoder(
 
     Every weight matrix gets its own initializer seeded from `seed`, so the
     encoder is reproducible and no two layers start equal. With
-    `compute_dtype="bfloat16"` every layer computes in bfloat16 on float32
+    `compute_dtype="bfloat16"` (or float16) every layer computes in it on float32
     variables (softmax and layer-norm statistics stay float32) and the outputs
     are float32, as the encoder contract has them.
     """

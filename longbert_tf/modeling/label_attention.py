@@ -35,7 +35,7 @@ class LabelAttention(keras.layers.Layer):
       chunk_size: None computes all codes at once (`[batch, codes, tokens]`
         scores); an integer computes `chunk_size` codes at a time
         (`chunked_logits`, `chunked_loss`): same results, far less memory.
-      matmul_dtype: dtype of the matrix products ("float32" or "bfloat16");
+      matmul_dtype: dtype of the matrix products ("float32", "bfloat16", "float16");
         softmax statistics, logits and the loss stay float32.
       described: condition every code's parameters on its description (below).
 

@@ -1,7 +1,7 @@
 """A run's checkpoints: the latest state (to resume from) and the best weights (to evaluate).
 
-`checkpoints/` holds the model, the optimizers' slots and two counters (the
-step and the best dev micro F1), never note data: the input position follows
+`checkpoints/` holds the model, the optimizers' slots (and a float16 run's
+loss scale) and two counters (the step and the best dev micro F1), never note data: the input position follows
 from the step (see `pipeline.training_dataset`). `best/` holds the weights
 with the best dev micro F1 so far and their step. Every task restores from
 the chief's copies in the model dir; see `distribute.WriteDir` for where the
@@ -27,14 +27,18 @@ class RunCheckpoints:
     The counters are plain variables, the same on every task, not distributed ones.
     """
 
-    def __init__(self, model, optimizers: dict, model_dir: str, write: distribute.WriteDir):
+    def __init__(self, model, trackables: dict, model_dir: str, write: distribute.WriteDir):
+        """`trackables`: the optimizers by checkpoint name (`named_optimizers`), and any other
+        state a resumed run needs (a loss scale)."""
         self.model = model
         self.model_dir = model_dir
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.best_f1 = tf.Variable(
             -1.0, dtype=tf.float64, trainable=False, name="best_dev_micro_f1"
         )
-        state = tf.train.Checkpoint(model=model, step=self.step, best_f1=self.best_f1, **optimizers)
+        state = tf.train.Checkpoint(
+            model=model, step=self.step, best_f1=self.best_f1, **trackables
+        )
         self._state = state
         self._latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
         self._best = tf.train.CheckpointManager(

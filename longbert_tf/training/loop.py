@@ -29,6 +29,7 @@ from longbert_tf.framework import keras, tf
 from longbert_tf.training import optimization, runs
 from longbert_tf.training.checkpoints import RunCheckpoints, named_optimizers
 from longbert_tf.training.experiment import Experiment, build_experiment
+from longbert_tf.training.loss_scale import DynamicLossScale
 from longbert_tf.training.trainer import Trainer
 
 
@@ -65,11 +66,13 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
         runs.write_start(experiment.config, experiment.labels)
     with strategy.scope():
         groups = optimization.optimizer_groups(experiment.model, experiment.config)
-    state = RunCheckpoints(experiment.model, named_optimizers(groups), config.model_dir, write)
+        loss_scale = DynamicLossScale() if experiment.config.compute_dtype == "float16" else None
+    trackables = named_optimizers(groups) | ({"loss_scale": loss_scale} if loss_scale else {})
+    state = RunCheckpoints(experiment.model, trackables, config.model_dir, write)
     resumed = state.resume()
     if resumed:
         logging.info("Resumed %s at step %d", resumed, int(state.step))
-    train(experiment, groups, state, write)
+    train(experiment, groups, state, write, loss_scale)
     predictions = None
     if predictions_file:  # every task gathers the top codes; the chief writes them
         predictions = PredictionsWriter(
@@ -85,12 +88,22 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
 
 
 def train(
-    experiment: Experiment, groups: list, state: RunCheckpoints, write: distribute.WriteDir
+    experiment: Experiment,
+    groups: list,
+    state: RunCheckpoints,
+    write: distribute.WriteDir,
+    loss_scale: DynamicLossScale | None = None,
 ) -> None:
-    """Trains from `state.step` to `train_steps`, validating and checkpointing on the way."""
+    """Trains from `state.step` to `train_steps`, validating and checkpointing on the way
+    (float16 runs scale the loss with `loss_scale`)."""
     config = experiment.config
     trainer = Trainer(
-        experiment.model, groups, experiment.strategy, config.batch_size, config.grad_accum_steps
+        experiment.model,
+        groups,
+        experiment.strategy,
+        config.batch_size,
+        config.grad_accum_steps,
+        loss_scale=loss_scale,
     )
     train_iterator = experiment.train_iterator(int(state.step))
     if write.chief:

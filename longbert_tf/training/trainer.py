@@ -11,6 +11,7 @@ batches.
 from typing import Protocol, runtime_checkable
 
 from longbert_tf.framework import tf
+from longbert_tf.training.loss_scale import all_finite
 
 
 @runtime_checkable
@@ -43,6 +44,9 @@ class Trainer:
     a step draws N micro-batches per replica and applies their summed
     gradients once: the same update as one batch N times larger.
     `jit_compile` compiles each replica's forward and backward with XLA.
+    With a `loss_scale` (`loss_scale.DynamicLossScale`, for float16) the
+    gradients are those of the scaled loss, summed over replicas, divided back
+    and applied only when all are finite; every group skips a step together.
 
     Call with an iterator of `(features, targets)` per-replica batches;
     returns the step's float32 `loss`, int32 `note_tokens` (real input tokens)
@@ -57,8 +61,10 @@ class Trainer:
         global_batch_size,
         grad_accum_steps=1,
         jit_compile=False,
+        loss_scale=None,
     ):
         self.model = model
+        self.loss_scale = loss_scale
         self.optimizer_groups = optimizer_groups
         self.strategy = strategy
         self.global_batch_size = global_batch_size
@@ -81,7 +87,8 @@ class Trainer:
     def _loss_and_gradients(self, features, targets):
         with tf.GradientTape() as tape:
             loss, metrics = self.model.loss(features, targets, self.global_batch_size)
-        gradients = tape.gradient(loss, self.variables)
+            scaled = loss if self.loss_scale is None else loss * self.loss_scale.scale
+        gradients = tape.gradient(scaled, self.variables)
         outputs = dict(loss=loss, note_tokens=tf.reduce_sum(features["input_mask"]), **metrics)
         return outputs, [tf.convert_to_tensor(g) for g in gradients]
 
@@ -95,12 +102,52 @@ class Trainer:
         return outputs
 
     def _apply(self, gradients):
-        """Each group's optimizer applies its variables' gradients (`self.variables` order)."""
+        """Applies one replica's gradients (`self.variables` order), unscaled if scaled."""
+        if self.loss_scale is None:
+            self._apply_groups(gradients)
+            return
+        context = tf.distribute.get_replica_context()
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        context.merge_call(self._apply_if_finite, args=(summed,))
+
+    def _apply_groups(self, gradients, summed=False):
+        """Each group's optimizer applies its variables' gradients; `summed`: already summed
+        over replicas."""
         start = 0
         for group in self.optimizer_groups:
             end = start + len(group.variables)
-            group.optimizer.apply_gradients(zip(gradients[start:end], group.variables))
+            group.optimizer.apply_gradients(
+                zip(gradients[start:end], group.variables), skip_gradients_aggregation=summed
+            )
             start = end
+
+    def _apply_if_finite(self, strategy, summed):
+        """In cross-replica context: the unscaled update if every gradient is finite, then the
+        loss scale's update (the same decision on every replica: the sums are the same)."""
+        finite = strategy.extended.call_for_each_replica(
+            lambda gradients: tf.cast(all_finite(gradients), tf.float32), args=(summed,)
+        )
+        finite = tf.equal(
+            strategy.reduce(tf.distribute.ReduceOp.SUM, finite, axis=None),
+            float(strategy.num_replicas_in_sync),
+        )
+
+        def apply():
+            strategy.extended.call_for_each_replica(
+                lambda gradients: self._apply_groups(
+                    [gradient / self.loss_scale.scale for gradient in gradients], summed=True
+                ),
+                args=(summed,),
+            )
+            return tf.constant(True)
+
+        def skip():  # the schedules still advance, as they would under Keras' LossScaleOptimizer
+            for group in self.optimizer_groups:
+                group.optimizer.iterations.assign_add(1, read_value=False)
+            return tf.constant(False)
+
+        tf.cond(finite, apply, skip)
+        self.loss_scale.update(finite)
 
     def _apply_accumulated(self):
         self._apply([accumulated.read_value() for accumulated in self.accumulated])
