@@ -83,9 +83,7 @@ def main(argv):
     peer = [python, os.path.join(HERE, "torch_peer_step.py"), *shape]
     print(f"CPU: {hardware.cpu_summary()}")
     peaks = {dtype: hardware.matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
-    print(
-        f"matmul peak: {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} bfloat16"
-    )
+    print(f"matmul peak: {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} bfloat16")
     print(f"{FLAGS.num_labels:,} codes x {FLAGS.seq_len:,} tokens, batch {FLAGS.batch_size}")
     cases = [
         ("longbert-tf, auto", ours, None),

@@ -118,9 +118,7 @@ def mirrored_run() -> dict:
         two=[v.tolist() for v in values(two)],
         losses=[one_losses, two_losses],
         skipped=[v.tolist() for v in values(skipped)],
-        per_replica_scale=[
-            float(v) for v in loss_scale.scale.values
-        ],
+        per_replica_scale=[float(v) for v in loss_scale.scale.values],
     )
 
 

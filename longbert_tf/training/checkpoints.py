@@ -1,8 +1,9 @@
 """A run's checkpoints: the latest state (to resume from) and the best weights (to evaluate).
 
 `checkpoints/` holds the model, the optimizers' slots (and a float16 run's
-loss scale) and two counters (the step and the best dev micro F1), never note data: the input position follows
-from the step (see `pipeline.training_dataset`). `best/` holds the weights
+loss scale) and two counters (the step and the best dev micro F1), never note
+data: the input position follows from the step (see
+`pipeline.training_dataset`). `best/` holds the weights
 with the best dev micro F1 so far and their step. Every task restores from
 the chief's copies in the model dir; see `distribute.WriteDir` for where the
 others write.
@@ -36,9 +37,7 @@ class RunCheckpoints:
         self.best_f1 = tf.Variable(
             -1.0, dtype=tf.float64, trainable=False, name="best_dev_micro_f1"
         )
-        state = tf.train.Checkpoint(
-            model=model, step=self.step, best_f1=self.best_f1, **trackables
-        )
+        state = tf.train.Checkpoint(model=model, step=self.step, best_f1=self.best_f1, **trackables)
         self._state = state
         self._latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
         self._best = tf.train.CheckpointManager(
