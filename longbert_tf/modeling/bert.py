@@ -40,8 +40,13 @@ class BertArchitecture:
     dropout_rate: float = 0.1
     initializer_range: float = 0.02
     layer_norm_epsilon: float = 1e-12
+    activation: str = "gelu"  # of the feed-forward network: a key of bert_layers.ACTIVATIONS
 
     def __post_init__(self):
+        if self.activation not in bert_layers.ACTIVATIONS:
+            raise ValueError(
+                f"activation={self.activation!r}: one of {list(bert_layers.ACTIVATIONS)}"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
@@ -82,7 +87,7 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
     )(hidden + attention)
     intermediate = keras.layers.Dense(
         arch.intermediate_size,
-        activation=bert_layers.gelu,
+        activation=bert_layers.ACTIVATIONS[arch.activation],
         kernel_initializer=initializer(),
         name=f"{prefix}/intermediate",
     )(hidden)

@@ -103,7 +103,16 @@ class SelfAttention(keras.layers.Layer):
 
 
 def gelu(x):
+    """GELU with the exact normal CDF (erf), as Hugging Face's BERT computes it."""
     return keras.activations.gelu(x, approximate=False)
+
+
+def gelu_tanh(x):
+    """GELU with the tanh approximation, as Google's BERT and TF Model Garden compute it."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh}
 
 
 def dropout_layer(rate: float) -> keras.layers.Dropout:

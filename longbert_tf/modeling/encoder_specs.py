@@ -31,7 +31,7 @@ from absl import logging
 from longbert_tf import files
 from longbert_tf.data import dataset, tokenization
 from longbert_tf.framework import hub
-from longbert_tf.modeling import bert, convert
+from longbert_tf.modeling import bert, convert, model_garden
 from longbert_tf.modeling.bert import BertArchitecture, build_bert_encoder
 
 RANDOM_PREFIX = "random:"
@@ -201,8 +201,9 @@ def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
 
 
 def _weights(loaded) -> dict:
-    """`{name without :0: array}` of a loaded SavedModel's variables."""
-    return {variable.name.removesuffix(":0"): variable.numpy() for variable in loaded.variables}
+    """`{name without :0: array}` of a loaded SavedModel's variables (none if it lists none)."""
+    variables = getattr(loaded, "variables", ())
+    return {variable.name.removesuffix(":0"): variable.numpy() for variable in variables}
 
 
 def with_compute_dtype(handle: str, compute_dtype: str) -> str:
@@ -210,26 +211,34 @@ def with_compute_dtype(handle: str, compute_dtype: str) -> str:
     variables (`bert.build_bert_encoder`), saved once in the cache in the TF-Hub format, so
     `hub.KerasLayer` runs it as any encoder.
 
-    Works for SavedModels this package built or converted (they say their architecture); any
-    other encoder (a TF-Hub handle) stays float32, with a warning.
+    Works for SavedModels this package built or converted (they say their architecture) and
+    for TF-Hub encoders exported by TF Model Garden (the paper's `small_bert`; see
+    `model_garden`), rebuilt from their own variables. Any other encoder stays float32, with
+    a warning.
     """
-    current = bert.read_compute_dtype(handle) if os.path.isdir(handle) else "float32"
-    if compute_dtype == current:
+    folder = handle if os.path.isdir(handle) else hub.resolve(handle)
+    if compute_dtype == bert.read_compute_dtype(folder):
         return handle
-    arch = bert.read_architecture(handle) if os.path.isdir(handle) else None
+    name = f"{_cached_name(folder, _saved_model_files(folder), None)}-{compute_dtype}"
+    out_dir = os.path.join(cache_root(), "compute_dtype", name)
+    if os.path.exists(out_dir):
+        return out_dir
+    loaded = hub.load(folder)
+    weights, arch = _weights(loaded), bert.read_architecture(folder)
+    if arch is None and model_garden.is_model_garden(weights):
+        arch = model_garden.architecture(weights, handle)
+        weights = model_garden.keras_weights(weights, arch)
     if arch is None:
         logging.warning(
-            "Encoder %s does not say its architecture: it runs in float32, not %s",
+            "Encoder %s is neither this package's nor a TF Model Garden BERT: it runs in "
+            "float32, not %s",
             handle,
             compute_dtype,
         )
         return handle
-    name = f"{_cached_name(handle, _saved_model_files(handle), None)}-{compute_dtype}"
-    out_dir = os.path.join(cache_root(), "compute_dtype", name)
-    if not os.path.exists(out_dir):
-        loaded = hub.load(handle)
-        model = build_bert_encoder(arch, compute_dtype=compute_dtype)
-        bert.assign_weights(model, _weights(loaded))
-        vocab = tokenization.vocab_of(loaded, handle)
-        bert.save_hub_format(model, arch, vocab.tokens, vocab.lower_case, out_dir, compute_dtype)
+    logging.info("Rebuilding encoder %s to compute in %s: %s", handle, compute_dtype, out_dir)
+    model = build_bert_encoder(arch, compute_dtype=compute_dtype)
+    bert.assign_weights(model, weights)
+    vocab = tokenization.vocab_of(loaded, handle)
+    bert.save_hub_format(model, arch, vocab.tokens, vocab.lower_case, out_dir, compute_dtype)
     return out_dir
