@@ -28,11 +28,20 @@ flags.DEFINE_enum(
     "token_ids: WordPiece ids and lengths, core TensorFlow ops only.",
 )
 flags.DEFINE_integer("max_codes", export.MAX_CODES, "Most codes returned per note.")
+flags.DEFINE_enum(
+    "compute_dtype",
+    None,
+    ["float32", "bfloat16", "float16"],
+    "dtype of the served model's products; default: the run's own (config.json). float32 for "
+    "servers without fast 16-bit products (the variables are float32 either way).",
+)
 
 
 def main(argv):
     del argv
-    export_dir = export.export(FLAGS.model_dir, FLAGS.export_dir, FLAGS.inputs, FLAGS.max_codes)
+    export_dir = export.export(
+        FLAGS.model_dir, FLAGS.export_dir, FLAGS.inputs, FLAGS.max_codes, FLAGS.compute_dtype
+    )
     print(f"Wrote {export_dir}: serving_default takes {FLAGS.inputs}")
 
 

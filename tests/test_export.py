@@ -112,6 +112,25 @@ def test_loaded_export_gives_the_in_memory_probabilities(trained, text_export):
     np.testing.assert_array_equal(selected[decided], (in_memory >= threshold)[decided])
 
 
+def test_an_export_can_compute_in_another_dtype_than_the_run(trained, text_export, tmp_path):
+    """A server without bfloat16 gets a float32 export of a bfloat16 run, and the reverse: the
+    same variables, products in the dtype asked for."""
+    _, config = trained
+    other = "bfloat16" if config.compute_dtype == "float32" else "float32"
+    other_export = export.export(config.model_dir, str(tmp_path / "other"), compute_dtype=other)
+    for folder, dtype in ((text_export, config.compute_dtype), (other_export, other)):
+        with open(os.path.join(folder, export.EXPORT_INFO)) as info:
+            assert json.load(info)["compute_dtype"] == dtype
+    texts = tf.constant(dataset.read_notes(config.dataset_dir, "test").text.tolist())
+    served, other_served = (
+        tf.saved_model.load(folder).signatures["serving_default"](text=texts)["probabilities"]
+        for folder in (text_export, other_export)
+    )
+    difference = np.abs(served.numpy() - other_served.numpy())
+    # bfloat16 products throughout the encoder, not float32's: close, and not equal.
+    assert 1e-6 < difference.max() < 0.05, difference.max()
+
+
 def test_metrics_map_is_the_per_note_average_precision_of_the_served_probabilities(
     trained, text_export
 ):

@@ -58,11 +58,15 @@ class TrainedModel:
     threshold: float
 
 
-def load_trained(model_dir: str) -> TrainedModel:
-    """Rebuilds the model of a finished `experiments.run` and restores its best checkpoint."""
+def load_trained(model_dir: str, compute_dtype: str | None = None) -> TrainedModel:
+    """Rebuilds the model of a finished `experiments.run` and restores its best checkpoint;
+    its products run in the run's compute dtype, or in `compute_dtype` when given (the
+    variables are float32 either way)."""
     config = runs.saved_config(model_dir)
     if config is None:
         raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
+    if compute_dtype is not None:
+        config = dataclasses.replace(config, compute_dtype=compute_dtype)
     if config.model != "longbert":
         raise ValueError(f"{model_dir} holds a {config.model} model; export serves LongBERT models")
     metrics_path = os.path.join(model_dir, runs.METRICS_FILE)

@@ -91,10 +91,15 @@ def latest_version(export_dir: str) -> str:
 
 
 def export(
-    model_dir: str, export_dir: str, inputs: str = "text", max_codes: int = MAX_CODES
+    model_dir: str,
+    export_dir: str,
+    inputs: str = "text",
+    max_codes: int = MAX_CODES,
+    compute_dtype: str | None = None,
 ) -> str:
     """Writes the serving SavedModel of a finished run (atomically) as a version of
-    `export_dir` (`version_dir`) and returns the version's folder."""
+    `export_dir` (`version_dir`) and returns the version's folder. Its products run in the
+    run's compute dtype, or in `compute_dtype` (e.g. float32 for servers without bfloat16)."""
     if inputs not in ("text", "token_ids"):
         raise ValueError(f"inputs={inputs!r}: choose text or token_ids")
     target = version_dir(export_dir)
@@ -103,7 +108,7 @@ def export(
             raise FileExistsError(
                 f"{target} is not empty and not an export of this package: it is not replaced"
             )
-    trained = load_trained(model_dir)
+    trained = load_trained(model_dir, compute_dtype)
     module = (TextCoder if inputs == "text" else Coder)(trained, max_codes)
     with (
         tempfile.TemporaryDirectory() as scratch,
@@ -113,6 +118,11 @@ def export(
         tf.saved_model.save(
             module, temporary, signatures={"serving_default": module.serve.get_concrete_function()}
         )
-        info = dict(model_dir=os.path.abspath(model_dir), inputs=inputs, max_codes=max_codes)
+        info = dict(
+            model_dir=os.path.abspath(model_dir),
+            inputs=inputs,
+            max_codes=max_codes,
+            compute_dtype=trained.config.compute_dtype,
+        )
         files.write_json(os.path.join(temporary, EXPORT_INFO), info)
     return target
