@@ -16,7 +16,7 @@ import os
 from absl import app, flags, logging
 
 from experiments import datasets
-from longbert_tf import presets
+from longbert_tf import configs, hardware, presets
 from longbert_tf.data import dataset, token_cache, tokenization
 from longbert_tf.modeling import encoder_specs
 from longbert_tf.training import pretraining
@@ -41,6 +41,13 @@ flags.DEFINE_integer("train_steps", 2000, "Training steps.")
 flags.DEFINE_integer("checkpoint_every", 200, "Steps between checkpoints.")
 flags.DEFINE_integer("log_every", 20, "Steps between log lines and TensorBoard scalars.")
 flags.DEFINE_integer("seed", 0, "Seed of the window order, the masking and a random encoder.")
+flags.DEFINE_enum(
+    "compute_dtype",
+    "auto",
+    list(configs.COMPUTE_DTYPES),
+    "dtype of the encoder's products while it trains (auto as in experiments.run); the encoder "
+    "is written back in float32.",
+)
 
 
 def read_texts(text_dir: str) -> list:
@@ -79,6 +86,8 @@ def main(argv):
         FLAGS.encoder, dataset_dir, FLAGS.seed, vocab_source=FLAGS.encoder_vocab
     )
     vocab = tokenization.load_vocab(handle)
+    compute_dtype, reason = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
+    logging.info("The encoder multiplies in %s (%s)", compute_dtype, reason)
     token_caches = [token_cache.build(dataset_dir, "train", vocab)]
     token_caches += [text_cache(text_dir, vocab, FLAGS.out_dir) for text_dir in FLAGS.text_dir]
     config = pretraining.PretrainConfig(
@@ -93,6 +102,7 @@ def main(argv):
         checkpoint_every=FLAGS.checkpoint_every,
         log_every=FLAGS.log_every,
         seed=FLAGS.seed,
+        compute_dtype=compute_dtype,
     )
     results = pretraining.pretrain(config, vocab)
     print(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from longbert_tf.data import tokenization
-from longbert_tf.modeling import encoders
+from longbert_tf.modeling import bert, encoders
 from longbert_tf.training import pretraining
 
 pytestmark = pytest.mark.slow  # pretrains and writes an encoder
@@ -50,7 +50,7 @@ def test_windows_cut_every_text_into_segments():
 
 
 def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
-    tiny_data_dir, tiny_encoder_dir, tmp_path
+    tiny_data_dir, tiny_encoder_dir, tmp_path, compute_dtype
 ):
     text_dir = tmp_path / "texts"
     text_dir.mkdir()
@@ -61,7 +61,7 @@ def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
         f"--data_dir={tiny_data_dir}", "--dataset=synthetic", f"--text_dir={text_dir}",
         f"--out_dir={tmp_path}/run", "--segment_length=64", "--batch_size=8",
         "--learning_rate=5e-3", "--warmup_steps=5", "--train_steps=100", "--checkpoint_every=50",
-        "--log_every=1",
+        "--log_every=1", f"--compute_dtype={compute_dtype}",
     ]  # fmt: skip
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -73,6 +73,7 @@ def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
     assert len(losses) == 100
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
     encoder_dir = f"{tmp_path}/run/encoder"
+    assert bert.read_compute_dtype(encoder_dir) == "float32"  # whatever dtype it trained in
     encoder = encoders.load(encoder_dir, segment_length=64)
     source = tokenization.Vocab(f"{tiny_encoder_dir}/assets/vocab.txt", lower_case=True)
     assert encoder.vocab.tokens == source.tokens and encoder.vocab.lower_case

@@ -23,8 +23,9 @@ from absl import logging
 from longbert_tf import files
 from longbert_tf.data import token_cache
 from longbert_tf.framework import hub, keras, tf
-from longbert_tf.modeling import bert, bert_layers
+from longbert_tf.modeling import bert, bert_layers, encoder_specs
 from longbert_tf.training import optimization
+from longbert_tf.training.loss_scale import DynamicLossScale
 from longbert_tf.training.trainer import Trainer
 
 MASK_RATE = 0.15  # share of a window's tokens the loss is taken on
@@ -47,6 +48,7 @@ class PretrainConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     seed: int = 0
+    compute_dtype: str = "float32"  # of the encoder's products (resolved: not "auto")
 
     def __post_init__(self):
         for name in ("segment_length", "batch_size", "train_steps", "checkpoint_every"):
@@ -205,7 +207,8 @@ def masked_lm_loss(logits, targets, weights):
 
 
 def save_encoder(layer: hub.KerasLayer, handle: str, vocab, out_dir: str) -> str:
-    """Writes the (trained) encoder of `layer` as a TF-Hub-format SavedModel, atomically."""
+    """Writes the (trained) encoder of `layer` as a TF-Hub-format SavedModel, atomically, in
+    float32 whatever dtype it trained in (a run picks its own)."""
     arch = bert.read_architecture(handle)
     if arch is None:
         raise ValueError(
@@ -230,7 +233,8 @@ def pretrain(config: PretrainConfig, vocab) -> dict:
         logging.info("%s is finished; delete %s to run again", config.out_dir, results_path)
         with open(results_path) as results_file:
             return json.load(results_file)
-    encoder = hub.KerasLayer(config.encoder, trainable=True, name="encoder")
+    handle = encoder_specs.with_compute_dtype(config.encoder, config.compute_dtype)
+    encoder = hub.KerasLayer(handle, trainable=True, name="encoder")
     model = MaskedLM(encoder)
     probe = tf.ones([1, 3], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe, input_type_ids=probe * 0))
@@ -242,14 +246,22 @@ def pretrain(config: PretrainConfig, vocab) -> dict:
     )
     group.optimizer.build(group.variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    state = tf.train.Checkpoint(model=model, optimizer=group.optimizer, step=step)
+    loss_scale = DynamicLossScale() if config.compute_dtype == "float16" else None
+    state = tf.train.Checkpoint(
+        model=model,
+        optimizer=group.optimizer,
+        step=step,
+        **({"loss_scale": loss_scale} if loss_scale else {}),
+    )
     manager = tf.train.CheckpointManager(
         state, os.path.join(config.out_dir, "checkpoints"), max_to_keep=1
     )
     if manager.latest_checkpoint:
         state.restore(manager.latest_checkpoint).expect_partial()
         logging.info("Resumed %s at step %d", manager.latest_checkpoint, int(step))
-    train_step = Trainer(model, [group], tf.distribute.get_strategy(), config.batch_size)
+    train_step = Trainer(
+        model, [group], tf.distribute.get_strategy(), config.batch_size, loss_scale=loss_scale
+    )
     writer = tf.summary.create_file_writer(os.path.join(config.out_dir, "train"))
     batches = iter(window_dataset(config, vocab, int(step)))
     outputs = dict(loss=float("nan"), masked_lm_accuracy=float("nan"))
