@@ -140,3 +140,21 @@ def test_the_torch_side_by_side_times_this_package_and_names_why_the_peer_failed
     assert "autocast:" not in result.stdout  # no ratio without both cases
     records = [json.loads(line) for line in results_file.read_text().splitlines()]
     assert [record["case"] for record in records] == ["longbert-tf, auto", "longbert-tf, float32"]
+
+
+def test_the_label_attention_profile_times_the_pass_and_its_products():
+    result = run_script(
+        "benchmarks/label_attention_profile.py", "--num_labels=300", "--seq_len=512",
+        "--hidden_size=32", "--chunk_size=128", "--trials=1", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["dtype"] for row in rows] == ["float32", "bfloat16"]
+    for row in rows:
+        assert row["whole_seconds"] > 0 and row["products_seconds"] > 0
+        assert row["products_share"] == pytest.approx(
+            row["products_seconds"] / row["whole_seconds"]
+        )
+        # 3 products of [2 x 128 codes, 32] by [512 tokens, 32] per chunk; 3 chunks (300 padded)
+        flops = row["products_gflops_per_second"] * 1e9 * row["products_seconds"]
+        assert flops == pytest.approx(3 * 2 * (2 * 128 * 3) * 512 * 32, rel=1e-6)
