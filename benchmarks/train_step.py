@@ -35,7 +35,7 @@ from longbert_tf import configs, hardware
 from longbert_tf.framework import keras, tf
 from longbert_tf.modeling import bert, encoder_specs, encoders, longbert
 from longbert_tf.training import optimization
-from longbert_tf.training.loss_scale import DynamicLossScale
+from longbert_tf.training.loss_scale import loss_scale_for
 from longbert_tf.training.trainer import Trainer
 
 FLAGS = flags.FLAGS
@@ -165,7 +165,7 @@ def run_one() -> dict:
         tf.distribute.get_strategy(),
         FLAGS.batch_size,
         jit_compile=FLAGS.xla,
-        loss_scale=DynamicLossScale() if compute_dtype == "float16" else None,
+        loss_scale=loss_scale_for(compute_dtype),
     )
     for _ in range(FLAGS.warmup):
         step(batches)["loss"].numpy()

@@ -29,7 +29,7 @@ from longbert_tf.framework import keras, tf
 from longbert_tf.training import optimization, runs
 from longbert_tf.training.checkpoints import RunCheckpoints, named_optimizers
 from longbert_tf.training.experiment import Experiment, build_experiment
-from longbert_tf.training.loss_scale import DynamicLossScale
+from longbert_tf.training.loss_scale import DynamicLossScale, loss_scale_for
 from longbert_tf.training.trainer import Trainer
 
 
@@ -66,7 +66,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
         runs.write_start(experiment.config, experiment.labels)
     with strategy.scope():
         groups = optimization.optimizer_groups(experiment.model, experiment.config)
-        loss_scale = DynamicLossScale() if experiment.config.compute_dtype == "float16" else None
+        loss_scale = loss_scale_for(experiment.config.compute_dtype)
     trackables = named_optimizers(groups) | ({"loss_scale": loss_scale} if loss_scale else {})
     state = RunCheckpoints(experiment.model, trackables, config.model_dir, write)
     resumed = state.resume()

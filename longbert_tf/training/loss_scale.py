@@ -1,6 +1,6 @@
 """Dynamic loss scaling, which float16 training needs and bfloat16 does not.
 
-float16 keeps 10 mantissa bits like bfloat16's 7, but only 5 exponent bits: the
+float16 keeps 10 mantissa bits to bfloat16's 7, but only 5 exponent bits: the
 smallest normal value is 6e-5, and the backward pass's small gradients vanish
 below it. Multiplying the loss by a scale S lifts every gradient by S; the
 update divides them back in float32. S starts at 2**15; a step whose gradients
@@ -19,9 +19,10 @@ GROWTH_STEPS = 2000
 class DynamicLossScale(tf.Module):
     """The scale `S` (float32) and the count of finite steps since it last changed.
 
-    Create it in the strategy's scope; `update` runs in cross-replica context
-    (as `Trainer` calls it, inside `merge_call`), on gradients already summed
-    over replicas, so every replica takes the same decision.
+    Create it in the strategy's scope (`loss_scale_for`); `update` runs in
+    cross-replica context (as `Trainer` calls it, inside `merge_call`), after a
+    finiteness check of gradients already summed over replicas, so every replica
+    takes the same decision.
     """
 
     def __init__(self, initial_scale: float = INITIAL_SCALE, growth_steps: int = GROWTH_STEPS):
@@ -47,6 +48,11 @@ class DynamicLossScale(tf.Module):
             tf.zeros_like(self.finite_steps),
         )
         return tf.group(self.scale.assign(new_scale), self.finite_steps.assign(new_count))
+
+
+def loss_scale_for(compute_dtype: str) -> DynamicLossScale | None:
+    """The loss scale a run computing in `compute_dtype` needs: float16's, else none."""
+    return DynamicLossScale() if compute_dtype == "float16" else None
 
 
 def all_finite(gradients: list):

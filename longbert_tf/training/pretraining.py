@@ -25,7 +25,7 @@ from longbert_tf.data import token_cache
 from longbert_tf.framework import hub, keras, tf
 from longbert_tf.modeling import bert, bert_layers, encoder_specs
 from longbert_tf.training import optimization
-from longbert_tf.training.loss_scale import DynamicLossScale
+from longbert_tf.training.loss_scale import loss_scale_for
 from longbert_tf.training.trainer import Trainer
 
 MASK_RATE = 0.15  # share of a window's tokens the loss is taken on
@@ -246,7 +246,7 @@ def pretrain(config: PretrainConfig, vocab) -> dict:
     )
     group.optimizer.build(group.variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    loss_scale = DynamicLossScale() if config.compute_dtype == "float16" else None
+    loss_scale = loss_scale_for(config.compute_dtype)
     state = tf.train.Checkpoint(
         model=model,
         optimizer=group.optimizer,
