@@ -10,6 +10,7 @@ writes (or replaces) that version. A folder holding anything else is refused.
 
 from absl import app, flags
 
+from longbert_tf import configs
 from longbert_tf.serving import export
 
 FLAGS = flags.FLAGS
@@ -31,7 +32,7 @@ flags.DEFINE_integer("max_codes", export.MAX_CODES, "Most codes returned per not
 flags.DEFINE_enum(
     "compute_dtype",
     None,
-    ["float32", "bfloat16", "float16"],
+    list(configs.MATMUL_DTYPES),
     "dtype of the served model's products; default: the run's own (config.json). float32 for "
     "servers without fast 16-bit products (the variables are float32 either way).",
 )

@@ -10,7 +10,8 @@ MODELS = ("longbert", "caml")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 LABEL_INITS = ("random", "descriptions")
 # Encoder and label attention products: "auto" is bfloat16 where the hardware has it (`hardware`).
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+MATMUL_DTYPES = ("float32", "bfloat16", "float16")
+COMPUTE_DTYPES = ("auto", *MATMUL_DTYPES)
 # Set when a run starts, not chosen: what a run's weights belong to (see `runs.bind_run`).
 RUN_BINDING = ("vocab_fingerprint", "labels_fingerprint")
 # How and where a run runs, not what it computes: a resumed run may change them.
@@ -190,14 +191,19 @@ class ExperimentConfig:
             raise ValueError(f"compute_dtype={self.compute_dtype!r}: choose from {COMPUTE_DTYPES}")
 
     @property
-    def label_attention_args(self) -> dict:
+    def matmul_dtype(self) -> str:
+        """The resolved `compute_dtype`, one of `MATMUL_DTYPES`; "auto" is refused."""
         if self.compute_dtype == "auto":
             raise ValueError(
                 "compute_dtype=auto is resolved when a run starts: see runs.resolve_compute_dtype"
             )
+        return self.compute_dtype
+
+    @property
+    def label_attention_args(self) -> dict:
         return dict(
             chunk_size=LABEL_ATTENTION_CHUNK_SIZES[self.label_attention],
-            matmul_dtype=self.compute_dtype,
+            matmul_dtype=self.matmul_dtype,
             described=self.label_init == "descriptions",
         )
 

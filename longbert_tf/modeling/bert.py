@@ -18,12 +18,12 @@ import re
 import tempfile
 
 from longbert_tf import files
+from longbert_tf.configs import MATMUL_DTYPES
 from longbert_tf.framework import keras, tf
 from longbert_tf.modeling import bert_layers
 from longbert_tf.modeling.bert_layers import PositionEmbedding, SelfAttention, dropout_layer
 
 ARCHITECTURE_FILE = "encoder_config.json"
-ENCODER_DTYPES = ("float32", "bfloat16", "float16")  # what an encoder of this package computes in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +104,8 @@ def _transformer_block(hidden, mask, arch: BertArchitecture, initializer, prefix
 def _dtype_policy(compute_dtype: str):
     """Layers created inside compute in `compute_dtype` with float32 variables (Keras' mixed
     precision: `mixed_bfloat16`, `mixed_float16`), or in float32."""
-    if compute_dtype not in ENCODER_DTYPES:
-        raise ValueError(f"compute_dtype={compute_dtype!r}: choose from {ENCODER_DTYPES}")
+    if compute_dtype not in MATMUL_DTYPES:
+        raise ValueError(f"compute_dtype={compute_dtype!r}: choose from {MATMUL_DTYPES}")
     previous = keras.mixed_precision.global_policy()
     policy = "float32" if compute_dtype == "float32" else f"mixed_{compute_dtype}"
     keras.mixed_precision.set_global_policy(policy)

@@ -73,15 +73,12 @@ def resolve(
 
 def run_encoder(config) -> str:
     """The handle of an `ExperimentConfig`'s encoder, with its layers and vocabulary, computing
-    in the config's (resolved) `compute_dtype` (see `with_compute_dtype`)."""
-    if config.compute_dtype == "auto":
-        raise ValueError(
-            "compute_dtype=auto is resolved when a run starts (runs.resolve_compute_dtype)"
-        )
+    in the config's resolved `matmul_dtype` (see `with_compute_dtype`)."""
+    dtype = config.matmul_dtype  # refuses an unresolved "auto" before anything is built
     handle = resolve(
         config.encoder, config.dataset_dir, config.seed, config.encoder_layers, config.encoder_vocab
     )
-    return with_compute_dtype(handle, config.compute_dtype)
+    return with_compute_dtype(handle, dtype)
 
 
 def cache_root() -> str:
