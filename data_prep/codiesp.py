@@ -56,12 +56,6 @@ def icd10cm_space() -> list:
     return sorted(codes)
 
 
-def title_code(code: str) -> str:
-    """The code whose ICD-10-CM title describes `code`: a six-character code without its
-    seventh character is titled by the code before its placeholder X's (S39.94X -> S39.94)."""
-    return code.rstrip("X").rstrip(".") if len(code.replace(".", "")) == 6 else code
-
-
 def read_utf8(path: str) -> str:
     """The text of a release file; an error names the file and the first byte that is not UTF-8."""
     with open(path, "rb") as source:
@@ -157,8 +151,12 @@ def prepare(codiesp_dir: str, out_dir: str, label_space_kind: str = "train") -> 
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
     preparation["outside_label_space"] = tables.outside_label_space(splits, labels)
     preparation["skipped"] = skipped.report()
-    known = descriptions.icd10cm_titles({title_code(code) for code in labels})
-    titles = {code: known[title_code(code)] for code in labels if title_code(code) in known}
+    known = descriptions.icd10cm_titles({descriptions.title_code(code) for code in labels})
+    titles = {
+        code: known[descriptions.title_code(code)]
+        for code in labels
+        if descriptions.title_code(code) in known
+    }
     preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
     dataset_dir = dataset.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
     return dataset_summary.summarize(dataset_dir, preparation)

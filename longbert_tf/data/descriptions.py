@@ -47,6 +47,20 @@ def describe(code: str, descriptions: dict, code_system: str) -> str:
     return ""
 
 
+def title_code(code: str) -> str:
+    """The ICD-10-CM code whose title describes `code`: a six-character code without its
+    seventh character is titled by the code before its placeholder X's (S39.94X -> S39.94)."""
+    return code.rstrip("X").rstrip(".") if len(code.replace(".", "")) == 6 else code
+
+
+def icd10cm_terms(code: str) -> list:
+    """The ICD-10-CM title and inclusion terms of `code` (`title_code`), [] when unknown."""
+    classification, item = icd10cm(), title_code(code)
+    if not classification.is_valid_item(item):
+        return []
+    return [classification.get_description(item), *classification.get_inclusion_term(item)]
+
+
 def icd10cm_titles(codes) -> dict:
     """ICD-10-CM titles of the codes `simple-icd-10-cm` knows (the others are left out)."""
     classification = icd10cm()

@@ -1,0 +1,231 @@
+"""In-graph lexical code matching: a note's words against an index of code terms.
+
+A note is lower-cased and split into words at every character that is not a
+letter or digit; a newline or full stop ends a sentence. Plural `s` endings are
+dropped (`fractures` -> `fracture`, but not `-ss`, `-is`, `-us`: `abscess`,
+`sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and negation cues
+(`NEGATION_CUES`) mark the next `NEGATION_WINDOW` words of their sentence as
+negated. A window is 1 to `MAX_TERM_WORDS` consecutive remaining words of one
+sentence; its key is its words' vocabulary ids, sorted, so word order does not
+matter (`left femur fracture` matches `fracture of femur, left`). A window whose
+key is a term of the index matches every code the term names (`TermIndex`).
+
+Per note and code the matcher gives `MATCH_FEATURES`: the largest of each
+`PAIR_VALUES` over the affirmed (not negated) matches, and whether a title term
+or a training variant matched only under negation; and the byte span of the
+code's first affirmed match, its evidence.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+
+from longbert_tf import files
+from longbert_tf.framework import tf, tf_text
+
+STOP_WORDS = frozenset(
+    """a an and are as at be been by due elsewhere for from has have in into is its nec nos not
+    of on or other site specified than that the their this to type unspecified was were which
+    with""".split()
+)
+NEGATION_CUES = frozenset(
+    "absence absent denied denies excluded free negative no none ruled without".split()
+)
+NEGATION_WINDOW = 5
+MAX_TERM_WORDS = 5
+# Per (term, code) pair: a code-book term names the code; its content words; 1 / the codes the
+# term names; for a variant mined from training notes, its precision and log support.
+PAIR_VALUES = ("title", "title_words", "title_specificity", "variant_precision", "variant_support")
+MATCH_FEATURES = (*PAIR_VALUES, "title_negated", "variant_negated")
+_NEGATABLE = (PAIR_VALUES.index("title"), PAIR_VALUES.index("variant_precision"))
+_PLURAL = r"^(.{2,}[^isu])s$"
+
+
+@dataclasses.dataclass
+class TermIndex:
+    """Terms as sorted word-id keys and the codes they name.
+
+    `words`: the vocabulary (a word's id is its position); `term_keys`: per term
+    its sorted word ids joined by spaces; `pair_terms`, `pair_codes` int32
+    `[num_pairs]` sorted by term; `pair_values` float32 `[num_pairs, PAIR_VALUES]`.
+    """
+
+    words: list
+    term_keys: list
+    pair_terms: np.ndarray
+    pair_codes: np.ndarray
+    pair_values: np.ndarray
+
+    def save(self, path: str) -> None:
+        files.write_json(
+            path,
+            dict(
+                words=self.words,
+                term_keys=self.term_keys,
+                pair_terms=self.pair_terms.tolist(),
+                pair_codes=self.pair_codes.tolist(),
+                pair_values=np.round(self.pair_values, 6).tolist(),
+                pair_value_names=list(PAIR_VALUES),
+            ),
+        )
+
+    @classmethod
+    def load(cls, path: str) -> "TermIndex":
+        with open(path) as index_file:
+            saved = json.load(index_file)
+        if saved.get("pair_value_names") != list(PAIR_VALUES):
+            raise ValueError(f"{path}: pair values {saved.get('pair_value_names')}, expected "
+                             f"{list(PAIR_VALUES)}; rebuild the index")  # fmt: skip
+        return cls(
+            saved["words"],
+            saved["term_keys"],
+            np.asarray(saved["pair_terms"], np.int32),
+            np.asarray(saved["pair_codes"], np.int32),
+            np.asarray(saved["pair_values"], np.float32).reshape(-1, len(PAIR_VALUES)),
+        )
+
+
+def normalized_words(texts) -> tuple:
+    """Texts `[batch]` -> ragged `[batch, (words)]` words, sentence numbers, negated flags and
+    byte `starts`/`ends`; stop words and negation cues are left out."""
+    lowered = tf.strings.lower(texts, encoding="utf-8")
+    pieces, starts, ends = tf_text.regex_split_with_offsets(
+        lowered, r"[^\p{L}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
+    )
+    is_break = tf.strings.regex_full_match(pieces, r"[\n.]")
+    sentence = tf.math.cumsum(tf.cast(is_break, tf.int32), axis=1)
+    is_cue = _member(pieces, NEGATION_CUES)
+    negated = tf.zeros_like(is_cue)
+    for distance in range(1, NEGATION_WINDOW + 1):
+        negated |= _shift_right(is_cue, distance) & tf.equal(
+            _shift_right(sentence, distance, fill=-1), sentence
+        )
+    words = tf.strings.regex_replace(pieces, _PLURAL, r"\1")
+    keep = ~is_break & ~is_cue & ~_member(pieces, STOP_WORDS)
+    return tuple(
+        tf.ragged.boolean_mask(values, keep) for values in (words, sentence, negated, starts, ends)
+    )
+
+
+def _member(words: tf.RaggedTensor, vocabulary) -> tf.RaggedTensor:
+    """Whether each word is one of `vocabulary` (a few dozen words: no lookup table)."""
+    listed = tf.constant(sorted(vocabulary))
+    return tf.ragged.map_flat_values(
+        lambda flat: tf.reduce_any(tf.equal(flat[:, tf.newaxis], listed), axis=1), words
+    )
+
+
+def _shift_right(values: tf.RaggedTensor, distance: int, fill=False) -> tf.RaggedTensor:
+    """Each row moved `distance` places to the right, `fill` coming in at its start."""
+    dense = values.to_tensor(fill)
+    padding = tf.fill([tf.shape(dense)[0], distance], tf.constant(fill, dense.dtype))
+    shifted = tf.concat([padding, dense], axis=1)[:, : tf.shape(dense)[1]]
+    return tf.RaggedTensor.from_tensor(shifted, lengths=values.row_lengths())
+
+
+def windows(word_ids, sentence, negated, starts, ends) -> dict:
+    """One note's windows. Arguments `[num_words]`; returns `key` string `[num_windows]`,
+    `affirmed` bool, `start`/`end` int64 byte offsets, for every window of 1 to
+    `MAX_TERM_WORDS` words of one sentence, none of them out of the vocabulary (id -1);
+    longest windows first, then in text order."""
+    outputs = dict(key=[], affirmed=[], start=[], end=[])
+    num_words = tf.shape(word_ids)[0]
+    for size in range(MAX_TERM_WORDS, 0, -1):
+        first = tf.range(tf.maximum(num_words - size + 1, 0))
+        positions = first[:, tf.newaxis] + tf.range(size)[tf.newaxis, :]
+        ids = tf.gather(word_ids, positions)
+        valid = tf.reduce_all(ids >= 0, axis=1) & tf.equal(
+            tf.gather(sentence, first), tf.gather(sentence, first + size - 1)
+        )
+        keys = tf.strings.reduce_join(
+            tf.strings.as_string(tf.sort(ids, axis=1)), axis=1, separator=" "
+        )
+        outputs["key"].append(tf.boolean_mask(keys, valid))
+        affirmed = ~tf.reduce_any(tf.gather(negated, positions), axis=1)
+        outputs["affirmed"].append(tf.boolean_mask(affirmed, valid))
+        outputs["start"].append(tf.boolean_mask(tf.gather(starts, first), valid))
+        outputs["end"].append(tf.boolean_mask(tf.gather(ends, first + size - 1), valid))
+    return {name: tf.concat(values, axis=0) for name, values in outputs.items()}
+
+
+def vocabulary_table(words: list) -> tf.lookup.StaticHashTable:
+    """Word -> its id (position in `words`), -1 for any other word."""
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(words, tf.range(len(words), dtype=tf.int32)),
+        default_value=-1,
+    )
+
+
+class TermMatcher(tf.Module):
+    """Notes `[batch]` -> per code `MATCH_FEATURES` and evidence spans, for `num_labels` codes."""
+
+    def __init__(self, index: TermIndex, num_labels: int):
+        super().__init__(name="term_matcher")
+        self.num_labels = num_labels
+        self.vocabulary = vocabulary_table(index.words)
+        self.terms = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                index.term_keys, tf.range(len(index.term_keys), dtype=tf.int32)
+            ),
+            default_value=-1,
+        )
+        counts = np.bincount(index.pair_terms, minlength=len(index.term_keys))
+        self.pair_starts = tf.constant(np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64))
+        self.pair_counts = tf.constant(counts.astype(np.int64))
+        self.pair_codes = tf.constant(index.pair_codes)
+        self.pair_values = tf.constant(index.pair_values)
+
+    def note_windows(self, texts) -> tuple:
+        """Ragged word ids, sentences, negated flags and offsets of `texts` `[batch]`."""
+        words, *rest = normalized_words(texts)
+        return (tf.ragged.map_flat_values(self.vocabulary.lookup, words), *rest)
+
+    def __call__(self, texts) -> dict:
+        """`features` float32 `[batch, num_labels, MATCH_FEATURES]`, `start`/`end` int64
+        `[batch, num_labels]` (the bytes of the code's longest affirmed match, the first of
+        those; -1 where none)."""
+        columns = self.note_windows(texts)
+        num_labels, num_features = self.num_labels, len(MATCH_FEATURES)
+
+        def one_note(note):
+            found = windows(*note)
+            terms = self.terms.lookup(found["key"])
+            matched = terms >= 0
+            terms = tf.boolean_mask(terms, matched)
+            pairs = tf.ragged.range(
+                tf.gather(self.pair_starts, terms),
+                tf.gather(self.pair_starts + self.pair_counts, terms),
+            )
+            window = tf.cast(pairs.value_rowids(), tf.int32)
+            pairs = pairs.flat_values
+            codes = tf.gather(self.pair_codes, pairs)
+            values = tf.gather(self.pair_values, pairs)
+            affirmed = tf.gather(tf.boolean_mask(found["affirmed"], matched), window)
+            weight = tf.cast(affirmed, tf.float32)[:, tf.newaxis]
+            negated = tf.gather(values, _NEGATABLE, axis=1) * (1.0 - weight)
+            features = tf.math.unsorted_segment_max(
+                tf.concat([values * weight, negated], axis=1), codes, num_labels
+            )
+            features = tf.maximum(features, 0.0)  # codes without a match get 0, not -inf
+            order = tf.where(affirmed, window, tf.int32.max)
+            first = tf.math.unsorted_segment_min(order, codes, num_labels)
+            # A -1 after the matched windows' offsets answers codes without an affirmed match.
+            no_match = tf.shape(terms)[0]
+            first = tf.where(first < tf.int32.max, first, no_match)
+            spans = [
+                tf.gather(tf.concat([tf.boolean_mask(found[side], matched), [-1]], axis=0), first)
+                for side in ("start", "end")
+            ]
+            return features, spans[0], spans[1]
+
+        features, start, end = tf.map_fn(
+            one_note,
+            columns,
+            fn_output_signature=(
+                tf.TensorSpec([num_labels, num_features], tf.float32),
+                tf.TensorSpec([num_labels], tf.int64),
+                tf.TensorSpec([num_labels], tf.int64),
+            ),
+        )
+        return dict(features=features, start=start, end=end)
