@@ -1,0 +1,92 @@
+"""Fusion of the model's logits with match features, against NumPy and scikit-learn."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from longbert_tf.modeling import fusion
+from longbert_tf.modeling.term_matcher import MATCH_FEATURES
+
+
+def numpy_inputs(logits, matches, train_notes):
+    logit = np.clip(logits, -12, 12)
+    notes = np.broadcast_to(train_notes.astype(np.float32), logit.shape)
+    trained = (notes > 0).astype(np.float32)
+    title, words, specificity, variant = (
+        matches[..., MATCH_FEATURES.index(name)]
+        for name in ("title", "title_words", "title_specificity", "variant_precision")
+    )
+    inputs = np.concatenate(
+        [np.stack([logit, trained, np.log1p(notes)], -1), matches,
+         np.stack([logit * title, trained * title, trained * words, title * specificity], -1)],
+        axis=-1,
+    )  # fmt: skip
+    return inputs, (logit > fusion.CANDIDATE_LOGIT) | (title > 0) | (variant > 0)
+
+
+def random_case(seed=0, batch=3, num_labels=40):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(-5, 6, [batch, num_labels]).astype(np.float32)
+    matches = rng.uniform(0, 3, [batch, num_labels, len(MATCH_FEATURES)]).astype(np.float32)
+    matches *= rng.uniform(size=[batch, num_labels, 1]) < 0.3
+    train_notes = rng.integers(0, 4, num_labels)
+    return logits, matches, train_notes
+
+
+def test_inputs_and_candidates_equal_numpy():
+    logits, matches, train_notes = random_case()
+    inputs, candidate = fusion.fusion_inputs(logits, matches, train_notes)
+    expected_inputs, expected_candidate = numpy_inputs(logits, matches, train_notes)
+    assert inputs.shape[-1] == len(fusion.FUSION_INPUTS)
+    np.testing.assert_allclose(inputs.numpy(), expected_inputs, rtol=1e-6)
+    np.testing.assert_array_equal(candidate.numpy(), expected_candidate)
+    assert 0 < expected_candidate.mean() < 1
+
+
+def test_fit_gives_scikit_learns_decisions_in_the_inputs_units():
+    logits, matches, train_notes = random_case(seed=1, batch=30, num_labels=60)
+    inputs, candidate = numpy_inputs(logits, matches, train_notes)
+    rows = inputs[candidate]
+    rng = np.random.default_rng(2)
+    labels = rng.uniform(size=len(rows)) < 1 / (1 + np.exp(-(rows[:, 0] + 2 * rows[:, 3])))
+    fitted = fusion.fit(rows, labels, train_notes)
+    mean, scale = rows.mean(0), rows.std(0)
+    scale[scale == 0] = 1
+    reference = LogisticRegression(max_iter=5000).fit((rows - mean) / scale, labels)
+    np.testing.assert_allclose(
+        rows @ fitted.weights + fitted.bias,
+        reference.decision_function((rows - mean) / scale),
+        rtol=1e-4, atol=1e-4,
+    )  # fmt: skip
+    fused = fusion.Fusion.logits(fitted, logits, matches).numpy()
+    np.testing.assert_allclose(fused[candidate], rows @ fitted.weights + fitted.bias, rtol=1e-4,
+                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(fused[~candidate], logits[~candidate] + fusion.NON_CANDIDATE_SHIFT)
+
+
+def test_per_note_weights_replace_the_fitted_ones():
+    logits, matches, train_notes = random_case(seed=3)
+    fitted = fusion.Fusion(np.ones(len(fusion.FUSION_INPUTS), np.float32), 0.5, train_notes)
+    weights = np.random.default_rng(4).normal(size=[3, len(fusion.FUSION_INPUTS)])
+    biases = np.array([0.0, 1.0, -1.0])
+    fused = fitted.logits(logits, matches, weights.astype(np.float32), biases.astype(np.float32))
+    inputs, candidate = numpy_inputs(logits, matches, train_notes)
+    expected = np.einsum("bcd,bd->bc", inputs, weights) + biases[:, None]
+    np.testing.assert_allclose(fused.numpy()[candidate], expected[candidate], rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_round_trips_and_refuses_other_inputs(tmp_path):
+    fitted = fusion.Fusion(np.arange(len(fusion.FUSION_INPUTS), dtype=np.float32), -1.5,
+                           np.array([0, 3, 1]), threshold=0.42)  # fmt: skip
+    fitted.save(str(tmp_path / "fusion.json"), note="kept")
+    loaded = fusion.Fusion.load(str(tmp_path / "fusion.json"))
+    np.testing.assert_array_equal(loaded.weights, fitted.weights)
+    assert (loaded.bias, loaded.threshold, loaded.train_notes.tolist()) == (-1.5, 0.42, [0, 3, 1])
+    (tmp_path / "old.json").write_text('{"inputs": ["logit"]}')
+    with pytest.raises(ValueError, match="old.json.*experiments.fuse"):
+        fusion.Fusion.load(str(tmp_path / "old.json"))
+
+
+def test_one_class_is_refused():
+    with pytest.raises(ValueError, match="all of one class"):
+        fusion.fit(np.ones([4, len(fusion.FUSION_INPUTS)]), np.zeros(4, bool), np.zeros(3))
