@@ -37,11 +37,23 @@ flags.DEFINE_enum(
     "servers without fast 16-bit products (the variables are float32 either way).",
 )
 
+flags.DEFINE_bool(
+    "fusion",
+    True,
+    "Serve the run's codes fused with term matching when the run has a fusion "
+    "(experiments.fuse; text inputs only); --nofusion serves the model alone.",
+)
+
 
 def main(argv):
     del argv
     export_dir = export.export(
-        FLAGS.model_dir, FLAGS.export_dir, FLAGS.inputs, FLAGS.max_codes, FLAGS.compute_dtype
+        FLAGS.model_dir,
+        FLAGS.export_dir,
+        FLAGS.inputs,
+        FLAGS.max_codes,
+        FLAGS.compute_dtype,
+        FLAGS.fusion,
     )
     print(f"Wrote {export_dir}: serving_default takes {FLAGS.inputs}")
 

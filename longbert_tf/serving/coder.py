@@ -25,6 +25,12 @@ on validation (at most `max_codes`, most probable first):
   position in the note, -1 where none), `evidence_weight` float32, and for text
   inputs `evidence_start`/`evidence_end` int64 byte offsets into the (UTF-8) note.
 
+A run fused with term matching (`experiments.fuse`) is served with text inputs
+only: its probabilities and threshold are the fusion's (`modeling.fusion`),
+the matcher runs in-graph, and `match_start`/`match_end` int64 `[batch, K]` are
+the byte offsets of each returned code's longest matched term (-1 where none),
+evidence beside the attention's tokens.
+
 The label list (`labels`, and the asset `labels.txt`), the `threshold`, the
 segment geometry and the vocabulary are stored in the SavedModel; nothing else
 is needed to serve it. It also carries the dataset's descriptions of its codes
@@ -41,7 +47,9 @@ from longbert_tf.data import dataset, segmentation, tokenization
 from longbert_tf.evaluation import score_counts
 from longbert_tf.framework import tf
 from longbert_tf.modeling import encoder_specs, encoders, longbert
-from longbert_tf.training import runs
+from longbert_tf.modeling.fusion import Fusion
+from longbert_tf.modeling.term_matcher import TermIndex, TermMatcher
+from longbert_tf.training import lexical_fusion, runs
 
 EVIDENCE_TOKENS = 3
 MAX_CODES = 100
@@ -56,12 +64,17 @@ class TrainedModel:
     vocab: tokenization.Vocab
     labels: list
     threshold: float
+    fusion: Fusion | None = None
+    term_index: TermIndex | None = None
 
 
-def load_trained(model_dir: str, compute_dtype: str | None = None) -> TrainedModel:
+def load_trained(
+    model_dir: str, compute_dtype: str | None = None, with_fusion: bool = True
+) -> TrainedModel:
     """Rebuilds the model of a finished `experiments.run` and restores its best checkpoint;
     its products run in the run's compute dtype, or in `compute_dtype` when given (the
-    variables are float32 either way)."""
+    variables are float32 either way). With `with_fusion`, the run's lexical fusion
+    (`experiments.fuse`), when it has one, comes too, with its threshold."""
     config = runs.saved_config(model_dir)
     if config is None:
         raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
@@ -84,7 +97,15 @@ def load_trained(model_dir: str, compute_dtype: str | None = None) -> TrainedMod
     tf.train.Checkpoint(model=model).restore(
         best
     ).expect_partial().assert_existing_objects_matched()
-    return TrainedModel(config, model, encoder.vocab, labels, threshold)
+    trained = TrainedModel(config, model, encoder.vocab, labels, threshold)
+    fusion_dir = os.path.join(model_dir, lexical_fusion.FUSION_DIR)
+    if with_fusion and os.path.exists(os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)):
+        trained.fusion = Fusion.load(os.path.join(fusion_dir, lexical_fusion.FUSION_FILE))
+        trained.term_index = TermIndex.load(
+            os.path.join(fusion_dir, lexical_fusion.TERM_INDEX_FILE)
+        )
+        trained.threshold = trained.fusion.threshold
+    return trained
 
 
 class Coder(tf.Module):
@@ -92,7 +113,13 @@ class Coder(tf.Module):
 
     def __init__(self, trained: TrainedModel, max_codes: int = MAX_CODES):
         super().__init__(name="coder")
+        if trained.fusion is not None and not isinstance(self, TextCoder):
+            raise ValueError(
+                "the run's codes are fused with term matching, which reads text: export it with "
+                "text inputs, or without its fusion"
+            )
         self.model = trained.model
+        self.fusion = trained.fusion
         self.labels = tf.Variable(trained.labels, trainable=False, name="labels")
         # Selects, in float32, exactly the probabilities the metrics counted as reaching it.
         self.threshold = tf.Variable(
@@ -134,12 +161,17 @@ class Coder(tf.Module):
         features = dict(input_word_ids=trim(word_ids), input_mask=trim(mask))
         return features, trim(token_index)
 
-    def _code(self, token_ids, lengths):
+    def _code(self, token_ids, lengths, matches=None):
+        """Outputs of the module docstring; `matches` (`term_matcher.TermMatcher` outputs)
+        fuse the logits (`fusion.Fusion`) and add the returned codes' matched spans."""
         token_ids = tf.cast(token_ids, tf.int32)
         lengths = tf.clip_by_value(tf.cast(lengths, tf.int32), 0, tf.shape(token_ids)[1])
         features, token_index = self._segment_batch(token_ids, lengths)
         tokens, token_mask = self.model.encode(features, training=False)
-        probabilities = tf.sigmoid(self.model.label_attention(tokens, token_mask))
+        logits = self.model.label_attention(tokens, token_mask)
+        if matches is not None:
+            logits = self.fusion.logits(logits, matches["features"])
+        probabilities = tf.sigmoid(logits)
         top = tf.math.top_k(probabilities, self._max_codes)
         num_codes = tf.reduce_sum(tf.cast(top.values >= self.threshold, tf.int32), axis=1)
         num_returned = tf.reduce_max(tf.concat([num_codes, [0]], 0))
@@ -150,7 +182,13 @@ class Coder(tf.Module):
         flat_index = tf.reshape(token_index, [tf.shape(token_index)[0], -1])
         evidence_index = tf.gather(flat_index, evidence.indices, batch_dims=1)
         has_evidence = returned[:, :, tf.newaxis] & (evidence_index >= 0) & (evidence.values > 0)
+        outputs = {}
+        if matches is not None:
+            for side in ("start", "end"):
+                found = tf.gather(matches[side], label_indices, batch_dims=1)
+                outputs[f"match_{side}"] = tf.where(returned, found, tf.constant(-1, tf.int64))
         return dict(
+            **outputs,
             codes=tf.where(returned, tf.gather(self.labels, label_indices), ""),
             code_probabilities=tf.where(returned, top.values[:, :num_returned], 0.0),
             num_codes=num_codes,
@@ -175,6 +213,9 @@ class TextCoder(Coder):
     def __init__(self, trained: TrainedModel, max_codes: int = MAX_CODES):
         super().__init__(trained, max_codes)
         self.tokenizer = tokenization.make_tokenizer(trained.vocab)
+        self.matcher = None
+        if trained.fusion is not None:
+            self.matcher = TermMatcher(trained.term_index, len(trained.labels))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
@@ -182,7 +223,10 @@ class TextCoder(Coder):
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
         )
         token_ids, starts, ends = self.tokenizer.tokenize_with_offsets(text)
-        outputs = self._code(token_ids.to_tensor(), tf.cast(token_ids.row_lengths(), tf.int32))
+        matches = None if self.matcher is None else self.matcher(text)
+        outputs = self._code(
+            token_ids.to_tensor(), tf.cast(token_ids.row_lengths(), tf.int32), matches
+        )
         index = outputs["evidence_token_index"]
         for name, offsets in (("evidence_start", starts), ("evidence_end", ends)):
             # One extra column, so a batch of empty notes still has something to gather.

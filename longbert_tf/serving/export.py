@@ -96,10 +96,13 @@ def export(
     inputs: str = "text",
     max_codes: int = MAX_CODES,
     compute_dtype: str | None = None,
+    with_fusion: bool = True,
 ) -> str:
     """Writes the serving SavedModel of a finished run (atomically) as a version of
     `export_dir` (`version_dir`) and returns the version's folder. Its products run in the
-    run's compute dtype, or in `compute_dtype` (e.g. float32 for servers without bfloat16)."""
+    run's compute dtype, or in `compute_dtype` (e.g. float32 for servers without bfloat16).
+    A run's lexical fusion (`experiments.fuse`) is served with it unless `with_fusion` is
+    False."""
     if inputs not in ("text", "token_ids"):
         raise ValueError(f"inputs={inputs!r}: choose text or token_ids")
     target = version_dir(export_dir)
@@ -108,7 +111,7 @@ def export(
             raise FileExistsError(
                 f"{target} is not empty and not an export of this package: it is not replaced"
             )
-    trained = load_trained(model_dir, compute_dtype)
+    trained = load_trained(model_dir, compute_dtype, with_fusion)
     module = (TextCoder if inputs == "text" else Coder)(trained, max_codes)
     with (
         tempfile.TemporaryDirectory() as scratch,
@@ -123,6 +126,7 @@ def export(
             inputs=inputs,
             max_codes=max_codes,
             compute_dtype=trained.config.compute_dtype,
+            fusion=trained.fusion is not None,
         )
         files.write_json(os.path.join(temporary, EXPORT_INFO), info)
     return target
