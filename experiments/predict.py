@@ -8,8 +8,9 @@ description (the dataset's, which the export carries; `--descriptions_file`, a
 `code<TAB>description` file such as CAML's `ICD9_descriptions`, adds or
 overrides some; an ICD-10-CM code without one gets its `simple-icd-10-cm`
 title, codes of other classifications never do) and the
-evidence: the passage around the tokens the code's label attention weighs
-most, with those tokens marked `[[...]]`.
+evidence: the passage around the code's matched term (exports of a run fused
+with term matching, `experiments.fuse`) or else the tokens the code's label
+attention weighs most, with the term and those tokens marked `[[...]]`.
 """
 
 import json
@@ -75,6 +76,9 @@ def predict(serving, name: str, text: bytes, code_descriptions: dict, code_syste
             for start, end in zip(outputs["evidence_start"][k], outputs["evidence_end"][k])
             if start >= 0
         ]
+        matched = []
+        if "match_start" in outputs and outputs["match_start"][k] >= 0:
+            matched = [(int(outputs["match_start"][k]), int(outputs["match_end"][k]))]
         codes.append(
             dict(
                 code=code,
@@ -82,7 +86,11 @@ def predict(serving, name: str, text: bytes, code_descriptions: dict, code_syste
                 description=descriptions.describe(code, code_descriptions, code_system),
                 evidence=[text[s:e].decode("utf-8", errors="replace") for s, e in spans],
                 evidence_spans=spans,
-                passage=evidence_passage(text, spans) if spans else "",
+                matched_term="".join(
+                    text[s:e].decode("utf-8", errors="replace") for s, e in matched
+                ),
+                matched_span=matched[0] if matched else None,
+                passage=evidence_passage(text, matched + spans) if matched + spans else "",
             )
         )
     return dict(note=name, codes=codes)

@@ -1,0 +1,147 @@
+"""A run fused with term matching on a small CodiEsp-layout release: cross-validated dev,
+test at dev's threshold, and an export and `experiments.predict` that give the evaluation's
+codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk_metrics
+
+from data_prep import codiesp
+from longbert_tf.data import dataset
+from longbert_tf.framework import tf
+from longbert_tf.serving import export
+from longbert_tf.training import lexical_fusion
+from tests.test_codiesp import write_release
+
+pytestmark = pytest.mark.slow  # trains, fits and exports
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Codes and how the generated notes word them (each phrase holds a code-book term's words).
+PHRASES = {
+    "I10": "essential hypertension",
+    "E11.9": "diabetes mellitus type 2",
+    "J18.9": "pneumonia",
+    "N39.0": "urinary tract infection",
+    "D64.9": "anemia",
+    "R50.9": "fever",
+    "I48.91": "atrial fibrillation",
+    "R11.10": "vomiting",
+}
+FILLER = [
+    "The patient was admitted for observation.",
+    "Laboratory tests were requested on arrival.",
+    "She was discharged after five days.",
+    "Physical examination showed a soft abdomen.",
+]
+
+
+def generated_cases(rng, count: int, prefix: str) -> dict:
+    """`{case_id: (text, codes)}`: each code is mentioned in 85% of its notes, and other codes
+    appear negated ("no fever") in a quarter of the notes."""
+    codes = sorted(PHRASES)
+    cases = {}
+    for case in range(count):
+        chosen = list(rng.choice(codes, rng.integers(1, 4), replace=False))
+        sentences = list(rng.choice(FILLER, 2))
+        for code in chosen:
+            if rng.uniform() < 0.85:
+                sentences.append(f"She presented with {PHRASES[code]}.")
+        for code in set(codes) - set(chosen):
+            if rng.uniform() < 0.25:
+                sentences.append(f"There was no {PHRASES[code]}.")
+        order = rng.permutation(len(sentences))
+        cases[f"{prefix}{case}"] = ("\n".join(sentences[i] for i in order), chosen)
+    return cases
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion")
+    rng = np.random.default_rng(0)
+    splits = {split: generated_cases(rng, count, split)
+              for split, count in (("train", 60), ("dev", 40), ("test", 30))}  # fmt: skip
+    write_release(str(root / "release"), splits)
+    codiesp.prepare(str(root / "release"), str(root / "data"), "train")
+    model_dir = str(root / "run")
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
+            f"--data_dir={root / 'data'}", f"--model_dir={model_dir}",
+            "--encoder=random:L-1_H-16_A-2", "--seq_len=128", "--segment_length=128",
+            "--train_steps=10", "--eval_every=10", "--batch_size=4", "--warmup_steps=2",
+            "--compute_dtype=float32",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = lexical_fusion.fit_run_fusion(model_dir, folds=3)
+    export_dir = export.export(model_dir, str(root / "export"), "text")
+    return root, model_dir, results, export_dir
+
+
+def test_fusion_beats_the_model_alone_on_dev_by_cross_validation(fused):
+    _, model_dir, results, _ = fused
+    with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
+        alone = json.load(metrics_file)["dev"]
+    assert results["folds"] == 3
+    assert results["dev"]["micro_f1"] > alone["micro_f1"] + 0.1
+    assert results["dev"]["map"] > alone["map"]
+    saved = json.loads(open(os.path.join(model_dir, "fusion", "fusion.json")).read())
+    assert saved["dev"]["micro_f1"] == results["dev"]["micro_f1"]
+    assert 0 < saved["threshold"] < 1
+
+
+def test_the_export_gives_the_test_metrics_fit_run_fusion_printed(fused):
+    root, model_dir, results, export_dir = fused
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    notes = dataset.read_notes(os.path.join(root, "data", "codiesp_dx"), "test")
+    labels = dataset.read_labels(model_dir)
+    outputs = serve(text=tf.constant(list(notes.text)))
+    probabilities = outputs["probabilities"].numpy()
+    truth = np.array([[code in codes for code in labels] for codes in notes.codes])
+    threshold = json.loads(open(os.path.join(model_dir, "fusion", "fusion.json")).read())[
+        "threshold"
+    ]
+    predicted = probabilities >= np.float32(threshold)
+    for row, count in enumerate(outputs["num_codes"].numpy()):
+        returned = {code.decode() for code in outputs["codes"][row, :count].numpy()}
+        assert returned == {labels[i] for i in np.flatnonzero(predicted[row])}
+    # Every test code is in the space (the release's train has them all), so scikit-learn's
+    # micro F1 over the label space is the evaluation's.
+    assert all(code in labels for codes in notes.codes for code in codes)
+    expected = sk_metrics.f1_score(truth, predicted, average="micro")
+    assert results["test"]["micro_f1"] == pytest.approx(expected, abs=1e-6)
+    per_note = [sk_metrics.average_precision_score(t, p) for t, p in zip(truth, probabilities)]
+    assert results["test"]["map"] == pytest.approx(np.mean(per_note), abs=1e-4)
+
+
+def test_predict_shows_the_matched_term(fused, tmp_path):
+    root, _, _, export_dir = fused
+    notes = dataset.read_notes(os.path.join(root, "data", "codiesp_dx"), "test")
+    paths = []
+    for row in range(8):
+        (tmp_path / f"note{row}.txt").write_text(notes.text[row])
+        paths.append(str(tmp_path / f"note{row}.txt"))
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.predict", f"--export_dir={export_dir}",
+         "--format=json", *paths],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    checked = 0
+    for row, prediction in enumerate(json.loads(result.stdout)):
+        for code in prediction["codes"]:
+            if not code["matched_term"]:
+                continue
+            checked += 1
+            start, end = code["matched_span"]
+            assert notes.text[row][start:end] == code["matched_term"]
+            assert f"[[{code['matched_term']}" in code["passage"]
+            if code["code"] in notes.codes[row]:
+                assert PHRASES[code["code"]] in code["matched_term"].lower()
+    assert checked >= 8
