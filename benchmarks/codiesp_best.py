@@ -10,18 +10,22 @@ description-conditioned label attention, fine-tuning schedule; see
 `presets.PRESETS`). In-domain masked-LM pretraining of MiniLM on the training
 notes and the release's unannotated `background/` cases comes first when
 `--pretrain_steps` is above 0 (it lowered dev micro F1 in
-`benchmarks/codiesp_table.py`, so the best row does not pretrain). Ends by
+`benchmarks/codiesp_table.py`, so the best row does not pretrain). Then
+`experiments.fuse` fuses the run's codes with lexical code matching (code-book
+terms and variants mined from the training notes), fitted on dev: its dev
+figures are cross-validated over dev's notes (`--nofusion` skips it). Ends by
 printing `dev micro F1: X` and `dev MAP: X` and, when the release has `test/`,
-the same two lines for test; with `--export_dir`, the run's serving export
-(raw text in) is written last, as the next version of that model base folder
-(or as the version it names; see `experiments.export`). Steps already done in `--work_dir` are
-reused.
+the same two lines for test, each part's minutes, and with `--export_dir`, the
+serving export (raw text in; the fused coder) is written last, as the next
+version of that model base folder (or as the version it names; see
+`experiments.export`). Steps already done in `--work_dir` are reused.
 """
 
 import json
 import os
 import subprocess
 import sys
+import time
 
 from absl import app, flags
 
@@ -34,6 +38,12 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "label_space", "train", ["train", "icd10cm"], "data_prep.codiesp's --label_space."
 )
+flags.DEFINE_multi_string(
+    "run_flag",
+    [],
+    "Passed on to experiments.run (e.g. --run_flag=--train_steps=500) after the preset's recipe.",
+)
+flags.DEFINE_bool("fusion", True, "Fuse the run's codes with term matching (experiments.fuse).")
 flags.DEFINE_string(
     "export_dir",
     None,
@@ -43,13 +53,19 @@ flags.DEFINE_string(
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+MINUTES = {}
+
+
 def run(*arguments: str) -> None:
-    """Runs `python -m ...` from the repository root, or exits with its status."""
+    """Runs `python -m ...` from the repository root, or exits with its status; its minutes
+    go to `MINUTES`."""
     command = [sys.executable, "-m", *arguments]
     print("$", " ".join(command), flush=True)
+    started = time.time()
     status = subprocess.run(command, cwd=ROOT).returncode
     if status:
         raise SystemExit(f"{arguments[0]} failed with exit status {status}")
+    MINUTES[arguments[0]] = MINUTES.get(arguments[0], 0) + (time.time() - started) / 60
 
 
 def main(argv):
@@ -77,9 +93,14 @@ def main(argv):
     model_dir = os.path.join(work_dir, f"run_{FLAGS.label_space}")
     run(
         "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
-        f"--model_dir={model_dir}", *encoder,
+        f"--model_dir={model_dir}", *encoder, *FLAGS.run_flag,
     )  # fmt: skip
-    with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
+    results_file = os.path.join(model_dir, "metrics.json")
+    if FLAGS.fusion:
+        results_file = os.path.join(model_dir, "fusion", "fusion.json")
+        if not os.path.exists(results_file):
+            run("experiments.fuse", f"--model_dir={model_dir}")
+    with open(results_file) as metrics_file:
         results = json.load(metrics_file)
     splits = ["dev"] + (["test"] if os.path.isdir(os.path.join(codiesp_dir, "test")) else [])
     for split in splits:
@@ -90,6 +111,8 @@ def main(argv):
             "experiments.export", f"--model_dir={model_dir}",
             f"--export_dir={os.path.abspath(FLAGS.export_dir)}",
         )  # fmt: skip
+    for part, minutes in MINUTES.items():
+        print(f"{part}: {minutes:.1f} min")
 
 
 if __name__ == "__main__":

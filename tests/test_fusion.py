@@ -12,13 +12,13 @@ def numpy_inputs(logits, matches, train_notes):
     logit = np.clip(logits, -12, 12)
     notes = np.broadcast_to(train_notes.astype(np.float32), logit.shape)
     trained = (notes > 0).astype(np.float32)
-    title, words, specificity, variant = (
+    title, words, variant = (
         matches[..., MATCH_FEATURES.index(name)]
-        for name in ("title", "title_words", "title_specificity", "variant_precision")
+        for name in ("title", "title_words", "variant_precision")
     )
     inputs = np.concatenate(
         [np.stack([logit, trained, np.log1p(notes)], -1), matches,
-         np.stack([logit * title, trained * title, trained * words, title * specificity], -1)],
+         np.stack([logit * title, trained * title, trained * words], -1)],
         axis=-1,
     )  # fmt: skip
     return inputs, (logit > fusion.CANDIDATE_LOGIT) | (title > 0) | (variant > 0)

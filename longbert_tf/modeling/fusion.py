@@ -30,11 +30,9 @@ FUSION_INPUTS = (
     "logit_x_title",
     "trained_x_title",
     "trained_x_title_words",
-    "title_x_specificity",
 )
-_TITLE, _WORDS, _SPECIFICITY, _VARIANT = (
-    MATCH_FEATURES.index(name)
-    for name in ("title", "title_words", "title_specificity", "variant_precision")
+_TITLE, _WORDS, _VARIANT = (
+    MATCH_FEATURES.index(name) for name in ("title", "title_words", "variant_precision")
 )
 
 
@@ -56,7 +54,6 @@ def fusion_inputs(logits, match_features, train_notes) -> tuple:
                     logit * title,
                     trained * title,
                     trained * match_features[..., _WORDS],
-                    title * match_features[..., _SPECIFICITY],
                 ],
                 axis=-1,
             ),

@@ -1,6 +1,6 @@
-"""A run fused with term matching on a small CodiEsp-layout release: cross-validated dev,
-test at dev's threshold, and an export and `experiments.predict` that give the evaluation's
-codes."""
+"""`benchmarks/codiesp_best.py` on a small CodiEsp-layout release: a run fused with term
+matching, cross-validated on dev, test at dev's threshold, and an export and
+`experiments.predict` that give the codes and metrics it printed."""
 
 import json
 import os
@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from data_prep import codiesp
 from longbert_tf.data import dataset
 from longbert_tf.framework import tf
 from longbert_tf.serving import export
-from longbert_tf.training import lexical_fusion
 from tests.test_codiesp import write_release
 
 pytestmark = pytest.mark.slow  # trains, fits and exports
@@ -66,21 +64,26 @@ def fused(tmp_path_factory):
     splits = {split: generated_cases(rng, count, split)
               for split, count in (("train", 60), ("dev", 40), ("test", 30))}  # fmt: skip
     write_release(str(root / "release"), splits)
-    codiesp.prepare(str(root / "release"), str(root / "data"), "train")
-    model_dir = str(root / "run")
     result = subprocess.run(
         [
-            sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
-            f"--data_dir={root / 'data'}", f"--model_dir={model_dir}",
-            "--encoder=random:L-1_H-16_A-2", "--seq_len=128", "--segment_length=128",
-            "--train_steps=10", "--eval_every=10", "--batch_size=4", "--warmup_steps=2",
-            "--compute_dtype=float32",
+            sys.executable, "benchmarks/codiesp_best.py", f"--codiesp_dir={root / 'release'}",
+            f"--work_dir={root / 'work'}", f"--export_dir={root / 'export'}",
+            "--run_flag=--encoder=random:L-1_H-16_A-2", "--run_flag=--seq_len=128",
+            "--run_flag=--segment_length=128", "--run_flag=--train_steps=10",
+            "--run_flag=--eval_every=10", "--run_flag=--warmup_steps=2",
+            "--run_flag=--compute_dtype=float32",
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    results = lexical_fusion.fit_run_fusion(model_dir, folds=3)
-    export_dir = export.export(model_dir, str(root / "export"), "text")
+    model_dir = str(root / "work" / "run_train")
+    with open(os.path.join(model_dir, "fusion", "fusion.json")) as fusion_file:
+        results = json.load(fusion_file)
+    for split in ("dev", "test"):
+        for name, key in (("micro F1", "micro_f1"), ("MAP", "map")):
+            assert f"{split} {name}: {results[split][key]:.4f}" in result.stdout
+    assert "experiments.fuse: " in result.stdout  # the parts' minutes
+    export_dir = export.latest_version(str(root / "export"))
     return root, model_dir, results, export_dir
 
 
@@ -88,7 +91,7 @@ def test_fusion_beats_the_model_alone_on_dev_by_cross_validation(fused):
     _, model_dir, results, _ = fused
     with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
         alone = json.load(metrics_file)["dev"]
-    assert results["folds"] == 3
+    assert results["folds"] == 5
     assert results["dev"]["micro_f1"] > alone["micro_f1"] + 0.1
     assert results["dev"]["map"] > alone["map"]
     saved = json.loads(open(os.path.join(model_dir, "fusion", "fusion.json")).read())
@@ -96,10 +99,10 @@ def test_fusion_beats_the_model_alone_on_dev_by_cross_validation(fused):
     assert 0 < saved["threshold"] < 1
 
 
-def test_the_export_gives_the_test_metrics_fit_run_fusion_printed(fused):
+def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
     root, model_dir, results, export_dir = fused
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-    notes = dataset.read_notes(os.path.join(root, "data", "codiesp_dx"), "test")
+    notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
     labels = dataset.read_labels(model_dir)
     outputs = serve(text=tf.constant(list(notes.text)))
     probabilities = outputs["probabilities"].numpy()
@@ -122,7 +125,7 @@ def test_the_export_gives_the_test_metrics_fit_run_fusion_printed(fused):
 
 def test_predict_shows_the_matched_term(fused, tmp_path):
     root, _, _, export_dir = fused
-    notes = dataset.read_notes(os.path.join(root, "data", "codiesp_dx"), "test")
+    notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
     paths = []
     for row in range(8):
         (tmp_path / f"note{row}.txt").write_text(notes.text[row])
