@@ -127,9 +127,11 @@ def label_space(kind: str, release_train: pd.DataFrame) -> tuple:
     return sorted(set(space) | train_codes), note
 
 
-def prepare(codiesp_dir: str, out_dir: str, label_space_kind: str = "train") -> dict:
-    """Writes `out_dir/codiesp_dx` with the `label_space_kind` label space; returns its
-    summary."""
+def prepare(
+    codiesp_dir: str, out_dir: str, label_space_kind: str = "train", code_text=("title",)
+) -> dict:
+    """Writes `out_dir/codiesp_dx` with the `label_space_kind` label space and descriptions
+    made of the `code_text` parts (`descriptions.icd10cm_code_text`); returns its summary."""
     if not os.path.isdir(os.path.join(codiesp_dir, "train")):
         raise FileNotFoundError(
             f"{codiesp_dir}/train/ does not exist: not a CodiEsp release folder"
@@ -151,20 +153,21 @@ def prepare(codiesp_dir: str, out_dir: str, label_space_kind: str = "train") -> 
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
     preparation["outside_label_space"] = tables.outside_label_space(splits, labels)
     preparation["skipped"] = skipped.report()
-    known = descriptions.icd10cm_titles({descriptions.title_code(code) for code in labels})
-    titles = {
-        code: known[descriptions.title_code(code)]
-        for code in labels
-        if descriptions.title_code(code) in known
-    }
-    preparation["descriptions"] = f"ICD-10-CM titles of {len(titles):,} of {len(labels):,} codes"
+    texts = {code: descriptions.icd10cm_code_text(code, code_text) for code in labels}
+    titles = {code: text for code, text in texts.items() if text}
+    preparation["descriptions"] = (
+        f"ICD-10-CM {' + '.join(code_text)} of {len(titles):,} of {len(labels):,} codes"
+    )
     dataset_dir = dataset.write_dataset(os.path.join(out_dir, "codiesp_dx"), splits, labels, titles)
     return dataset_summary.summarize(dataset_dir, preparation)
 
 
 def main(argv):
     del argv
-    result = prepare(flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir, flags.FLAGS.label_space)
+    result = prepare(
+        flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir, flags.FLAGS.label_space,
+        flags.FLAGS.code_text,
+    )  # fmt: skip
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
     print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summary saved as %s/summary.json", dataset_dir)
@@ -181,5 +184,13 @@ if __name__ == "__main__":
         list(LABEL_SPACES),
         "train: the codes of the release's train/ folder; icd10cm: every ICD-10-CM code CodiEsp "
         "can use (about 50,000) and any training code outside them. Never dev's or test's.",
+    )
+    flags.DEFINE_multi_enum(
+        "code_text",
+        ["title"],
+        list(descriptions.CODE_TEXT_PARTS),
+        "What a code's description (descriptions.tsv, which label attention reads with "
+        "label_init=descriptions) holds, in the order title, category, block, inclusion: the "
+        "code's title, its category's title, its block's title, its inclusion terms.",
     )
     app.run(main)

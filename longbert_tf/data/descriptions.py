@@ -54,11 +54,42 @@ def title_code(code: str) -> str:
 
 
 def icd10cm_terms(code: str) -> list:
-    """The ICD-10-CM title and inclusion terms of `code` (`title_code`), [] when unknown."""
+    """The ICD-10-CM title, inclusion terms and "includes" notes of `code` (`title_code`),
+    [] when unknown."""
     classification, item = icd10cm(), title_code(code)
     if not classification.is_valid_item(item):
         return []
-    return [classification.get_description(item), *classification.get_inclusion_term(item)]
+    return [
+        classification.get_description(item),
+        *classification.get_inclusion_term(item),
+        *classification.get_includes(item),
+    ]
+
+
+# What `icd10cm_code_text` can put in a code's description, in this order.
+CODE_TEXT_PARTS = ("title", "category", "block", "inclusion")
+
+
+def icd10cm_code_text(code: str, parts=("title",)) -> str:
+    """A code's description from the ICD-10-CM code book: its `title`, its `category`'s
+    title (when it is not one itself), its `block`'s title (e.g. "Hypertensive diseases") and
+    its `inclusion` terms and includes notes, joined by "; " ("" when unknown)."""
+    unknown = sorted(set(parts) - set(CODE_TEXT_PARTS))
+    if unknown:
+        raise ValueError(f"code text parts {unknown}: choose from {list(CODE_TEXT_PARTS)}")
+    classification, item = icd10cm(), title_code(code)
+    if not classification.is_valid_item(item):
+        return ""
+    ancestors = classification.get_ancestors(item)
+    texts = dict(
+        title=[classification.get_description(item)],
+        category=[classification.get_description(a) for a in ancestors
+                  if classification.is_category(a)],
+        block=[classification.get_description(a).rsplit(" (", 1)[0] for a in ancestors
+               if classification.is_block(a)][:1],
+        inclusion=icd10cm_terms(code)[1:],
+    )  # fmt: skip
+    return "; ".join(text for part in CODE_TEXT_PARTS if part in parts for text in texts[part])
 
 
 def icd10cm_titles(codes) -> dict:
