@@ -123,6 +123,22 @@ def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
     assert results["test"]["map"] == pytest.approx(np.mean(per_note), abs=1e-4)
 
 
+def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
+    _, model_dir, _, _ = fused
+    fusion_path = os.path.join(model_dir, "fusion", "fusion.json")
+    saved = open(fusion_path).read()
+    try:
+        fitted = json.loads(saved)
+        fitted["checkpoint"] = fitted["checkpoint"].replace("ckpt-", "ckpt-9")
+        open(fusion_path, "w").write(json.dumps(fitted))
+        with pytest.raises(ValueError, match="fusion.json was fitted on ckpt-9.*experiments.fuse"):
+            export.export(model_dir, str(tmp_path / "export"), "text")
+        assert not os.path.exists(tmp_path / "export" / "1")
+        export.export(model_dir, str(tmp_path / "export"), "text", with_fusion=False)
+    finally:
+        open(fusion_path, "w").write(saved)
+
+
 def test_predict_shows_the_matched_term(fused, tmp_path):
     root, _, _, export_dir = fused
     notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")

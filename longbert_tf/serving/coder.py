@@ -99,8 +99,17 @@ def load_trained(
     ).expect_partial().assert_existing_objects_matched()
     trained = TrainedModel(config, model, encoder.vocab, labels, threshold)
     fusion_dir = os.path.join(model_dir, lexical_fusion.FUSION_DIR)
-    if with_fusion and os.path.exists(os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)):
-        trained.fusion = Fusion.load(os.path.join(fusion_dir, lexical_fusion.FUSION_FILE))
+    fusion_path = os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)
+    if with_fusion and os.path.exists(fusion_path):
+        with open(fusion_path) as fusion_file:
+            fitted_on = os.path.basename(json.load(fusion_file).get("checkpoint", ""))
+        if fitted_on != os.path.basename(best):
+            raise ValueError(
+                f"{fusion_path} was fitted on {fitted_on or 'an unknown checkpoint'}, not on the "
+                f"run's best, {os.path.basename(best)}: fit it again (experiments.fuse) or export "
+                "without it"
+            )
+        trained.fusion = Fusion.load(fusion_path)
         trained.term_index = TermIndex.load(
             os.path.join(fusion_dir, lexical_fusion.TERM_INDEX_FILE)
         )
