@@ -29,6 +29,8 @@ import time
 
 from absl import app, flags
 
+from longbert_tf.training import lexical_fusion
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
 flags.DEFINE_string("work_dir", "runs/codiesp_best", "Data, encoder and run folders go here.")
@@ -98,7 +100,7 @@ def main(argv):
     results_file = os.path.join(model_dir, "metrics.json")
     if FLAGS.fusion:
         results_file = os.path.join(model_dir, "fusion", "fusion.json")
-        if not os.path.exists(results_file):
+        if not os.path.exists(results_file) or lexical_fusion.stale_fusion(model_dir):
             run("experiments.fuse", f"--model_dir={model_dir}")
     with open(results_file) as metrics_file:
         results = json.load(metrics_file)

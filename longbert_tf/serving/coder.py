@@ -101,14 +101,9 @@ def load_trained(
     fusion_dir = os.path.join(model_dir, lexical_fusion.FUSION_DIR)
     fusion_path = os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)
     if with_fusion and os.path.exists(fusion_path):
-        with open(fusion_path) as fusion_file:
-            fitted_on = os.path.basename(json.load(fusion_file).get("checkpoint", ""))
-        if fitted_on != os.path.basename(best):
-            raise ValueError(
-                f"{fusion_path} was fitted on {fitted_on or 'an unknown checkpoint'}, not on the "
-                f"run's best, {os.path.basename(best)}: fit it again (experiments.fuse) or export "
-                "without it"
-            )
+        stale = lexical_fusion.stale_fusion(model_dir)
+        if stale:
+            raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
         trained.fusion = Fusion.load(fusion_path)
         trained.term_index = TermIndex.load(
             os.path.join(fusion_dir, lexical_fusion.TERM_INDEX_FILE)

@@ -12,6 +12,7 @@ serving is fitted on all of dev. Everything goes to `model_dir/fusion/`:
 """
 
 import dataclasses
+import json
 import os
 import time
 
@@ -30,6 +31,21 @@ FUSION_DIR = "fusion"
 TERM_INDEX_FILE = "term_index.json"
 FUSION_FILE = "fusion.json"
 MATCH_BATCH = 16
+
+
+def stale_fusion(model_dir: str) -> str:
+    """Why the run's fusion does not belong to its best checkpoint ("" when it does, or when
+    the run has none): fitted on another checkpoint than the best."""
+    path = os.path.join(model_dir, FUSION_DIR, FUSION_FILE)
+    if not os.path.exists(path):
+        return ""
+    with open(path) as fusion_file:
+        fitted_on = os.path.basename(json.load(fusion_file).get("checkpoint", ""))
+    best = os.path.basename(tf.train.latest_checkpoint(os.path.join(model_dir, "best")) or "")
+    if fitted_on == best:
+        return ""
+    fitted_on = fitted_on or "an unknown checkpoint"
+    return f"{path} was fitted on {fitted_on}, not on the run's best, {best}"
 
 
 def code_texts(dataset_dir: str, labels: list, code_system: str) -> list:
