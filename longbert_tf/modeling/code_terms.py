@@ -98,13 +98,12 @@ def _key(words, word_id: dict) -> str:
 
 def _mined_variants(train_texts, train_label_ids, vocabulary: list, code_words: dict):
     """`(key, label, precision, notes)` of every variant (see the module docstring)."""
-    table = term_matcher.vocabulary_table(vocabulary)
+    table = term_matcher.position_table(vocabulary)
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
     def affirmed_keys(text):
-        words, *rest = term_matcher.normalized_words(text[tf.newaxis])
-        columns = [column[0] for column in (tf.ragged.map_flat_values(table.lookup, words), *rest)]
-        found = term_matcher.windows(*columns)
+        columns = term_matcher.note_words(text[tf.newaxis], table)
+        found = term_matcher.windows(*(column[0] for column in columns))
         return found["key"][found["affirmed"]]
 
     note_keys = [{key.decode() for key in affirmed_keys(text).numpy()} for text in train_texts]

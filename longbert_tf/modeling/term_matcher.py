@@ -149,12 +149,19 @@ def windows(word_ids, sentence, negated, starts, ends) -> dict:
     return {name: tf.concat(values, axis=0) for name, values in outputs.items()}
 
 
-def vocabulary_table(words: list) -> tf.lookup.StaticHashTable:
-    """Word -> its id (position in `words`), -1 for any other word."""
+def position_table(keys: list) -> tf.lookup.StaticHashTable:
+    """String -> its position in `keys`, -1 for any other string."""
     return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(words, tf.range(len(words), dtype=tf.int32)),
+        tf.lookup.KeyValueTensorInitializer(keys, tf.range(len(keys), dtype=tf.int32)),
         default_value=-1,
     )
+
+
+def note_words(texts, vocabulary: tf.lookup.StaticHashTable) -> tuple:
+    """`normalized_words` of `texts` `[batch]` with each word replaced by its id in
+    `vocabulary` (`position_table` of the index's words): the arguments of `windows`, ragged."""
+    words, *rest = normalized_words(texts)
+    return (tf.ragged.map_flat_values(vocabulary.lookup, words), *rest)
 
 
 class TermMatcher(tf.Module):
@@ -163,29 +170,20 @@ class TermMatcher(tf.Module):
     def __init__(self, index: TermIndex, num_labels: int):
         super().__init__(name="term_matcher")
         self.num_labels = num_labels
-        self.vocabulary = vocabulary_table(index.words)
-        self.terms = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                index.term_keys, tf.range(len(index.term_keys), dtype=tf.int32)
-            ),
-            default_value=-1,
-        )
-        counts = np.bincount(index.pair_terms, minlength=len(index.term_keys))
-        self.pair_starts = tf.constant(np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64))
-        self.pair_counts = tf.constant(counts.astype(np.int64))
+        self.vocabulary = position_table(index.words)
+        self.terms = position_table(index.term_keys)
+        # The pairs of term t are rows pair_starts[t] to pair_ends[t] (`pair_terms` is sorted).
+        ends = np.cumsum(np.bincount(index.pair_terms, minlength=len(index.term_keys)))
+        self.pair_ends = tf.constant(ends.astype(np.int64))
+        self.pair_starts = tf.constant(np.r_[0, ends[:-1]].astype(np.int64))
         self.pair_codes = tf.constant(index.pair_codes)
         self.pair_values = tf.constant(index.pair_values)
-
-    def note_windows(self, texts) -> tuple:
-        """Ragged word ids, sentences, negated flags and offsets of `texts` `[batch]`."""
-        words, *rest = normalized_words(texts)
-        return (tf.ragged.map_flat_values(self.vocabulary.lookup, words), *rest)
 
     def __call__(self, texts) -> dict:
         """`features` float32 `[batch, num_labels, MATCH_FEATURES]`, `start`/`end` int64
         `[batch, num_labels]` (the bytes of the code's longest affirmed match, the first of
         those; -1 where none)."""
-        columns = self.note_windows(texts)
+        columns = note_words(texts, self.vocabulary)
         num_labels, num_features = self.num_labels, len(MATCH_FEATURES)
 
         def one_note(note):
@@ -195,7 +193,7 @@ class TermMatcher(tf.Module):
             terms = tf.boolean_mask(terms, matched)
             pairs = tf.ragged.range(
                 tf.gather(self.pair_starts, terms),
-                tf.gather(self.pair_starts + self.pair_counts, terms),
+                tf.gather(self.pair_ends, terms),
             )
             window = tf.cast(pairs.value_rowids(), tf.int32)
             pairs = pairs.flat_values
