@@ -99,7 +99,9 @@ def main(argv):
     )  # fmt: skip
     results_file = os.path.join(model_dir, "metrics.json")
     if FLAGS.fusion:
-        results_file = os.path.join(model_dir, "fusion", "fusion.json")
+        results_file = os.path.join(
+            model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE
+        )
         if not os.path.exists(results_file) or lexical_fusion.stale_fusion(model_dir):
             run("experiments.fuse", f"--model_dir={model_dir}")
     with open(results_file) as metrics_file:
