@@ -19,6 +19,12 @@ the same two lines for test, each part's minutes, and with `--export_dir`, the
 serving export (raw text in; the fused coder) is written last, as the next
 version of that model base folder (or as the version it names; see
 `experiments.export`). Steps already done in `--work_dir` are reused.
+
+With `--final`, that run only selects: the final model then trains on train
+and dev (the CodiEsp protocol allows it) for the selection run's best step
+count, and carries its fusion weights and threshold. Dev lines stay the
+selection run's (cross-validated); test lines, and the export, are the final
+model's.
 """
 
 import json
@@ -46,6 +52,13 @@ flags.DEFINE_multi_string(
     "Passed on to experiments.run (e.g. --run_flag=--train_steps=500) after the preset's recipe.",
 )
 flags.DEFINE_bool("fusion", True, "Fuse the run's codes with term matching (experiments.fuse).")
+flags.DEFINE_bool(
+    "final",
+    False,
+    "Then train the final model on train and dev (data_prep.codiesp --dev_trains) for the "
+    "selection run's best step count, with its fusion and threshold; it is scored on test and "
+    "exported.",
+)
 flags.DEFINE_string(
     "export_dir",
     None,
@@ -70,8 +83,39 @@ def run(*arguments: str) -> None:
     MINUTES[arguments[0]] = MINUTES.get(arguments[0], 0) + (time.time() - started) / 60
 
 
+def fusion_file(model_dir: str) -> str:
+    return os.path.join(model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE)
+
+
+def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: list) -> str:
+    """Trains the final model on train and dev for the selection run's best step count and
+    carries its fusion and threshold (`experiments.fuse --selection_dir`); returns its folder."""
+    with open(os.path.join(selection_dir, "metrics.json")) as metrics_file:
+        steps = json.load(metrics_file)["best_step"]
+    final_data = f"{data_dir}_final"
+    if not os.path.exists(os.path.join(final_data, "codiesp_dx", "descriptions.tsv")):
+        run(
+            "data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={final_data}",
+            f"--label_space={FLAGS.label_space}", "--dev_trains",
+        )  # fmt: skip
+    final_dir = f"{selection_dir}_final"
+    run(
+        "experiments.run", "--dataset=codiesp_dx", f"--data_dir={final_data}",
+        f"--model_dir={final_dir}", *encoder, *FLAGS.run_flag, f"--train_steps={steps}",
+        f"--eval_every={steps}",
+    )  # fmt: skip
+    if not os.path.exists(fusion_file(final_dir)) or lexical_fusion.stale_fusion(final_dir):
+        run("experiments.fuse", f"--model_dir={final_dir}", f"--selection_dir={selection_dir}")
+    return final_dir
+
+
 def main(argv):
     del argv
+    if FLAGS.final and not FLAGS.fusion:
+        raise app.UsageError(
+            "--final carries the fused selection run's threshold to the final model: it needs "
+            "--fusion (the final model's own dev threshold would be tuned on notes it trained on)"
+        )
     codiesp_dir = os.path.abspath(FLAGS.codiesp_dir)
     work_dir = os.path.abspath(FLAGS.work_dir)
     data_dir = os.path.join(work_dir, f"data_{FLAGS.label_space}")
@@ -99,13 +143,15 @@ def main(argv):
     )  # fmt: skip
     results_file = os.path.join(model_dir, "metrics.json")
     if FLAGS.fusion:
-        results_file = os.path.join(
-            model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE
-        )
+        results_file = fusion_file(model_dir)
         if not os.path.exists(results_file) or lexical_fusion.stale_fusion(model_dir):
             run("experiments.fuse", f"--model_dir={model_dir}")
     with open(results_file) as metrics_file:
         results = json.load(metrics_file)
+    if FLAGS.final:
+        model_dir = train_final(codiesp_dir, data_dir, model_dir, encoder)
+        with open(fusion_file(model_dir)) as metrics_file:
+            results["test"] = json.load(metrics_file)["test"]
     splits = ["dev"] + (["test"] if os.path.isdir(os.path.join(codiesp_dir, "test")) else [])
     for split in splits:
         print(f"{split} micro F1: {results[split]['micro_f1']:.4f}")

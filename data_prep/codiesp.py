@@ -21,6 +21,11 @@ The train split is required. Without the release's `test/`, a deterministic
 fifth of the train cases (by a hash of the case id) becomes the test split, so
 that dev can pick the checkpoint and threshold and test stays unseen; the
 summary says so. Without `dev/`, a fifth of the remaining train cases is dev.
+
+`--dev_trains` writes the final model's dataset: dev's notes join train (and
+the label space's source), dev stays a split for the pipeline, and test is
+untouched. Steps, threshold and fusion then come from a run that held dev out
+(`benchmarks/codiesp_best.py --final`).
 """
 
 import functools
@@ -110,28 +115,34 @@ def _held_out(case_id: str, split: str) -> bool:
     return int(digest[:12], 16) / 16**12 < HELD_OUT_SHARE
 
 
-def label_space(kind: str, release_train: pd.DataFrame) -> tuple:
-    """`(labels, note)` of a `LABEL_SPACES` kind from the release's train/ notes; `note` says
-    what the space holds for the summary."""
+def label_space(kind: str, release_train: pd.DataFrame, source: str = "release train/") -> tuple:
+    """`(labels, note)` of a `LABEL_SPACES` kind from the training notes of the release
+    (`source` names them); `note` says what the space holds for the summary."""
     train_codes = {code for codes in release_train.codes for code in codes}
     if kind == "train":
-        return sorted(train_codes), f"the {len(train_codes):,} codes of release train/"
+        return sorted(train_codes), f"the {len(train_codes):,} codes of {source}"
     if kind != "icd10cm":
         raise ValueError(f"label_space={kind!r}: choose from {LABEL_SPACES}")
     space = icd10cm_space()
     added = sorted(train_codes - set(space))
     note = (
-        f"{len(space):,} ICD-10-CM codes (simple-icd-10-cm) and {len(added)} codes of release "
-        f"train/ outside them: {', '.join(added)}"
+        f"{len(space):,} ICD-10-CM codes (simple-icd-10-cm) and {len(added)} codes of {source} "
+        f"outside them: {', '.join(added)}"
     )
     return sorted(set(space) | train_codes), note
 
 
 def prepare(
-    codiesp_dir: str, out_dir: str, label_space_kind: str = "train", code_text=("title",)
+    codiesp_dir: str,
+    out_dir: str,
+    label_space_kind: str = "train",
+    code_text=("title",),
+    dev_trains: bool = False,
 ) -> dict:
     """Writes `out_dir/codiesp_dx` with the `label_space_kind` label space and descriptions
-    made of the `code_text` parts (`descriptions.icd10cm_code_text`); returns its summary."""
+    made of the `code_text` parts (`descriptions.icd10cm_code_text`); returns its summary.
+    With `dev_trains`, dev's notes train too (and join the label space's source): the final
+    model of a recipe chosen on dev, whose dev figures are then not held out."""
     if not os.path.isdir(os.path.join(codiesp_dir, "train")):
         raise FileNotFoundError(
             f"{codiesp_dir}/train/ does not exist: not a CodiEsp release folder"
@@ -143,7 +154,10 @@ def prepare(
         if os.path.isdir(os.path.join(codiesp_dir, split)):
             splits[split] = read_release_split(codiesp_dir, split, skipped)
             preparation[split] = f"release {split}/"
-    labels, preparation["label_space"] = label_space(label_space_kind, splits["train"])
+    annotated, source = splits["train"], "release train/"
+    if dev_trains and "dev" in splits:
+        annotated, source = pd.concat([splits["train"], splits["dev"]]), "release train/ and dev/"
+    labels, preparation["label_space"] = label_space(label_space_kind, annotated, source)
     for split in ("test", "dev"):
         if split not in splits:
             train = splits["train"]
@@ -151,6 +165,9 @@ def prepare(
             splits[split] = train[held_out].reset_index(drop=True)
             splits["train"] = train[~held_out].reset_index(drop=True)
             preparation[split] = f"{HELD_OUT_SHARE:.0%} of release train/ by case-id hash"
+    if dev_trains:
+        splits["train"] = pd.concat([splits["train"], splits["dev"]], ignore_index=True)
+        preparation["train"] = f"{preparation['train']} and dev (dev trains: not held out)"
     preparation["outside_label_space"] = tables.outside_label_space(splits, labels)
     preparation["skipped"] = skipped.report()
     texts = {code: descriptions.icd10cm_code_text(code, code_text) for code in labels}
@@ -166,7 +183,7 @@ def main(argv):
     del argv
     result = prepare(
         flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir, flags.FLAGS.label_space,
-        flags.FLAGS.code_text,
+        flags.FLAGS.code_text, flags.FLAGS.dev_trains,
     )  # fmt: skip
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
     print(dataset_summary.format_summary(dataset_dir, result))
@@ -192,5 +209,11 @@ if __name__ == "__main__":
         "What a code's description (descriptions.tsv, which label attention reads with "
         "label_init=descriptions) holds, in the order title, category, block, inclusion: the "
         "code's title, its category's title, its block's title, its inclusion terms.",
+    )
+    flags.DEFINE_bool(
+        "dev_trains",
+        False,
+        "Dev's notes train too (the final model of a recipe chosen on dev; dev stays a split, "
+        "but its figures are no longer held out).",
     )
     app.run(main)

@@ -7,6 +7,12 @@ Writes `MODEL_DIR/fusion/` (the term index and the fitted fusion with its
 metrics), which `experiments.export` then serves. Dev metrics are
 cross-validated over dev's notes (`--folds`); test is scored by the fusion
 fitted on all of dev, at the threshold tuned on dev.
+
+    python -m experiments.fuse --model_dir=runs/final --selection_dir=runs/codiesp_dx
+
+gives a final run, whose dev notes trained (`data_prep.codiesp --dev_trains`),
+the fusion weights and threshold of the fused run that held dev out, over the
+final run's own term index; only test is scored.
 """
 
 from absl import app, flags
@@ -16,11 +22,21 @@ from longbert_tf.training import lexical_fusion
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)
 flags.DEFINE_integer("folds", 5, "Cross-validation folds over dev's notes (at least 2).")
+flags.DEFINE_string(
+    "selection_dir",
+    None,
+    "A fused run that held dev out: its weights and threshold are carried to --model_dir "
+    "(whose dev trained) instead of fitting on dev.",
+)
 
 
 def main(argv):
     del argv
-    results = lexical_fusion.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
+    if FLAGS.selection_dir:
+        results = lexical_fusion.carry_fusion(FLAGS.model_dir, FLAGS.selection_dir)
+        results["dev"] = results["selection_dev"]
+    else:
+        results = lexical_fusion.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
     for split in ("dev", "test"):
         scores = results[split]
         print(
@@ -28,8 +44,11 @@ def main(argv):
             f"R {scores['micro_recall']:.3f}), MAP {scores['map']:.4f}, unseen-code recall "
             f"{scores.get('unseen_code_recall', float('nan')):.3f}"
         )
-    print(f"Fusion in {FLAGS.model_dir}/{lexical_fusion.FUSION_DIR}; dev is {FLAGS.folds}-fold "
-          "cross-validated, test scored at dev's threshold")  # fmt: skip
+    dev = f"dev is {FLAGS.folds}-fold cross-validated"
+    if FLAGS.selection_dir:
+        dev = f"dev is {FLAGS.selection_dir}'s, cross-validated"
+    print(f"Fusion in {FLAGS.model_dir}/{lexical_fusion.FUSION_DIR}; {dev}, test scored at "
+          "dev's threshold")  # fmt: skip
 
 
 if __name__ == "__main__":

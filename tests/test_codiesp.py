@@ -107,6 +107,27 @@ def test_release_with_all_splits_keeps_them(tmp_path):
     assert outside == {"dev": "1 of 1 (note, code) pairs", "test": "1 of 1 (note, code) pairs"}
 
 
+def test_dev_trains_joins_dev_to_train_and_to_the_label_space(tmp_path):
+    write_release(
+        tmp_path / "release",
+        {
+            "train": {"a": ("Chest pain.", ["i20.9"]), "b": ("Cough.", ["r05"])},
+            "dev": {"c": ("Fever.", ["r50.9"])},
+            "test": {"d": ("Fever and cough.", ["r50.9", "r05"])},
+        },
+    )
+    result = codiesp.prepare(
+        str(tmp_path / "release"), str(tmp_path / "out"), "train", dev_trains=True
+    )
+    dataset_dir = str(tmp_path / "out/codiesp_dx")
+    assert dataset.read_notes(dataset_dir, "train").note_id.tolist() == ["a", "b", "c"]
+    assert dataset.read_notes(dataset_dir, "dev").note_id.tolist() == ["c"]
+    assert dataset.read_notes(dataset_dir, "test").note_id.tolist() == ["d"]
+    assert dataset.read_labels(dataset_dir) == ["I20.9", "R05", "R50.9"]  # dev's code, not test's
+    assert result["preparation"]["train"] == "release train/ and dev (dev trains: not held out)"
+    assert result["preparation"]["label_space"] == "the 3 codes of release train/ and dev/"
+
+
 @pytest.mark.parametrize("label_space", codiesp.LABEL_SPACES)
 def test_the_label_space_is_the_same_with_and_without_test(tmp_path, label_space):
     cases = {f"c{i:03d}": (f"Note {i}.", [["r05", "i20.9", "zz9.9"][i % 3]]) for i in range(40)}

@@ -1,5 +1,6 @@
-"""`benchmarks/codiesp_best.py` on a small CodiEsp-layout release: a run fused with term
-matching, cross-validated on dev, test at dev's threshold, and an export and
+"""`benchmarks/codiesp_best.py --final` on a small CodiEsp-layout release: a selection run
+fused with term matching, cross-validated on dev; a final model trained on train and dev
+that carries its fusion and threshold, scored on test; and an export and
 `experiments.predict` that give the codes and metrics it printed."""
 
 import json
@@ -14,6 +15,7 @@ from sklearn import metrics as sk_metrics
 from longbert_tf.data import dataset
 from longbert_tf.framework import tf
 from longbert_tf.serving import export
+from longbert_tf.training import runs
 from tests.test_codiesp import write_release
 
 pytestmark = pytest.mark.slow  # trains, fits and exports
@@ -67,7 +69,7 @@ def fused(tmp_path_factory):
     result = subprocess.run(
         [
             sys.executable, "benchmarks/codiesp_best.py", f"--codiesp_dir={root / 'release'}",
-            f"--work_dir={root / 'work'}", f"--export_dir={root / 'export'}",
+            f"--work_dir={root / 'work'}", f"--export_dir={root / 'export'}", "--final",
             "--run_flag=--encoder=random:L-1_H-16_A-2", "--run_flag=--seq_len=128",
             "--run_flag=--segment_length=128", "--run_flag=--train_steps=10",
             "--run_flag=--eval_every=10", "--run_flag=--warmup_steps=2",
@@ -76,31 +78,53 @@ def fused(tmp_path_factory):
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    model_dir = str(root / "work" / "run_train")
+    selection_dir, model_dir = (
+        str(root / "work" / run) for run in ("run_train", "run_train_final")
+    )
+    with open(os.path.join(selection_dir, "fusion", "fusion.json")) as fusion_file:
+        selection = json.load(fusion_file)
     with open(os.path.join(model_dir, "fusion", "fusion.json")) as fusion_file:
         results = json.load(fusion_file)
-    for split in ("dev", "test"):
+    for split, printed in (("dev", selection), ("test", results)):
         for name, key in (("micro F1", "micro_f1"), ("MAP", "map")):
-            assert f"{split} {name}: {results[split][key]:.4f}" in result.stdout
+            assert f"{split} {name}: {printed[split][key]:.4f}" in result.stdout
     assert "experiments.fuse: " in result.stdout  # the parts' minutes
     export_dir = export.latest_version(str(root / "export"))
-    return root, model_dir, results, export_dir
+    return root, selection_dir, model_dir, results, export_dir
 
 
 def test_fusion_beats_the_model_alone_on_dev_by_cross_validation(fused):
-    _, model_dir, results, _ = fused
-    with open(os.path.join(model_dir, "metrics.json")) as metrics_file:
+    _, selection_dir, _, _, _ = fused
+    with open(os.path.join(selection_dir, "metrics.json")) as metrics_file:
         alone = json.load(metrics_file)["dev"]
+    with open(os.path.join(selection_dir, "fusion", "fusion.json")) as fusion_file:
+        results = json.load(fusion_file)
     assert results["folds"] == 5
     assert results["dev"]["micro_f1"] > alone["micro_f1"] + 0.1
     assert results["dev"]["map"] > alone["map"]
-    saved = json.loads(open(os.path.join(model_dir, "fusion", "fusion.json")).read())
-    assert saved["dev"]["micro_f1"] == results["dev"]["micro_f1"]
-    assert 0 < saved["threshold"] < 1
+    assert 0 < results["threshold"] < 1
+
+
+def test_the_final_model_trains_on_dev_with_the_selections_fusion(fused):
+    root, selection_dir, model_dir, results, _ = fused
+    selection = json.loads(open(os.path.join(selection_dir, "fusion", "fusion.json")).read())
+    final_data = os.path.join(root, "work", "data_train_final", "codiesp_dx")
+    train = dataset.read_notes(final_data, "train")
+    assert len(train) == 100 and set(dataset.read_notes(final_data, "dev").note_id) < set(
+        train.note_id
+    )
+    best_step = json.loads(open(os.path.join(selection_dir, "metrics.json")).read())["best_step"]
+    assert runs.saved_config(model_dir).train_steps == best_step
+    for carried in ("weights", "bias", "threshold"):
+        assert results[carried] == selection[carried]
+    assert results["selection_dev"] == selection["dev"]
+    labels = dataset.read_labels(model_dir)
+    counts = {code: sum(code in codes for codes in train.codes) for code in labels}
+    assert results["train_notes"] == [counts[code] for code in labels]  # dev's notes count
 
 
 def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
-    root, model_dir, results, export_dir = fused
+    root, _, model_dir, results, export_dir = fused
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
     notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
     labels = dataset.read_labels(model_dir)
@@ -124,7 +148,7 @@ def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
 
 
 def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
-    _, model_dir, _, _ = fused
+    _, _, model_dir, _, _ = fused
     fusion_path = os.path.join(model_dir, "fusion", "fusion.json")
     saved = open(fusion_path).read()
     try:
@@ -140,7 +164,7 @@ def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
 
 
 def test_predict_shows_the_matched_term(fused, tmp_path):
-    root, _, _, export_dir = fused
+    root, _, _, _, export_dir = fused
     notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
     paths = []
     for row in range(8):

@@ -152,10 +152,9 @@ def candidate_rows(experiment, split: str, matches: SplitMatches) -> tuple:
     return tuple(np.concatenate([batch[part].numpy() for batch in found]) for part in range(3))
 
 
-def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
-    """Fits and scores a finished run's fusion (module docstring); returns its metrics."""
-    if folds < 2:
-        raise ValueError(f"folds={folds}: cross-validating the fusion on dev needs at least 2")
+def _matched_run(model_dir: str, splits: tuple) -> tuple:
+    """`(experiment, best, index, matches)` of a finished run: its experiment under its best
+    checkpoint `best`, its term index, and `splits`' `SplitMatches`."""
     config = runs.saved_config(model_dir)
     if config is None or not os.path.exists(os.path.join(model_dir, runs.METRICS_FILE)):
         raise FileNotFoundError(f"{model_dir} holds no finished run (no {runs.METRICS_FILE})")
@@ -169,12 +168,27 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
     matcher = term_matcher.TermMatcher(index, len(experiment.labels))
     matches = {
         split: match_split(matcher, list(dataset.read_notes(config.dataset_dir, split).text))
-        for split in ("dev", "test")
+        for split in splits
     }
+    return experiment, best, index, matches
+
+
+def _save(model_dir: str, index: term_matcher.TermIndex, fitted: fusion.Fusion, results) -> None:
+    fusion_dir = os.path.join(model_dir, FUSION_DIR)
+    os.makedirs(fusion_dir, exist_ok=True)
+    index.save(os.path.join(fusion_dir, TERM_INDEX_FILE))
+    fitted.save(os.path.join(fusion_dir, FUSION_FILE), **results)
+
+
+def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
+    """Fits and scores a finished run's fusion (module docstring); returns its metrics."""
+    if folds < 2:
+        raise ValueError(f"folds={folds}: cross-validating the fusion on dev needs at least 2")
+    experiment, best, index, matches = _matched_run(model_dir, ("dev", "test"))
     train_notes = experiment.train_label_counts
     inputs, labels, note_index = candidate_rows(experiment, "dev", matches["dev"])
     num_notes = experiment.inputs.splits["dev"].num_notes
-    fold_of_note = np.random.default_rng(config.seed).permutation(num_notes) % folds
+    fold_of_note = np.random.default_rng(experiment.config.seed).permutation(num_notes) % folds
     note_weights = np.zeros([num_notes, len(fusion.FUSION_INPUTS)], np.float32)
     note_biases = np.zeros([num_notes], np.float32)
     for fold in range(folds):
@@ -195,8 +209,30 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
                    candidate_pairs=int(labels.size), checkpoint=best)  # fmt: skip
     scored, test_counts = evaluate("test")
     results["test"] = scored.metrics("test", test_counts, fitted.threshold)
-    fusion_dir = os.path.join(model_dir, FUSION_DIR)
-    os.makedirs(fusion_dir, exist_ok=True)
-    index.save(os.path.join(fusion_dir, TERM_INDEX_FILE))
-    fitted.save(os.path.join(fusion_dir, FUSION_FILE), **results)
+    _save(model_dir, index, fitted, results)
+    return results
+
+
+def carry_fusion(model_dir: str, selection_dir: str) -> dict:
+    """Gives a final run (whose dev notes trained) the fusion and threshold of the run that
+    chose its recipe with dev held out (`selection_dir`, fused): the final run's own term index
+    and training-note counts, the selection's regression weights and threshold. Scores test;
+    the `dev` figures are the selection's (cross-validated), kept under `selection_dev`."""
+    selection = fusion.Fusion.load(os.path.join(selection_dir, FUSION_DIR, FUSION_FILE))
+    with open(os.path.join(selection_dir, FUSION_DIR, FUSION_FILE)) as selection_file:
+        selection_dev = json.load(selection_file)["dev"]
+    experiment, best, index, matches = _matched_run(model_dir, ("test",))
+    carried = fusion.Fusion(
+        selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
+    )
+    scored = experiment_lib.Experiment(
+        experiment.inputs, FusedModel(experiment.model, matches["test"], carried),
+        experiment.strategy,
+    )  # fmt: skip
+    results = dict(
+        test=scored.metrics("test", scored.count("test"), carried.threshold),
+        selection_dev=selection_dev, selection_run=os.path.abspath(selection_dir),
+        checkpoint=best,
+    )  # fmt: skip
+    _save(model_dir, index, carried, results)
     return results
