@@ -20,7 +20,7 @@ serving export (raw text in; the fused coder) is written last, as the next
 version of that model base folder (or as the version it names; see
 `experiments.export`). Steps already done in `--work_dir` are reused.
 
-With `--final`, that run only selects: the final model then trains on train
+By default (`--final`) that run only selects: the final model then trains on train
 and dev (the CodiEsp protocol allows it) for the selection run's best step
 count, and carries its fusion weights and threshold. Dev lines stay the
 selection run's (cross-validated); test lines, and the export, are the final
@@ -54,10 +54,10 @@ flags.DEFINE_multi_string(
 flags.DEFINE_bool("fusion", True, "Fuse the run's codes with term matching (experiments.fuse).")
 flags.DEFINE_bool(
     "final",
-    False,
+    True,
     "Then train the final model on train and dev (data_prep.codiesp --dev_trains) for the "
     "selection run's best step count, with its fusion and threshold; it is scored on test and "
-    "exported.",
+    "exported. --nofinal: the selection run is the final model.",
 )
 flags.DEFINE_string(
     "export_dir",
@@ -114,7 +114,8 @@ def main(argv):
     if FLAGS.final and not FLAGS.fusion:
         raise app.UsageError(
             "--final carries the fused selection run's threshold to the final model: it needs "
-            "--fusion (the final model's own dev threshold would be tuned on notes it trained on)"
+            "--fusion (the final model's own dev threshold would be tuned on notes it trained "
+            "on); pass --nofinal with --nofusion"
         )
     codiesp_dir = os.path.abspath(FLAGS.codiesp_dir)
     work_dir = os.path.abspath(FLAGS.work_dir)
