@@ -188,3 +188,15 @@ def test_predict_shows_the_matched_term(fused, tmp_path):
             if code["code"] in notes.codes[row]:
                 assert PHRASES[code["code"]] in code["matched_term"].lower()
     assert checked >= 8
+
+
+def test_the_final_model_needs_a_fusion_to_carry(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/codiesp_best.py", f"--codiesp_dir={tmp_path / 'release'}",
+         f"--work_dir={tmp_path / 'work'}", "--nofusion"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--final carries the fused selection run's threshold" in result.stderr
+    assert "pass --nofinal with --nofusion" in result.stderr
+    assert not os.path.exists(tmp_path / "work")  # refused before any work
