@@ -35,7 +35,7 @@ import time
 
 from absl import app, flags
 
-from longbert_tf.training import lexical_fusion
+from longbert_tf.training import lexical_fusion, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
@@ -87,10 +87,17 @@ def fusion_file(model_dir: str) -> str:
     return os.path.join(model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE)
 
 
+def needs_fusion(model_dir: str) -> bool:
+    """Whether the run has no fusion, or one fitted on another checkpoint than its best."""
+    return not os.path.exists(fusion_file(model_dir)) or bool(
+        lexical_fusion.stale_fusion(model_dir)
+    )
+
+
 def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: list) -> str:
     """Trains the final model on train and dev for the selection run's best step count and
     carries its fusion and threshold (`experiments.fuse --selection_dir`); returns its folder."""
-    with open(os.path.join(selection_dir, "metrics.json")) as metrics_file:
+    with open(os.path.join(selection_dir, runs.METRICS_FILE)) as metrics_file:
         steps = json.load(metrics_file)["best_step"]
     final_data = f"{data_dir}_final"
     if not os.path.exists(os.path.join(final_data, "codiesp_dx", "descriptions.tsv")):
@@ -104,7 +111,7 @@ def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: li
         f"--model_dir={final_dir}", *encoder, *FLAGS.run_flag, f"--train_steps={steps}",
         f"--eval_every={steps}",
     )  # fmt: skip
-    if not os.path.exists(fusion_file(final_dir)) or lexical_fusion.stale_fusion(final_dir):
+    if needs_fusion(final_dir):
         run("experiments.fuse", f"--model_dir={final_dir}", f"--selection_dir={selection_dir}")
     return final_dir
 
@@ -142,10 +149,10 @@ def main(argv):
         "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
         f"--model_dir={model_dir}", *encoder, *FLAGS.run_flag,
     )  # fmt: skip
-    results_file = os.path.join(model_dir, "metrics.json")
+    results_file = os.path.join(model_dir, runs.METRICS_FILE)
     if FLAGS.fusion:
         results_file = fusion_file(model_dir)
-        if not os.path.exists(results_file) or lexical_fusion.stale_fusion(model_dir):
+        if needs_fusion(model_dir):
             run("experiments.fuse", f"--model_dir={model_dir}")
     with open(results_file) as metrics_file:
         results = json.load(metrics_file)
