@@ -19,8 +19,7 @@ import sys
 from absl import app, flags
 
 from longbert_tf.data import descriptions
-from longbert_tf.framework import tf
-from longbert_tf.serving import export
+from longbert_tf.serving import suggestions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -61,36 +60,27 @@ def evidence_passage(text: bytes, spans: list) -> str:
     )
 
 
-def predict(serving, name: str, text: bytes, code_descriptions: dict, code_system: str) -> dict:
-    """One note's codes: `{note, codes: [{code, probability, description, evidence}]}`
-    (descriptions from `code_descriptions`, else titles of `code_system`, see
-    `descriptions.describe`)."""
-    # The signature replaces invalid UTF-8 the same way, so byte offsets refer to this copy.
-    text = text.decode("utf-8", errors="replace").encode("utf-8")
-    outputs = {key: value.numpy()[0] for key, value in serving(text=tf.constant([text])).items()}
+def as_json(name: str, note: suggestions.NoteSuggestions) -> dict:
+    """The JSON form of a note's codes (byte offsets into its UTF-8 text)."""
     codes = []
-    for k in range(outputs["num_codes"]):
-        code = outputs["codes"][k].decode("utf-8")
-        spans = [
-            (int(start), int(end))
-            for start, end in zip(outputs["evidence_start"][k], outputs["evidence_end"][k])
-            if start >= 0
-        ]
-        matched = []
-        if "match_start" in outputs and outputs["match_start"][k] >= 0:
-            matched = [(int(outputs["match_start"][k]), int(outputs["match_end"][k]))]
+    for code in note.codes:
+        matched = [code.matched_span] if code.matched_span else []
         codes.append(
             dict(
-                code=code,
-                probability=round(float(outputs["code_probabilities"][k]), 4),
-                description=descriptions.describe(code, code_descriptions, code_system),
-                evidence=[text[s:e].decode("utf-8", errors="replace") for s, e in spans],
-                evidence_spans=spans,
+                code=code.code,
+                probability=round(code.probability, 4),
+                description=code.description,
+                evidence=[
+                    note.utf8[s:e].decode("utf-8", errors="replace") for s, e in code.byte_spans
+                ],
+                evidence_spans=code.byte_spans,
                 matched_term="".join(
-                    text[s:e].decode("utf-8", errors="replace") for s, e in matched
+                    note.utf8[s:e].decode("utf-8", errors="replace") for s, e in matched
                 ),
                 matched_span=matched[0] if matched else None,
-                passage=evidence_passage(text, matched + spans) if matched + spans else "",
+                passage=evidence_passage(note.utf8, matched + code.byte_spans)
+                if matched + code.byte_spans
+                else "",
             )
         )
     return dict(note=name, codes=codes)
@@ -102,18 +92,13 @@ def main(argv):
     for path in paths:
         with open(path, "rb") as note_file:
             notes.append((path, note_file.read()))
-    loaded = tf.saved_model.load(export.latest_version(FLAGS.export_dir))
-    if "text" not in loaded.signatures["serving_default"].structured_input_signature[1]:
-        raise ValueError(
-            f"{FLAGS.export_dir} takes token ids: predict needs a text-input export "
-            "(experiments.export --inputs=text)"
-        )
-    code_descriptions, code_system = export.code_descriptions(loaded)
+    extra = {}
     if FLAGS.descriptions_file:
-        code_descriptions.update(descriptions.read_descriptions(FLAGS.descriptions_file))
+        extra = descriptions.read_descriptions(FLAGS.descriptions_file)
+    suggester = suggestions.Suggester(FLAGS.export_dir, extra)
     results = [
-        predict(loaded.signatures["serving_default"], name, text, code_descriptions, code_system)
-        for name, text in notes
+        as_json(name, note)
+        for (name, _), note in zip(notes, suggester.suggest([text for _, text in notes]))
     ]
     if FLAGS.format == "json":
         print(json.dumps(results, indent=2, ensure_ascii=False))

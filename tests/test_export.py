@@ -377,4 +377,4 @@ def test_predict_refuses_a_token_id_export(ids_export):
         cwd=ROOT, capture_output=True, text=True, timeout=300, input="a note",
     )  # fmt: skip
     assert result.returncode != 0
-    assert "takes token ids: predict needs a text-input export" in result.stderr
+    assert "takes token ids: predict and review need a text-input export" in result.stderr

@@ -1,0 +1,146 @@
+"""A text export loaded once, answering batches of notes with suggested codes, the codes just
+under the threshold, and the evidence of each: what `experiments.predict` prints and the review
+page (`experiments.review`) shows.
+
+Evidence offsets come in two units: `byte_spans` are UTF-8 byte ranges (as the export returns
+them) and `evidence` items are Unicode code point ranges (as Python's `str` indexes the note).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from longbert_tf.data import descriptions, tokenization
+from longbert_tf.framework import tf
+from longbert_tf.serving import export
+
+# Near misses: the most probable codes under the threshold, at least this fraction of it.
+NEAR_MISS_FRACTION = 0.5
+MAX_NEAR_MISSES = 5
+# Notes per call of the export: a batch pads every note to the longest one.
+BATCH_NOTES = 16
+
+
+@dataclasses.dataclass
+class Suggestion:
+    """One code for one note. `byte_spans` `[(start, end)]`, strongest first, with
+    `weights` (its label attention's share, 0-1); `matched_span` the byte range of its
+    longest matched term (fused exports), else None."""
+
+    code: str
+    probability: float
+    description: str
+    byte_spans: list
+    weights: list
+    matched_span: tuple | None
+
+
+@dataclasses.dataclass
+class NoteSuggestions:
+    """A note's `codes` (reaching the threshold, most probable first) and `near_misses`
+    (under it); `utf8` is the note as the export read it."""
+
+    utf8: bytes
+    codes: list
+    near_misses: list
+
+    def evidence(self, suggestion: Suggestion) -> list:
+        """`[{start, end, weight, source}]` in code points of the note: the matched term
+        (weight 1, source "term") then the attention's tokens (source "attention")."""
+        lead_bytes = (np.frombuffer(self.utf8, np.uint8) & 0xC0) != 0x80
+        chars_before = np.concatenate([[0], np.cumsum(lead_bytes)])
+        items = []
+        if suggestion.matched_span is not None:
+            items.append((suggestion.matched_span, 1.0, "term"))
+        items += [
+            (span, weight, "attention")
+            for span, weight in zip(suggestion.byte_spans, suggestion.weights)
+        ]
+        return [
+            dict(
+                start=int(chars_before[start]),
+                end=int(chars_before[end]),
+                weight=round(float(weight), 4),
+                source=source,
+            )
+            for (start, end), weight, source in items
+        ]
+
+
+class Suggester:
+    """A text-input export of `experiments.export` (a version folder or a model base folder,
+    its highest version), with its codes' descriptions (`extra_descriptions` add or override
+    some, see `descriptions.describe`)."""
+
+    def __init__(self, export_dir: str, extra_descriptions: dict | None = None):
+        self.path = export.latest_version(export_dir)
+        self._loaded = tf.saved_model.load(self.path)
+        self._serving = self._loaded.signatures["serving_default"]
+        if "text" not in self._serving.structured_input_signature[1]:
+            raise ValueError(
+                f"{export_dir} takes token ids: predict and review need a text-input export "
+                "(experiments.export --inputs=text)"
+            )
+        self.code_descriptions, self.code_system = export.code_descriptions(self._loaded)
+        self.code_descriptions.update(extra_descriptions or {})
+        self.labels = [code.decode() for code in self._loaded.labels.numpy()]
+        self.threshold = self._loaded.threshold.numpy()  # float32, as the export compares
+        self.vocab = tokenization.Vocab(
+            self._loaded.vocab_file.asset_path.numpy().decode(),
+            bool(self._loaded.do_lower_case.numpy()),
+        )
+        self.fingerprint = tf.saved_model.experimental.read_fingerprint(self.path).singleprint()
+        # In this process only, the export returns codes (and their evidence) down to the
+        # near misses; `codes` keeps those reaching the stored threshold, as it serves them.
+        self._loaded.threshold.assign(self.threshold * NEAR_MISS_FRACTION)
+
+    def describe(self, code: str) -> str:
+        return descriptions.describe(code, self.code_descriptions, self.code_system)
+
+    def suggest(self, notes: list) -> list:
+        """`NoteSuggestions` of each note (bytes or str; invalid UTF-8 is replaced, as the
+        export does), `BATCH_NOTES` notes per call of the export."""
+        utf8 = [
+            (note if isinstance(note, bytes) else note.encode("utf-8"))
+            .decode("utf-8", errors="replace")
+            .encode("utf-8")
+            for note in notes
+        ]
+        found = []
+        for first in range(0, len(utf8), BATCH_NOTES):
+            batch = utf8[first : first + BATCH_NOTES]
+            outputs = self._serving(text=tf.constant(batch))
+            outputs = {key: value.numpy() for key, value in outputs.items()}
+            found += [self._note(outputs, row, text) for row, text in enumerate(batch)]
+        return found
+
+    def _note(self, outputs: dict, row: int, text: bytes) -> NoteSuggestions:
+        codes, near_misses = [], []
+        for k in range(outputs["num_codes"][row]):
+            probability = outputs["code_probabilities"][row, k]
+            found = [
+                ((int(start), int(end)), float(weight))
+                for start, end, weight in zip(
+                    outputs["evidence_start"][row, k],
+                    outputs["evidence_end"][row, k],
+                    outputs["evidence_weight"][row, k],
+                )
+                if start >= 0
+            ]
+            matched = None
+            if "match_start" in outputs and outputs["match_start"][row, k] >= 0:
+                matched = (int(outputs["match_start"][row, k]), int(outputs["match_end"][row, k]))
+            code = outputs["codes"][row, k].decode("utf-8")
+            suggestion = Suggestion(
+                code=code,
+                probability=float(probability),
+                description=self.describe(code),
+                byte_spans=[span for span, _ in found],
+                weights=[weight for _, weight in found],
+                matched_span=matched,
+            )
+            if probability >= self.threshold:
+                codes.append(suggestion)
+            elif len(near_misses) < MAX_NEAR_MISSES:
+                near_misses.append(suggestion)
+        return NoteSuggestions(text, codes, near_misses)
