@@ -27,7 +27,12 @@ setup(
         "Programming Language :: Python :: 3.13",
     ],
     packages=find_packages(include=["longbert_tf", "longbert_tf.*", "data_prep", "experiments"]),
-    package_data={"experiments": ["published_results.json"]},
+    package_data={
+        "experiments": ["published_results.json"],
+        # The review page's HTML, CSS and JavaScript, served from the package (no network).
+        "longbert_tf.serving": ["review_page/*"],
+    },
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+    # selenium drives Debian's chromium/chromium-driver in the review page's browser tests.
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6", "selenium==4.51.0"]},
 )

@@ -16,6 +16,7 @@ from longbert_tf.data import dataset, synthetic, tokenization
 from longbert_tf.framework import tf
 from longbert_tf.modeling import encoder_specs
 from longbert_tf.modeling.bert import BertArchitecture
+from tests import review_setup
 from tests.dtypes import SUITE_DTYPES
 
 MACHINE_FAST_DTYPE = hardware.fast_dtype
@@ -123,6 +124,12 @@ def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
         arch, tokenization.learn_vocab(texts, arch.vocab_size), out_dir, 0
     )
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def review_export(tmp_path_factory):
+    """`(export folder, dataset folder)` of a tiny synthetic run (tests/review_setup.py)."""
+    return review_setup.build_export(str(tmp_path_factory.mktemp("review")))
 
 
 def training_losses(model_dir: str) -> dict:
