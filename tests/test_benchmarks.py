@@ -158,3 +158,17 @@ def test_the_label_attention_profile_times_the_pass_and_its_products():
         # 3 products of [2 x 128 codes, 32] by [512 tokens, 32] per chunk; 3 chunks (300 padded)
         flops = row["products_gflops_per_second"] * 1e9 * row["products_seconds"]
         assert flops == pytest.approx(3 * 2 * (2 * 128 * 3) * 512 * 32, rel=1e-6)
+
+
+def test_review_latency_times_the_page_and_the_api(review_export, tmp_path):
+    notes_dir = tmp_path / "notes"
+    notes_dir.mkdir()
+    (notes_dir / "a.txt").write_text("Ongoing syncope. Acute esophagitis noted. " * 40)
+    result = run_script(
+        "benchmarks/review_latency.py", f"--export_dir={review_export[0]}",
+        f"--notes_dir={notes_dir}", "--tokens=200", "--notes=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "notes: 2 of 200 tokens" in result.stdout
+    page = float(result.stdout.split("paste to codes shown: median ")[1].split(" s")[0])
+    assert page > 0

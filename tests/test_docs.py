@@ -6,7 +6,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PAGES = ("datasets", "reproducing", "encoders", "serving", "distributed", "performance",
+PAGES = ("datasets", "reproducing", "encoders", "serving", "review", "distributed", "performance",
          "results", "design")  # fmt: skip
 DOCUMENTS = [ROOT / "README.md", *(ROOT / "docs" / f"{page}.md" for page in PAGES)]
 # Pages say what is true, not how it came to be.
