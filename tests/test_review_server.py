@@ -211,3 +211,34 @@ def test_listening_beyond_loopback_warns(review_export, tmp_path):
         assert "listening on 0.0.0.0: anyone who reaches this machine" in server.server_log()
     finally:
         server.stop()
+
+
+def test_the_summary_reads_the_records_the_server_wrote(served):
+    server, root, texts = served
+    _, answer = call(server.url, "/api/code", dict(text=texts[3]))
+    codes = [c["code"] for c in answer["codes"]]
+    review = dict(note_id="summary-note", text=texts[3], rejected=codes[:1], added=["Q99.9"])
+    assert call(server.url, "/api/review", review)[0] == 200
+    records = str(root / "records.jsonl")
+    summary = review_records.summary(review_records.read(records))
+    outputs = {}
+    for output in ("text", "csv"):
+        result = subprocess.run(
+            [sys.executable, "-m", "experiments.review", "--summary", f"--records={records}",
+             f"--format={output}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[output] = result.stdout
+    assert f"notes reviewed: {summary['notes']}\n" in outputs["text"]
+    assert f"precision (coder-judged): {summary['precision']:.3f}" in outputs["text"]
+    row = summary["per_code"][codes[0]]
+    assert row["rejected"] >= 1
+    assert (
+        f"  {codes[0]:<10} {row['agreement']:.2f}  accepted {row['accepted']}, "
+        f"rejected {row['rejected']}, added {row['added']}\n"
+    ) in outputs["text"]
+    assert (
+        f"summary-note,{hashlib.sha256(texts[3].encode()).hexdigest()},Q99.9,added"
+        in (outputs["csv"])
+    )

@@ -65,6 +65,7 @@ class Reviewer:
         self.records_path = records_path
         self.notes_dir = notes_dir
         self._labels = set(suggester.labels)
+        self._described = [(code, suggester.describe(code)) for code in suggester.labels]
         self._cache = collections.OrderedDict()  # text SHA-256 -> NoteSuggestions
         self._cache_lock = threading.Lock()
 
@@ -128,8 +129,7 @@ class Reviewer:
             return []
         compact = query.strip().upper().replace(".", "")
         found = []
-        for code in self.suggester.labels:
-            description = self.suggester.describe(code)
+        for code, description in self._described:
             by_code = code.upper().replace(".", "").startswith(compact)
             if by_code or all(word in description.lower() for word in words):
                 starts = description.lower().startswith(words[0])
