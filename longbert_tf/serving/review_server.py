@@ -32,6 +32,7 @@ from longbert_tf.serving import review_records
 from longbert_tf.serving.suggestions import NoteSuggestions, Suggester
 
 MAX_BODY_BYTES = 512 * 1024
+DRAINED_BYTES = 16 * 1024 * 1024  # an oversized body is read this far before the answer
 SEARCH_RESULTS = 20
 PAGE_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -96,22 +97,27 @@ class Reviewer:
             codes=[one(c) for c in note.codes], near_misses=[one(c) for c in note.near_misses]
         )
 
-    def notes(self) -> list:
+    def _note_names(self) -> list:
         if not self.notes_dir:
             return []
+        return sorted(name for name in os.listdir(self.notes_dir) if name.endswith(".txt"))
+
+    def notes(self) -> list:
+        """`[{id, reviewed}]`: reviewed when a record holds the note's name and current text."""
         reviewed = {
             (record["note_id"], record["text_sha256"])
             for record in review_records.read(self.records_path)
         }
-        listed = []
-        for name in sorted(os.listdir(self.notes_dir)):
-            if name.endswith(".txt"):
-                digest = files.file_sha256(os.path.join(self.notes_dir, name))
-                listed.append(dict(id=name, reviewed=(name, digest) in reviewed))
-        return listed
+        return [
+            dict(
+                id=name,
+                reviewed=(name, files.file_sha256(os.path.join(self.notes_dir, name))) in reviewed,
+            )
+            for name in self._note_names()
+        ]
 
     def note_text(self, note_id: str) -> str:
-        if note_id not in {note["id"] for note in self.notes()}:
+        if note_id not in self._note_names():
             raise RequestError(404, f"no note {note_id!r} in the notes folder")
         path = os.path.join(self.notes_dir, note_id)
         with open(path, "rb") as note_file:
@@ -252,7 +258,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if length is None or not length.isdigit():
             raise RequestError(411, "send the body's Content-Length")
         if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True  # the unread body must not be taken for a request
+            # Read and dropped (up to DRAINED_BYTES), so that a client still sending it is not
+            # cut off before the answer; the connection closes either way.
+            self.close_connection = True
+            unread = min(int(length), DRAINED_BYTES)
+            while unread > 0:
+                chunk = self.rfile.read(min(unread, 65536))
+                if not chunk:
+                    break
+                unread -= len(chunk)
             raise RequestError(
                 413,
                 f"the request is {int(length):,} bytes; this server takes at most "
