@@ -29,7 +29,7 @@ from absl import logging
 
 from longbert_tf import files
 from longbert_tf.serving import review_records
-from longbert_tf.serving.suggestions import NoteSuggestions, Suggester
+from longbert_tf.serving.suggestions import Suggester
 
 MAX_BODY_BYTES = 512 * 1024
 DRAINED_BYTES = 16 * 1024 * 1024  # an oversized body is read this far before the answer
@@ -83,19 +83,6 @@ class Reviewer:
             while len(self._cache) > CACHED_NOTES:
                 self._cache.popitem(last=False)
         return notes
-
-    def code_json(self, note: NoteSuggestions) -> dict:
-        def one(suggestion):
-            return dict(
-                code=suggestion.code,
-                description=suggestion.description,
-                probability=round(suggestion.probability, 6),
-                evidence=note.evidence(suggestion),
-            )
-
-        return dict(
-            codes=[one(c) for c in note.codes], near_misses=[one(c) for c in note.near_misses]
-        )
 
     def _note_names(self) -> list:
         if not self.notes_dir:
@@ -247,10 +234,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(body["texts"], list) or not body["texts"]:
                 raise RequestError(400, "texts must be a non-empty list of notes")
             texts = [checked_text(text, f"texts[{i}]") for i, text in enumerate(body["texts"])]
-            notes = [reviewer.code_json(note) for note in reviewer.code(texts)]
+            notes = [note.for_api() for note in reviewer.code(texts)]
             return dict(threshold=float(reviewer.suggester.threshold), notes=notes)
         (note,) = reviewer.code([checked_text(body.get("text"), "text")])
-        return dict(threshold=float(reviewer.suggester.threshold), **reviewer.code_json(note))
+        return dict(threshold=float(reviewer.suggester.threshold), **note.for_api())
 
     def _body(self) -> dict:
         """The request's JSON object, read only when it is within `MAX_BODY_BYTES`."""

@@ -66,6 +66,21 @@ class NoteSuggestions:
             for (start, end), weight, source in items
         ]
 
+    def for_api(self) -> dict:
+        """`{codes, near_misses}`, each `[{code, description, probability, evidence}]`."""
+
+        def one(suggestion: Suggestion) -> dict:
+            return dict(
+                code=suggestion.code,
+                description=suggestion.description,
+                probability=round(suggestion.probability, 6),
+                evidence=self.evidence(suggestion),
+            )
+
+        return dict(
+            codes=[one(c) for c in self.codes], near_misses=[one(c) for c in self.near_misses]
+        )
+
 
 class Suggester:
     """A text-input export of `experiments.export` (a version folder or a model base folder,
