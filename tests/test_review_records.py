@@ -73,7 +73,7 @@ def _append_many(path: str, writer: int, count: int) -> None:
 
 
 def test_concurrent_writers_never_interleave(tmp_path):
-    path = str(tmp_path / "records.jsonl")
+    path = str(tmp_path / "reviews" / "records.jsonl")  # a folder made on the first save
     writers = [
         multiprocessing.Process(target=_append_many, args=(path, writer, 25)) for writer in range(4)
     ]

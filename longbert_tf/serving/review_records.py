@@ -69,6 +69,7 @@ def append(path: str, record: dict) -> None:
     temporary file, flushed to disk and renamed over `path`: a crash leaves the old file or
     the new one, never a partial line, and two writers never interleave."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for stale in glob.glob(f"{glob.escape(path)}.tmp-*"):  # of writers killed mid-append
