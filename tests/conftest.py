@@ -2,9 +2,12 @@
 compute dtypes the suite runs in (see tests/dtypes.py)."""
 
 import glob
+import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -130,6 +133,17 @@ def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
 def review_export(tmp_path_factory):
     """`(export folder, dataset folder)` of a tiny synthetic run (tests/review_setup.py)."""
     return review_setup.build_export(str(tmp_path_factory.mktemp("review")))
+
+
+def predict_json(export_dir: str, paths: list) -> list:
+    """What `python -m experiments.predict --format=json` prints for the note files `paths`."""
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.predict", f"--export_dir={export_dir}",
+         "--format=json", *map(str, paths)],
+        cwd=review_setup.ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
 
 
 def training_losses(model_dir: str) -> dict:

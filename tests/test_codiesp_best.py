@@ -16,6 +16,7 @@ from longbert_tf.data import dataset
 from longbert_tf.framework import tf
 from longbert_tf.serving import export
 from longbert_tf.training import runs
+from tests.conftest import predict_json
 from tests.test_codiesp import write_release
 
 pytestmark = pytest.mark.slow  # trains, fits and exports
@@ -170,14 +171,8 @@ def test_predict_shows_the_matched_term(fused, tmp_path):
     for row in range(8):
         (tmp_path / f"note{row}.txt").write_text(notes.text[row])
         paths.append(str(tmp_path / f"note{row}.txt"))
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--export_dir={export_dir}",
-         "--format=json", *paths],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     checked = 0
-    for row, prediction in enumerate(json.loads(result.stdout)):
+    for row, prediction in enumerate(predict_json(export_dir, paths)):
         for code in prediction["codes"]:
             if not code["matched_term"]:
                 continue

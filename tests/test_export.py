@@ -17,6 +17,7 @@ from longbert_tf.framework import tf
 from longbert_tf.serving import coder, export
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
+from tests.conftest import predict_json
 from tests.dtypes import tolerance
 
 pytestmark = pytest.mark.slow  # trains and exports
@@ -270,17 +271,9 @@ def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_pa
         path = tmp_path / f"note{row}.txt"
         path.write_text(notes.text[row])
         paths.append(str(path))
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "experiments.predict", f"--export_dir={text_export}",
-            "--format=json", *paths,
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     phrases = synthetic.make_code_table(EASY).phrases
     hits = checked = 0
-    for row, prediction in enumerate(json.loads(result.stdout)):
+    for row, prediction in enumerate(predict_json(text_export, paths)):
         for code in prediction["codes"]:
             if code["code"] not in notes.codes[row]:
                 continue

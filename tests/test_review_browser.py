@@ -4,14 +4,13 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from longbert_tf.data import dataset, descriptions
 from longbert_tf.serving import review_records, review_server
+from tests.conftest import predict_json
 from tests.review_setup import ROOT, ReviewServer, call, wait_until, write_notes
 
 pytestmark = pytest.mark.slow  # trains, exports, starts a server and browsers
@@ -104,16 +103,6 @@ def paste(browser, text: str) -> None:
     wait_until(lambda: "codes in" in browser.find_element("id", "status").text, what="codes")
 
 
-def predicted(export_dir: str, paths: list) -> list:
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--export_dir={export_dir}",
-         "--format=json", *paths],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
-
-
 def dataset_codes(dataset_dir: str) -> list:
     known = descriptions.read_descriptions(
         os.path.join(dataset_dir, descriptions.DESCRIPTIONS_FILE)
@@ -124,7 +113,7 @@ def dataset_codes(dataset_dir: str) -> list:
 def test_the_page_shows_predicts_codes(page, review_export):
     browser, _, root, _ = page
     names = ["note_00.txt", "note_03.txt", "note_07.txt"]
-    expected = predicted(review_export[0], [str(root / "notes" / name) for name in names])
+    expected = predict_json(review_export[0], [str(root / "notes" / name) for name in names])
     for name, reference in zip(names, expected):
         open_note(browser, name)
         assert shown(browser, "codes") == [code["code"] for code in reference["codes"]]

@@ -16,6 +16,7 @@ import pytest
 
 from longbert_tf.framework import tf
 from longbert_tf.serving import review_records, review_server, suggestions
+from tests.conftest import predict_json
 from tests.review_setup import ROOT, ReviewServer, call, write_notes
 
 pytestmark = pytest.mark.slow  # trains, exports and starts servers
@@ -42,16 +43,11 @@ def test_the_api_gives_predicts_codes_and_evidence(served, review_export):
     for index, text in enumerate(notes):
         paths.append(root / f"predict_{index}.txt")
         paths[-1].write_text(text, encoding="utf-8")
-    predicted = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--export_dir={review_export[0]}",
-         "--format=json", *map(str, paths)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    predicted = predict_json(review_export[0], paths)
     status, batch = call(server.url, "/api/code", dict(texts=notes))
     assert status == 200
-    assert sum(len(result["codes"]) for result in json.loads(predicted.stdout)) >= len(notes)
-    for text, expected, answer in zip(notes, json.loads(predicted.stdout), batch["notes"]):
+    assert sum(len(result["codes"]) for result in predicted) >= len(notes)
+    for text, expected, answer in zip(notes, predicted, batch["notes"]):
         assert [c["code"] for c in answer["codes"]] == [c["code"] for c in expected["codes"]]
         for code, reference in zip(answer["codes"], expected["codes"]):
             assert code["probability"] == pytest.approx(reference["probability"], abs=1e-4)

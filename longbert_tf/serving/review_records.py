@@ -109,7 +109,8 @@ def summary(records: list, top: int = 10) -> dict:
     per code `agreement` = accepted / (accepted + rejected + added)."""
     counts = {field: collections.Counter() for field in ("accepted", "rejected", "added")}
     undecided = 0
-    for record in latest(records):
+    reviews = latest(records)
+    for record in reviews:
         for field, counter in counts.items():
             counter.update(record[field])
         decided = set(record["accepted"]) | set(record["rejected"])
@@ -121,7 +122,7 @@ def summary(records: list, top: int = 10) -> dict:
         row["agreement"] = row["accepted"] / sum(row.values())
         per_code[code] = row
     return dict(
-        notes=len(latest(records)),
+        notes=len(reviews),
         accepted=accepted,
         rejected=rejected,
         added=added,

@@ -7,6 +7,7 @@ them) and `evidence` items are Unicode code point ranges (as Python's `str` inde
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -44,11 +45,16 @@ class NoteSuggestions:
     codes: list
     near_misses: list
 
+    @functools.cached_property
+    def _chars_before(self) -> np.ndarray:
+        """`[len(utf8) + 1]`: the code points before each byte offset."""
+        lead_bytes = (np.frombuffer(self.utf8, np.uint8) & 0xC0) != 0x80
+        return np.concatenate([[0], np.cumsum(lead_bytes)])
+
     def evidence(self, suggestion: Suggestion) -> list:
         """`[{start, end, weight, source}]` in code points of the note: the matched term
         (weight 1, source "term") then the attention's tokens (source "attention")."""
-        lead_bytes = (np.frombuffer(self.utf8, np.uint8) & 0xC0) != 0x80
-        chars_before = np.concatenate([[0], np.cumsum(lead_bytes)])
+        chars_before = self._chars_before
         items = []
         if suggestion.matched_span is not None:
             items.append((suggestion.matched_span, 1.0, "term"))
