@@ -6,8 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -19,10 +17,12 @@ from longbert_tf.data import dataset, synthetic, tokenization
 from longbert_tf.framework import tf
 from longbert_tf.modeling import encoder_specs
 from longbert_tf.modeling.bert import BertArchitecture
-from tests import review_setup
+from tests import trained_run as trained_run_lib
 from tests.dtypes import SUITE_DTYPES
+from tests.entry_points import run_main
 
 MACHINE_FAST_DTYPE = hardware.fast_dtype
+TRAINED_STEPS = 150
 
 TINY_SYNTHETIC = synthetic.SyntheticConfig(
     num_codes=12,
@@ -130,18 +130,31 @@ def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def review_export(tmp_path_factory):
-    """`(export folder, dataset folder)` of a tiny synthetic run (tests/review_setup.py)."""
-    return review_setup.build_export(str(tmp_path_factory.mktemp("review")))
+def trained_run(tmp_path_factory):
+    """The suite's one trained run (tests/trained_run.py): its float32 `ExperimentConfig`."""
+    root = str(tmp_path_factory.mktemp("trained"))
+    config, results = trained_run_lib.train(root, TRAINED_STEPS)
+    assert results["test"]["micro_f1"] > trained_run_lib.MIN_TEST_MICRO_F1, results["test"]
+    return config
+
+
+@pytest.fixture(scope="session")
+def exports(trained_run, tmp_path_factory):
+    """The trained run's exports (`text(dtype)`, `token_ids(dtype)`), each made on first use."""
+    return trained_run_lib.Exports(trained_run, str(tmp_path_factory.mktemp("exports")))
+
+
+@pytest.fixture(scope="session")
+def review_export(exports, trained_run):
+    """`(float32 text export folder, dataset folder)` of the trained run."""
+    return exports.text("float32"), trained_run.dataset_dir
 
 
 def predict_json(export_dir: str, paths: list) -> list:
     """What `python -m experiments.predict --format=json` prints for the note files `paths`."""
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", f"--export_dir={export_dir}",
-         "--format=json", *map(str, paths)],
-        cwd=review_setup.ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_main(
+        "experiments.predict", f"--export_dir={export_dir}", "--format=json", *map(str, paths)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 

@@ -1,5 +1,5 @@
-"""What the review tests share: a tiny synthetic run's text export, a notes folder, and the
-review server started as users start it (`python -m experiments.review`)."""
+"""What the review tests share: a notes folder, and the review server started as users start
+it (`python -m experiments.review`). The export is the suite's trained run's (conftest.py)."""
 
 import json
 import os
@@ -10,47 +10,9 @@ import time
 import urllib.error
 import urllib.request
 
-from longbert_tf import configs
-from longbert_tf.data import dataset, synthetic
-from longbert_tf.serving import export
-from longbert_tf.training import loop
+from longbert_tf.data import dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Short notes and few codes: a tiny encoder learns within 200 steps where the evidence is.
-REVIEW_SYNTHETIC = synthetic.SyntheticConfig(
-    num_codes=12,
-    num_train=160,
-    num_dev=24,
-    num_test=12,
-    median_tokens=100,
-    length_sigma=0.4,
-    min_tokens=50,
-    max_tokens=250,
-    min_codes_per_note=1,
-    max_codes_per_note=3,
-    distractors_per_note=1.0,
-    seed=11,
-)
-
-
-def build_export(root: str) -> tuple:
-    """Trains the tiny run (float32) and exports it with text inputs; returns `(export
-    version folder, dataset folder)`."""
-    synthetic.prepare(f"{root}/data", REVIEW_SYNTHETIC)
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=f"{root}/data",
-        model_dir=f"{root}/run",
-        encoder="random:L-1_H-32_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=8,
-        learning_rate=3e-3,
-        train_steps=200,
-        eval_every=200,
-        compute_dtype="float32",
-    )
-    loop.train_and_evaluate(config)
-    return export.export(config.model_dir, f"{root}/export", "text"), config.dataset_dir
 
 
 def write_notes(dataset_dir: str, notes_dir: str) -> list:

@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from data_prep import codiesp
 from longbert_tf.data import dataset, descriptions
+from tests.entry_points import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CODIESP_DIR = os.path.join(ROOT, "..", "shared", "data", "codiesp")
@@ -65,15 +64,12 @@ def test_real_release_train_and_dev(real):
 @pytest.mark.slow
 def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
     out_dir, _ = real
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
-            f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
-            "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
-            "--train_steps=4", "--eval_every=4", "--batch_size=4", "--warmup_steps=2",
-            "--compute_dtype=float32",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    result = run_main(
+        "experiments.run", "--dataset=codiesp_dx",
+        f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
+        "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
+        "--train_steps=4", "--eval_every=4", "--batch_size=4", "--warmup_steps=2",
+        "--compute_dtype=float32",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LongBERT | 256 |" in result.stdout

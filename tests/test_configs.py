@@ -1,14 +1,12 @@
 """`configs.from_preset`: the one path from a dataset preset and given settings to a config, which
 `experiments.run` and `experiments.reproduce` both take."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from longbert_tf import configs, presets
+from tests.entry_points import load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,25 +49,20 @@ def test_unknown_datasets_and_settings_are_refused():
         configs.from_preset("synthetic", segments=configs.SegmentConfig(512))
 
 
-@pytest.mark.slow  # starts a process: run and reproduce define the same flags
 def test_run_and_reproduce_build_the_same_row(tmp_path):
-    from experiments import run
-
+    """run and reproduce define the same flags: each is loaded in turn (tests/entry_points.py)."""
     flags = ["--dataset=codiesp_dx", "--train_steps=900", "--seed=3", f"--data_dir={tmp_path}"]
     model_dir = str(tmp_path / "table" / "1024")
+    run = load("experiments.run")
     try:
         run.FLAGS(["run", *flags, "--seq_len=1024", f"--model_dir={model_dir}"])
         expected = run.resolve_config()
     finally:
         run.FLAGS.unparse_flags()
-    code = (
-        "import json, sys; from experiments import reproduce; reproduce.FLAGS(sys.argv); "
-        "print(json.dumps(reproduce.row_config('1024', sys.argv[-1].split('=')[1]).to_dict()))"
-    )
-    out_dir = f"--out_dir={tmp_path / 'table'}"
-    completed = subprocess.run(
-        [sys.executable, "-c", code, *flags, out_dir],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
-    row = configs.ExperimentConfig.from_dict(json.loads(completed.stdout.splitlines()[-1]))
+    reproduce = load("experiments.reproduce")
+    try:
+        reproduce.FLAGS(["reproduce", *flags, f"--out_dir={tmp_path / 'table'}"])
+        row = reproduce.row_config("1024", str(tmp_path / "table"))
+    finally:
+        reproduce.FLAGS.unparse_flags()
     assert row == expected and row.label_init == "descriptions"  # the preset's recipe

@@ -3,14 +3,13 @@
 import gzip
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from data_prep import mimic3
 from longbert_tf.data import dataset, descriptions
 from tests import mimic_files
+from tests.entry_points import run_main
 from tests.mimic_files import code_row, note_row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,13 +250,12 @@ def test_output_inside_the_mimic_folder_is_refused(tmp_path):
 @pytest.mark.slow
 def test_command_line_prints_the_summary(tmp_path):
     write_mimic3(str(tmp_path / "raw"), str(tmp_path / "splits"))
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "data_prep.mimic3", f"--mimic_dir={tmp_path}/raw",
-            f"--splits_dir={tmp_path}/splits", f"--out_dir={tmp_path}/out",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_main(
+        "data_prep.mimic3",
+        f"--mimic_dir={tmp_path}/raw",
+        f"--splits_dir={tmp_path}/splits",
+        f"--out_dir={tmp_path}/out",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mimic3_full: 71 codes" in result.stdout and "mimic3_50: 50 codes" in result.stdout
     saved = json.loads((tmp_path / "out/mimic3_full/summary.json").read_text())

@@ -2,14 +2,13 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from data_prep import plot_lengths
 from longbert_tf.data import dataset, token_cache, tokenization
+from tests.entry_points import run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,13 +35,12 @@ def test_token_lengths_follow_note_order(tiny_dataset_dir, tiny_encoder_dir):
 @pytest.mark.slow
 def test_command_writes_the_figure_and_the_shares(tiny_dataset_dir, tiny_encoder_dir, tmp_path):
     out = tmp_path / "figure.png"
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "data_prep.plot_lengths", f"--dataset_dir={tiny_dataset_dir}",
-            f"--encoder={tiny_encoder_dir}", f"--out={out}",
-        ],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_main(
+        "data_prep.plot_lengths",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--encoder={tiny_encoder_dir}",
+        f"--out={out}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     report = json.loads((tmp_path / "figure.json").read_text())

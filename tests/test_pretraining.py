@@ -1,8 +1,6 @@
 """Masked-LM pretraining: masking statistics, a falling loss, and an encoder that loads back."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,7 @@ import pytest
 from longbert_tf.data import tokenization
 from longbert_tf.modeling import bert, encoders
 from longbert_tf.training import pretraining
+from tests.entry_points import run_main
 
 pytestmark = pytest.mark.slow  # pretrains and writes an encoder
 
@@ -57,13 +56,13 @@ def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
     for number in range(3):
         (text_dir / f"case{number}.txt").write_text("the patient has chronic pancreatitis. " * 20)
     command = [
-        sys.executable, "-m", "experiments.pretrain", f"--encoder={tiny_encoder_dir}",
+        "experiments.pretrain", f"--encoder={tiny_encoder_dir}",
         f"--data_dir={tiny_data_dir}", "--dataset=synthetic", f"--text_dir={text_dir}",
         f"--out_dir={tmp_path}/run", "--segment_length=64", "--batch_size=8",
         "--learning_rate=5e-3", "--warmup_steps=5", "--train_steps=100", "--checkpoint_every=50",
         "--log_every=1", f"--compute_dtype={compute_dtype}",
     ]  # fmt: skip
-    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    completed = run_main(*command)
     assert completed.returncode == 0, completed.stderr[-3000:]
     losses = [
         float(line.split("masked-LM loss ")[1].split()[0])
@@ -83,5 +82,5 @@ def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
     assert any(not np.allclose(trained[name], initial[name]) for name in trained)
     # The extra texts were tokenized once, with the encoder's vocabulary.
     assert len(list((tmp_path / "run" / "texts").glob("*.tfrecord"))) == 1
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = run_main(*command)
     assert again.returncode == 0 and "is finished" in again.stderr

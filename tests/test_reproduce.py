@@ -4,14 +4,13 @@ published rows (the LongBERT paper's Tables 2-4, CAML's paper) printed beneath o
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from longbert_tf.evaluation import report
+from tests.entry_points import run_main
 
-pytestmark = pytest.mark.slow  # trains and starts processes
+pytestmark = pytest.mark.slow  # trains
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(ROOT, "experiments", "published_results.json")
@@ -21,12 +20,12 @@ PAPER_TABLE = {"mimic3_full": 2, "mimic4_dx": 3, "mimic3_50": 4}
 
 def test_reproduce_writes_the_table_and_skips_finished_rows(tiny_data_dir, tmp_path):
     command = [
-        sys.executable, "-m", "experiments.reproduce", "--dataset=synthetic",
+        "experiments.reproduce", "--dataset=synthetic",
         f"--data_dir={tiny_data_dir}", f"--out_dir={tmp_path}", "--rows=caml,512,1024",
         "--encoder=random:L-1_H-16_A-2", "--train_steps=2", "--eval_every=2", "--max_notes=6",
         "--compute_dtype=float32",
     ]  # fmt: skip
-    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    first = run_main(*command)
     assert first.returncode == 0, first.stderr[-3000:]
     lines = (tmp_path / "table.md").read_text().splitlines()
     assert lines[2].startswith("| Model | Seq. length | Micro F1 |")
@@ -42,7 +41,7 @@ def test_reproduce_writes_the_table_and_skips_finished_rows(tiny_data_dir, tmp_p
         row: os.path.getmtime(tmp_path / row / "metrics.json") for row in ("caml", "512", "1024")
     }
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = run_main(*command)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("is finished") == 3
     assert (tmp_path / "table.md").read_text().splitlines() == lines
@@ -140,11 +139,9 @@ def test_report_rows_render_missing_metrics_and_lengths():
 def test_reproduce_prints_the_papers_rows(tmp_path):
     for dataset, number in PAPER_TABLE.items():
         out_dir = tmp_path / dataset
-        command = [
-            sys.executable, "-m", "experiments.reproduce", f"--dataset={dataset}", "--rows=",
-            f"--out_dir={out_dir}",
-        ]  # fmt: skip
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        result = run_main(
+            "experiments.reproduce", f"--dataset={dataset}", "--rows=", f"--out_dir={out_dir}"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         lines = (out_dir / "table.md").read_text().splitlines()
         paper = f"(published: Afkanpour et al. 2022, Table {number})"

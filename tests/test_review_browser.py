@@ -154,13 +154,22 @@ def test_clicking_a_code_highlights_exactly_its_evidence(page):
     assert run(browser, "return document.getElementById('note-text').textContent") == text
 
 
+@pytest.fixture(scope="module")
+def two_code_notes(page) -> list:
+    """Indices of the notes the server gives at least two codes."""
+    _, server, _, texts = page
+    answers = [call(server.url, "/api/code", dict(text=text))[1] for text in texts]
+    return [index for index, answer in enumerate(answers) if len(answer["codes"]) >= 2]
+
+
 def latest_record(root) -> dict:
     return review_records.read(str(root / "records.jsonl"))[-1]
 
 
-def test_accept_reject_add_and_save_with_the_mouse(page):
+def test_accept_reject_add_and_save_with_the_mouse(page, two_code_notes):
     browser, _, root, _ = page
-    open_note(browser, "note_04.txt")
+    name = f"note_{two_code_notes[0]:02d}.txt"
+    open_note(browser, name)
     codes = shown(browser, "codes")
     near = shown(browser, "near-misses")
     assert len(codes) >= 2
@@ -173,13 +182,11 @@ def test_accept_reject_add_and_save_with_the_mouse(page):
     assert "outside the model's codes" in browser.find_element("id", "added").text
     before = len(review_records.read(str(root / "records.jsonl")))
     browser.find_element("id", "save").click()
-    wait_until(
-        lambda: "Saved note_04.txt" in browser.find_element("id", "status").text, what="save"
-    )
+    wait_until(lambda: f"Saved {name}" in browser.find_element("id", "status").text, what="save")
     record = latest_record(root)
     assert len(review_records.read(str(root / "records.jsonl"))) == before + 1
     assert (record["note_id"], record["accepted"], record["rejected"]) == (
-        "note_04.txt",
+        name,
         codes[:1],
         codes[1:2],
     )
@@ -187,16 +194,17 @@ def test_accept_reject_add_and_save_with_the_mouse(page):
     assert [c["code"] for c in record["suggested"]] == codes
     assert [c["code"] for c in record["near_misses"]] == near
     assert "reviewed" in browser.find_element(
-        "css selector", "#notes li[data-note='note_04.txt']"
+        "css selector", f"#notes li[data-note='{name}']"
     ).get_attribute("class")
 
 
-def test_the_keyboard_path(page, review_export):
+def test_the_keyboard_path(page, review_export, two_code_notes):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     browser, _, root, _ = page
-    open_note(browser, "note_05.txt")
+    index = two_code_notes[1]
+    open_note(browser, f"note_{index:02d}.txt")
     codes = shown(browser, "codes")
     assert len(codes) >= 2
     labels = {c["code"]: c["description"] for c in dataset_codes(review_export[1])}
@@ -215,7 +223,8 @@ def test_the_keyboard_path(page, review_export):
     )
     keys("s")
     wait_until(
-        lambda: "Saved note_05.txt" in browser.find_element("id", "status").text, what="save"
+        lambda: f"Saved note_{index:02d}.txt" in browser.find_element("id", "status").text,
+        what="save",
     )
     record = latest_record(root)
     assert (record["accepted"], record["rejected"], record["added"]) == (
@@ -224,9 +233,10 @@ def test_the_keyboard_path(page, review_export):
         [wanted],
     )
     keys("n")
-    wait_until(lambda: browser.find_element("id", "note-title").text == "note_06.txt", what="next")
+    title = browser.find_element("id", "note-title")
+    wait_until(lambda: title.text == f"note_{index + 1:02d}.txt", what="next")
     keys("p")
-    wait_until(lambda: browser.find_element("id", "note-title").text == "note_05.txt", what="back")
+    wait_until(lambda: title.text == f"note_{index:02d}.txt", what="back")
     assert "j/" in browser.find_element("id", "shortcuts").text.replace(" ", "")
 
 

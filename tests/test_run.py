@@ -3,8 +3,6 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -12,8 +10,9 @@ import pytest
 from experiments import datasets
 from longbert_tf import configs, presets
 from longbert_tf.data import dataset
+from tests.entry_points import load, run_main
 
-pytestmark = pytest.mark.slow  # starts experiments.run
+pytestmark = pytest.mark.slow  # runs experiments.run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = [
@@ -28,14 +27,8 @@ TINY_FLAGS = [
 
 
 def run_experiment(*flags, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.run", *flags],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=None if env is None else {**os.environ, **env},
-    )
+    """`python -m experiments.run *flags`, in this process (tests/entry_points.py)."""
+    return run_main("experiments.run", *flags, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +176,7 @@ def test_a_folder_that_is_no_encoder_is_refused(tiny_data_dir, tmp_path):
         f"--data_dir={tiny_data_dir}",
         f"--model_dir={tmp_path}/run",
         f"--encoder={tmp_path}/weights",
+        "--compute_dtype=float32",
     )
     assert result.returncode != 0
     assert (
@@ -232,8 +226,7 @@ def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_datase
 
 
 def parsed_config(*flags):
-    from experiments import run
-
+    run = load("experiments.run")
     try:
         run.FLAGS(["run", *flags])
         return run.resolve_config()

@@ -1,0 +1,74 @@
+"""The one tiny trained run the suite shares (session fixtures `trained_run` and `exports` in
+conftest.py): synthetic notes that word their codes' phrases, a float32 run that learned where
+that evidence is, and its exports, built once and only when a test asks for them."""
+
+import dataclasses
+
+from longbert_tf import configs
+from longbert_tf.data import synthetic
+from longbert_tf.serving import export
+from longbert_tf.training import loop
+
+# Short notes, few codes: a tiny encoder learns where the evidence is within a few hundred steps.
+TRAINED_SYNTHETIC = synthetic.SyntheticConfig(
+    num_codes=15,
+    num_train=240,
+    num_dev=30,
+    num_test=30,
+    median_tokens=120,
+    length_sigma=0.5,
+    min_tokens=60,
+    max_tokens=400,
+    min_codes_per_note=1,
+    max_codes_per_note=3,
+    distractors_per_note=1.0,
+    seed=5,
+)
+ENCODER = "random:L-1_H-32_A-2"
+ENCODER_LAYERS = 1
+# What "a trained model" must have learned for its evidence and codes to mean something.
+MIN_TEST_MICRO_F1 = 0.6
+
+
+def train(root: str, train_steps: int) -> tuple:
+    """`(config, metrics)` of the run (float32: its subject is what it learned, not its
+    arithmetic; the exports compute in each suite dtype). Two segments of 128 positions."""
+    synthetic.prepare(f"{root}/data", TRAINED_SYNTHETIC)
+    config = configs.ExperimentConfig(
+        dataset="synthetic",
+        data_dir=f"{root}/data",
+        model_dir=f"{root}/run",
+        encoder=ENCODER,
+        segments=configs.SegmentConfig(256, 128),
+        batch_size=8,
+        learning_rate=3e-3,
+        train_steps=train_steps,
+        eval_every=train_steps,
+        compute_dtype="float32",
+    )
+    results = loop.train_and_evaluate(config)
+    return config, results
+
+
+class Exports:
+    """The run's exports, each written on first use: `text(dtype)`, `token_ids(dtype)`."""
+
+    def __init__(self, config: configs.ExperimentConfig, root: str):
+        self.config, self.root, self._made = config, root, {}
+
+    def _export(self, inputs: str, dtype: str) -> str:
+        if (inputs, dtype) not in self._made:
+            self._made[inputs, dtype] = export.export(
+                self.config.model_dir, f"{self.root}/{inputs}_{dtype}", inputs, compute_dtype=dtype
+            )
+        return self._made[inputs, dtype]
+
+    def text(self, dtype: str = "float32") -> str:
+        return self._export("text", dtype)
+
+    def token_ids(self, dtype: str = "float32") -> str:
+        return self._export("token_ids", dtype)
+
+    def run_config(self, dtype: str) -> configs.ExperimentConfig:
+        """The run's config with products in `dtype`: the in-memory twin of `text(dtype)`."""
+        return dataclasses.replace(self.config, compute_dtype=dtype)
