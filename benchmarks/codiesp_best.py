@@ -35,7 +35,8 @@ import time
 
 from absl import app, flags
 
-from longbert_tf.training import lexical_fusion, runs
+from longbert_tf.lexical import fitting
+from longbert_tf.training import runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
@@ -84,14 +85,12 @@ def run(*arguments: str) -> None:
 
 
 def fusion_file(model_dir: str) -> str:
-    return os.path.join(model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE)
+    return os.path.join(model_dir, fitting.FUSION_DIR, fitting.FUSION_FILE)
 
 
 def needs_fusion(model_dir: str) -> bool:
     """Whether the run has no fusion, or one fitted on another checkpoint than its best."""
-    return not os.path.exists(fusion_file(model_dir)) or bool(
-        lexical_fusion.stale_fusion(model_dir)
-    )
+    return not os.path.exists(fusion_file(model_dir)) or bool(fitting.stale_fusion(model_dir))
 
 
 def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: list) -> str:

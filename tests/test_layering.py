@@ -9,7 +9,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "longbert_tf"
 # Lowest first; a module may import its own layer and those below it. The base modules
 # (framework, files, configs, presets, hardware, distribute, quiet_start) are layer 0.
-LAYERS = ("data", "modeling", "evaluation", "training", "serving")
+LAYERS = ("data", "modeling", "evaluation", "training", "lexical", "serving")
 ENTRY_POINTS = ("experiments", "data_prep", "benchmarks", "tests")
 MAX_MODULE_LINES = 300
 

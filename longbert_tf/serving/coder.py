@@ -26,7 +26,7 @@ on validation (at most `max_codes`, most probable first):
   inputs `evidence_start`/`evidence_end` int64 byte offsets into the (UTF-8) note.
 
 A run fused with term matching (`experiments.fuse`) is served with text inputs
-only: its probabilities and threshold are the fusion's (`modeling.fusion`),
+only: its probabilities and threshold are the fusion's (`lexical.fusion`),
 the matcher runs in-graph, and `match_start`/`match_end` int64 `[batch, K]` are
 the byte offsets of each returned code's longest matched term (-1 where none),
 evidence beside the attention's tokens.
@@ -46,10 +46,11 @@ from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.data import dataset, segmentation, tokenization
 from longbert_tf.evaluation import score_counts
 from longbert_tf.framework import tf
+from longbert_tf.lexical import fitting
+from longbert_tf.lexical.fusion import Fusion
+from longbert_tf.lexical.term_matcher import TermIndex, TermMatcher
 from longbert_tf.modeling import encoder_specs, encoders, longbert
-from longbert_tf.modeling.fusion import Fusion
-from longbert_tf.modeling.term_matcher import TermIndex, TermMatcher
-from longbert_tf.training import lexical_fusion, runs
+from longbert_tf.training import runs
 
 EVIDENCE_TOKENS = 3
 MAX_CODES = 100
@@ -98,16 +99,14 @@ def load_trained(
         best
     ).expect_partial().assert_existing_objects_matched()
     trained = TrainedModel(config, model, encoder.vocab, labels, threshold)
-    fusion_dir = os.path.join(model_dir, lexical_fusion.FUSION_DIR)
-    fusion_path = os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)
+    fusion_dir = os.path.join(model_dir, fitting.FUSION_DIR)
+    fusion_path = os.path.join(fusion_dir, fitting.FUSION_FILE)
     if with_fusion and os.path.exists(fusion_path):
-        stale = lexical_fusion.stale_fusion(model_dir)
+        stale = fitting.stale_fusion(model_dir)
         if stale:
             raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
         trained.fusion = Fusion.load(fusion_path)
-        trained.term_index = TermIndex.load(
-            os.path.join(fusion_dir, lexical_fusion.TERM_INDEX_FILE)
-        )
+        trained.term_index = TermIndex.load(os.path.join(fusion_dir, fitting.TERM_INDEX_FILE))
         trained.threshold = trained.fusion.threshold
     return trained
 

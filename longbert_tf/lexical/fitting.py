@@ -1,4 +1,4 @@
-"""A finished run's codes fused with lexical code matching (`modeling.fusion`), fitted on dev.
+"""A finished run's codes fused with lexical code matching (`fusion`), fitted on dev.
 
 `fit_run_fusion(model_dir)` builds the run's term index from its dataset's
 code descriptions (and, for ICD-10-CM, the code book's titles and inclusion
@@ -23,7 +23,7 @@ from longbert_tf import presets
 from longbert_tf.data import dataset, descriptions
 from longbert_tf.evaluation import split_metrics
 from longbert_tf.framework import tf
-from longbert_tf.modeling import code_terms, fusion, term_matcher
+from longbert_tf.lexical import code_terms, fusion, term_matcher
 from longbert_tf.training import experiment as experiment_lib
 from longbert_tf.training import runs
 

@@ -22,8 +22,8 @@ import re
 import numpy as np
 
 from longbert_tf.framework import tf
-from longbert_tf.modeling import term_matcher
-from longbert_tf.modeling.term_matcher import MAX_TERM_WORDS, PAIR_VALUES, TermIndex
+from longbert_tf.lexical import term_matcher
+from longbert_tf.lexical.term_matcher import MAX_TERM_WORDS, PAIR_VALUES, TermIndex
 
 VARIANT_MIN_NOTES = 2
 VARIANT_MIN_PRECISION = 0.2

@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from longbert_tf import files
 from longbert_tf.framework import tf
-from longbert_tf.modeling.term_matcher import MATCH_FEATURES
+from longbert_tf.lexical.term_matcher import MATCH_FEATURES
 
 CANDIDATE_LOGIT = -6.0
 NON_CANDIDATE_SHIFT = -30.0
