@@ -16,7 +16,9 @@ import os
 from absl import app, flags, logging
 
 from longbert_tf.data import descriptions
-from longbert_tf.serving import review_records, review_server, suggestions
+from longbert_tf.review import records as review_records
+from longbert_tf.review import server as review_server
+from longbert_tf.serving import suggestions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.")

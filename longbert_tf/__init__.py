@@ -2,8 +2,8 @@
 
 Subpackages follow the data from raw notes to codes, and import only those
 before them: `data` -> `modeling` -> `evaluation` -> `training` -> `lexical`
--> `serving`, all on the base modules `framework`, `files`, `configs`,
-`presets`, `hardware` and `distribute`. See docs/design.md.
+-> `serving` -> `review`, all on the base modules `framework`, `files`,
+`configs`, `presets`, `hardware` and `distribute`. See docs/design.md.
 """
 
 __version__ = "0.1.0"
