@@ -35,8 +35,8 @@ import time
 
 from absl import app, flags
 
+from longbert_tf import run_folder
 from longbert_tf.lexical import fitting
-from longbert_tf.training import runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
@@ -85,7 +85,7 @@ def run(*arguments: str) -> None:
 
 
 def fusion_file(model_dir: str) -> str:
-    return os.path.join(model_dir, fitting.FUSION_DIR, fitting.FUSION_FILE)
+    return os.path.join(model_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
 
 
 def needs_fusion(model_dir: str) -> bool:
@@ -96,7 +96,7 @@ def needs_fusion(model_dir: str) -> bool:
 def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: list) -> str:
     """Trains the final model on train and dev for the selection run's best step count and
     carries its fusion and threshold (`experiments.fuse --selection_dir`); returns its folder."""
-    with open(os.path.join(selection_dir, runs.METRICS_FILE)) as metrics_file:
+    with open(os.path.join(selection_dir, run_folder.METRICS_FILE)) as metrics_file:
         steps = json.load(metrics_file)["best_step"]
     final_data = f"{data_dir}_final"
     if not os.path.exists(os.path.join(final_data, "codiesp_dx", "descriptions.tsv")):
@@ -148,7 +148,7 @@ def main(argv):
         "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
         f"--model_dir={model_dir}", *encoder, *FLAGS.run_flag,
     )  # fmt: skip
-    results_file = os.path.join(model_dir, runs.METRICS_FILE)
+    results_file = os.path.join(model_dir, run_folder.METRICS_FILE)
     if FLAGS.fusion:
         results_file = fusion_file(model_dir)
         if needs_fusion(model_dir):

@@ -37,6 +37,8 @@ import time
 
 from absl import app, flags
 
+from longbert_tf import run_folder
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
 flags.DEFINE_string("data_dir", "data", "Where codiesp_dx/ is (or is prepared).")
@@ -147,7 +149,7 @@ def train(name: str, pretraining, encoder_flags: list, recipe: list, seq_len: in
         f"--seq_len={seq_len}", "--segment_length=128", "--batch_size=4",
         f"--train_steps={FLAGS.train_steps}", "--eval_every=250", "--log_every=50", *recipe,
     ]  # fmt: skip
-    metrics_path = os.path.join(model_dir, "metrics.json")
+    metrics_path = os.path.join(model_dir, run_folder.METRICS_FILE)
     seconds += timed(metrics_path, command, os.path.join(model_dir, "log.txt"))
     with open(metrics_path) as metrics_file:
         return dict(json.load(metrics_file), seconds=seconds, seq_len=seq_len)
@@ -157,7 +159,7 @@ def best_row() -> str:
     """The finished row (of ROWS) with the best dev micro F1."""
     dev_f1 = {}
     for name in ROWS:
-        metrics_path = os.path.join(FLAGS.out_dir, name, "metrics.json")
+        metrics_path = os.path.join(FLAGS.out_dir, name, run_folder.METRICS_FILE)
         if os.path.exists(metrics_path):
             with open(metrics_path) as metrics_file:
                 dev_f1[name] = json.load(metrics_file)["dev"]["micro_f1"]

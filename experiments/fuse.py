@@ -17,6 +17,7 @@ final run's own term index; only test is scored.
 
 from absl import app, flags
 
+from longbert_tf import run_folder
 from longbert_tf.lexical import fitting
 
 FLAGS = flags.FLAGS
@@ -47,7 +48,7 @@ def main(argv):
     dev = f"dev is {FLAGS.folds}-fold cross-validated"
     if FLAGS.selection_dir:
         dev = f"dev is {FLAGS.selection_dir}'s, cross-validated"
-    print(f"Fusion in {FLAGS.model_dir}/{fitting.FUSION_DIR}; {dev}, test scored at "
+    print(f"Fusion in {FLAGS.model_dir}/{run_folder.FUSION_DIR}; {dev}, test scored at "
           "dev's threshold")  # fmt: skip
 
 

@@ -6,7 +6,8 @@ import pathlib
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "longbert_tf"
 # Lowest first; a module may import its own layer and those below it. The base modules
-# (framework, files, configs, presets, hardware, distribute, quiet_start) are layer 0.
+# (framework, files, configs, presets, hardware, distribute, quiet_start, run_folder) are
+# layer 0.
 LAYERS = ("data", "modeling", "evaluation", "training", "lexical", "serving", "review")
 ENTRY_POINTS = ("experiments", "data_prep", "benchmarks", "tests")
 

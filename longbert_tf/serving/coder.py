@@ -42,6 +42,7 @@ import dataclasses
 import json
 import os
 
+from longbert_tf import run_folder
 from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.data import dataset, segmentation, tokenization
 from longbert_tf.evaluation import score_counts
@@ -76,14 +77,14 @@ def load_trained(
     its products run in the run's compute dtype, or in `compute_dtype` when given (the
     variables are float32 either way). With `with_fusion`, the run's lexical fusion
     (`experiments.fuse`), when it has one, comes too, with its threshold."""
-    config = runs.saved_config(model_dir)
+    config = run_folder.saved_config(model_dir)
     if config is None:
-        raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
+        raise FileNotFoundError(f"{model_dir} holds no run ({run_folder.CONFIG_FILE} is missing)")
     if compute_dtype is not None:
         config = dataclasses.replace(config, compute_dtype=compute_dtype)
     if config.model != "longbert":
         raise ValueError(f"{model_dir} holds a {config.model} model; export serves LongBERT models")
-    metrics_path = os.path.join(model_dir, runs.METRICS_FILE)
+    metrics_path = os.path.join(model_dir, run_folder.METRICS_FILE)
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path} does not exist: finish training before exporting")
     with open(metrics_path) as metrics_file:
@@ -94,19 +95,19 @@ def load_trained(
     model = longbert.longbert_for(config, encoder, len(labels))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
-    best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=model).restore(
         best
     ).expect_partial().assert_existing_objects_matched()
     trained = TrainedModel(config, model, encoder.vocab, labels, threshold)
-    fusion_dir = os.path.join(model_dir, fitting.FUSION_DIR)
-    fusion_path = os.path.join(fusion_dir, fitting.FUSION_FILE)
+    fusion_dir = os.path.join(model_dir, run_folder.FUSION_DIR)
+    fusion_path = os.path.join(fusion_dir, run_folder.FUSION_FILE)
     if with_fusion and os.path.exists(fusion_path):
         stale = fitting.stale_fusion(model_dir)
         if stale:
             raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
         trained.fusion = Fusion.load(fusion_path)
-        trained.term_index = TermIndex.load(os.path.join(fusion_dir, fitting.TERM_INDEX_FILE))
+        trained.term_index = TermIndex.load(os.path.join(fusion_dir, run_folder.TERM_INDEX_FILE))
         trained.threshold = trained.fusion.threshold
     return trained
 
