@@ -68,8 +68,8 @@ def thresholds_reached(probabilities):
 def true_code_precision_sums(logits, labels):
     """float32 `[batch]`: per note, the sum over its true codes g of the precision among the
     codes scored at least as high as g, `#{true c: s_c >= s_g} / #{c: s_c >= s_g}` (ties
-    ranked together, as `metrics.average_precision`); divided by the note's number of true
-    codes it is the note's average precision.
+    ranked together, as scikit-learn's `average_precision_score`); divided by the note's number
+    of true codes it is the note's average precision.
 
     Codes are ranked by logit: the float32 sigmoid can round one logit to two neighbouring
     probabilities in different lanes of a kernel, which would break ties.
