@@ -18,12 +18,12 @@ label space (`_macro_f1`, `_caml_macro`).
 import numpy as np
 
 from longbert_tf.evaluation import metrics
-from longbert_tf.evaluation.score_counts import LOGIT_RANGE, MICRO_BINS
+from longbert_tf.evaluation.score_counts import HISTOGRAM_LOGIT_RANGE, MICRO_BINS
 
 _CODES_AT_ONCE = 4096  # codes whose macro ROC-AUC is computed together
-_BINS_PER_LOGIT = MICRO_BINS / (2 * LOGIT_RANGE)
+_BINS_PER_LOGIT = MICRO_BINS / (2 * HISTOGRAM_LOGIT_RANGE)
 # Logit offsets tried for the codes without a training note: whole fine bins.
-OFFSET_GRID = np.arange(-LOGIT_RANGE, LOGIT_RANGE + 0.125, 0.25)
+OFFSET_GRID = np.arange(-HISTOGRAM_LOGIT_RANGE, HISTOGRAM_LOGIT_RANGE + 0.125, 0.25)
 
 
 def _at_or_above(histogram: np.ndarray) -> np.ndarray:
