@@ -111,13 +111,15 @@ def main(argv):
                 {split: mean_logits([members[i][1][split] for i in subset]) for split in SPLITS},
             )
             print(
-                " + ".join(FLAGS.model_dir[i] for i in subset) + ": "
+                " + ".join(FLAGS.model_dir[i] for i in subset)
+                + ": "
                 + ", ".join(
                     f"{split} micro F1 {results[split]['micro_f1']:.4f} MAP "
-                    f"{results[split]['map']:.4f}" for split in SPLITS
+                    f"{results[split]['map']:.4f}"
+                    for split in SPLITS
                 ),
                 flush=True,
-            )  # fmt: skip
+            )
 
 
 if __name__ == "__main__":

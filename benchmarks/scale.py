@@ -158,7 +158,7 @@ def run_commands(work_dir: str, data_dir: str, model_dir: str, export_dir: str) 
             "--seq_len=512",
             f"--train_steps={FLAGS.train_steps}",
             f"--eval_every={FLAGS.train_steps}",
-        ],  # fmt: skip
+        ],
         f"{work_dir}/run.log",
     )
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6

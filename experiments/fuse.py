@@ -48,8 +48,10 @@ def main(argv):
     dev = f"dev is {FLAGS.folds}-fold cross-validated"
     if FLAGS.selection_dir:
         dev = f"dev is {FLAGS.selection_dir}'s, cross-validated"
-    print(f"Fusion in {FLAGS.model_dir}/{run_folder.FUSION_DIR}; {dev}, test scored at "
-          "dev's threshold")  # fmt: skip
+    print(
+        f"Fusion in {FLAGS.model_dir}/{run_folder.FUSION_DIR}; {dev}, test scored at "
+        "dev's threshold"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines beside those the export carries."
 )
 flags.DEFINE_bool("summary", False, "Print what --records teach instead of serving.")
-flags.DEFINE_enum("format", "text", ["text", "json", "csv"], "--summary as text, JSON, or "
-                  "a CSV of the final codes (accepted and added) of every note.")  # fmt: skip
+flags.DEFINE_enum(
+    "format",
+    "text",
+    ["text", "json", "csv"],
+    "--summary as text, JSON, or a CSV of the final codes (accepted and added) of every note.",
+)
 
 
 def print_summary(records: list) -> None:

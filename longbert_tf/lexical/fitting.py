@@ -111,8 +111,14 @@ class FusedModel(tf.Module):
     num_labels]` fused logits. `note_weights` `[notes, FUSION_INPUTS]` and `note_biases`
     `[notes]`, when given, are each note's own regression (out-of-fold scores)."""
 
-    def __init__(self, model, matches: SplitMatches, fitted: fusion.Fusion,
-                 note_weights=None, note_biases=None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        matches: SplitMatches,
+        fitted: fusion.Fusion,
+        note_weights=None,
+        note_biases=None,
+    ):
         super().__init__(name="fused_model")
         self.model, self.matches, self.fitted = model, matches, fitted
         self.num_labels = len(fitted.train_notes)
@@ -162,8 +168,12 @@ def _matched_run(model_dir: str, splits: tuple) -> tuple:
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     started = time.time()
     index = build_index(config.dataset_dir, experiment.labels, config.preset.code_system)
-    logging.info("Term index: %d terms, %d pairs in %.1f s",
-                 len(index.term_keys), len(index.pair_codes), time.time() - started)  # fmt: skip
+    logging.info(
+        "Term index: %d terms, %d pairs in %.1f s",
+        len(index.term_keys),
+        len(index.pair_codes),
+        time.time() - started,
+    )
     matcher = term_matcher.TermMatcher(index, len(experiment.labels))
     matches = {
         split: match_split(matcher, list(dataset.read_notes(config.dataset_dir, split).text))
@@ -204,8 +214,12 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
 
     scored, dev_counts = evaluate("dev", note_weights=note_weights, note_biases=note_biases)
     fitted.threshold, _ = split_metrics.tune_threshold(dev_counts)
-    results = dict(dev=scored.metrics("dev", dev_counts, fitted.threshold), folds=folds,
-                   candidate_pairs=int(labels.size), checkpoint=best)  # fmt: skip
+    results = dict(
+        dev=scored.metrics("dev", dev_counts, fitted.threshold),
+        folds=folds,
+        candidate_pairs=int(labels.size),
+        checkpoint=best,
+    )
     scored, test_counts = evaluate("test")
     results["test"] = scored.metrics("test", test_counts, fitted.threshold)
     _save(model_dir, index, fitted, results)
@@ -226,13 +240,15 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
         selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
     )
     scored = experiment_lib.Experiment(
-        experiment.inputs, FusedModel(experiment.model, matches["test"], carried),
+        experiment.inputs,
+        FusedModel(experiment.model, matches["test"], carried),
         experiment.strategy,
-    )  # fmt: skip
+    )
     results = dict(
         test=scored.metrics("test", scored.count("test"), carried.threshold),
-        selection_dev=selection_dev, selection_run=os.path.abspath(selection_dir),
+        selection_dev=selection_dev,
+        selection_run=os.path.abspath(selection_dir),
         checkpoint=best,
-    )  # fmt: skip
+    )
     _save(model_dir, index, carried, results)
     return results

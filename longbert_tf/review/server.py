@@ -148,9 +148,14 @@ class Reviewer:
         (note,) = self.code([text])
         try:
             record = records.make_record(
-                note_id, text, self.suggester.fingerprint, self.suggester.threshold,
-                note, self._labels, body,
-            )  # fmt: skip
+                note_id,
+                text,
+                self.suggester.fingerprint,
+                self.suggester.threshold,
+                note,
+                self._labels,
+                body,
+            )
         except ValueError as error:
             raise RequestError(400, str(error)) from None
         records.append(self.records_path, record)
