@@ -7,8 +7,8 @@ model's codes.
 - `fusion`: a model's logits and the match features combined by a logistic regression
   (`Fusion`); `fitting`: fitting it on a finished run's dev notes and scoring it.
 
-`fitting` imports `training` (a run's experiment and best weights); the other modules only
-the base modules.
+`fitting` imports `data`, `evaluation` and `training` (a run's experiment and best weights);
+the other modules only the base modules.
 """
 
 from longbert_tf.lexical import code_terms, fitting, fusion, term_matcher
