@@ -30,7 +30,7 @@ setup(
     package_data={
         "experiments": ["published_results.json"],
         # The review page's HTML, CSS and JavaScript, served from the package (no network).
-        "longbert_tf.serving": ["review_page/*"],
+        "longbert_tf.review": ["page/*"],
     },
     install_requires=REQUIREMENTS,
     # selenium drives Debian's chromium/chromium-driver in the review page's browser tests.

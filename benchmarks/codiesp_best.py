@@ -35,7 +35,8 @@ import time
 
 from absl import app, flags
 
-from longbert_tf.training import lexical_fusion, runs
+from longbert_tf import run_folder
+from longbert_tf.lexical import fitting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
@@ -84,33 +85,39 @@ def run(*arguments: str) -> None:
 
 
 def fusion_file(model_dir: str) -> str:
-    return os.path.join(model_dir, lexical_fusion.FUSION_DIR, lexical_fusion.FUSION_FILE)
+    return os.path.join(model_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
 
 
 def needs_fusion(model_dir: str) -> bool:
     """Whether the run has no fusion, or one fitted on another checkpoint than its best."""
-    return not os.path.exists(fusion_file(model_dir)) or bool(
-        lexical_fusion.stale_fusion(model_dir)
-    )
+    return not os.path.exists(fusion_file(model_dir)) or bool(fitting.stale_fusion(model_dir))
 
 
 def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: list) -> str:
     """Trains the final model on train and dev for the selection run's best step count and
     carries its fusion and threshold (`experiments.fuse --selection_dir`); returns its folder."""
-    with open(os.path.join(selection_dir, runs.METRICS_FILE)) as metrics_file:
+    with open(os.path.join(selection_dir, run_folder.METRICS_FILE)) as metrics_file:
         steps = json.load(metrics_file)["best_step"]
     final_data = f"{data_dir}_final"
     if not os.path.exists(os.path.join(final_data, "codiesp_dx", "descriptions.tsv")):
         run(
-            "data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={final_data}",
-            f"--label_space={FLAGS.label_space}", "--dev_trains",
-        )  # fmt: skip
+            "data_prep.codiesp",
+            f"--codiesp_dir={codiesp_dir}",
+            f"--out_dir={final_data}",
+            f"--label_space={FLAGS.label_space}",
+            "--dev_trains",
+        )
     final_dir = f"{selection_dir}_final"
     run(
-        "experiments.run", "--dataset=codiesp_dx", f"--data_dir={final_data}",
-        f"--model_dir={final_dir}", *encoder, *FLAGS.run_flag, f"--train_steps={steps}",
+        "experiments.run",
+        "--dataset=codiesp_dx",
+        f"--data_dir={final_data}",
+        f"--model_dir={final_dir}",
+        *encoder,
+        *FLAGS.run_flag,
+        f"--train_steps={steps}",
         f"--eval_every={steps}",
-    )  # fmt: skip
+    )
     if needs_fusion(final_dir):
         run("experiments.fuse", f"--model_dir={final_dir}", f"--selection_dir={selection_dir}")
     return final_dir
@@ -129,9 +136,11 @@ def main(argv):
     data_dir = os.path.join(work_dir, f"data_{FLAGS.label_space}")
     if not os.path.exists(os.path.join(data_dir, "codiesp_dx", "descriptions.tsv")):
         run(
-            "data_prep.codiesp", f"--codiesp_dir={codiesp_dir}", f"--out_dir={data_dir}",
+            "data_prep.codiesp",
+            f"--codiesp_dir={codiesp_dir}",
+            f"--out_dir={data_dir}",
             f"--label_space={FLAGS.label_space}",
-        )  # fmt: skip
+        )
     encoder = []
     background = os.path.join(codiesp_dir, "background", "text_files_en")
     if FLAGS.pretrain_steps and os.path.isdir(background):
@@ -139,17 +148,25 @@ def main(argv):
         encoder_dir = os.path.join(pretrain_dir, "encoder")
         if not os.path.exists(encoder_dir):
             run(
-                "experiments.pretrain", "--encoder=minilm", "--dataset=codiesp_dx",
-                f"--data_dir={data_dir}", f"--text_dir={background}", f"--out_dir={pretrain_dir}",
+                "experiments.pretrain",
+                "--encoder=minilm",
+                "--dataset=codiesp_dx",
+                f"--data_dir={data_dir}",
+                f"--text_dir={background}",
+                f"--out_dir={pretrain_dir}",
                 f"--train_steps={FLAGS.pretrain_steps}",
-            )  # fmt: skip
+            )
         encoder = [f"--encoder={encoder_dir}"]
     model_dir = os.path.join(work_dir, f"run_{FLAGS.label_space}")
     run(
-        "experiments.run", "--dataset=codiesp_dx", f"--data_dir={data_dir}",
-        f"--model_dir={model_dir}", *encoder, *FLAGS.run_flag,
-    )  # fmt: skip
-    results_file = os.path.join(model_dir, runs.METRICS_FILE)
+        "experiments.run",
+        "--dataset=codiesp_dx",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        *encoder,
+        *FLAGS.run_flag,
+    )
+    results_file = os.path.join(model_dir, run_folder.METRICS_FILE)
     if FLAGS.fusion:
         results_file = fusion_file(model_dir)
         if needs_fusion(model_dir):
@@ -166,9 +183,10 @@ def main(argv):
         print(f"{split} MAP: {results[split]['map']:.4f}")
     if FLAGS.export_dir:
         run(
-            "experiments.export", f"--model_dir={model_dir}",
+            "experiments.export",
+            f"--model_dir={model_dir}",
             f"--export_dir={os.path.abspath(FLAGS.export_dir)}",
-        )  # fmt: skip
+        )
     for part, minutes in MINUTES.items():
         print(f"{part}: {minutes:.1f} min")
 

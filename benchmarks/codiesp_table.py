@@ -37,6 +37,8 @@ import time
 
 from absl import app, flags
 
+from longbert_tf import run_folder
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("codiesp_dir", "../shared/data/codiesp", "CodiEsp release folder.")
 flags.DEFINE_string("data_dir", "data", "Where codiesp_dx/ is (or is prepared).")
@@ -124,11 +126,17 @@ def pretrained_encoder(encoder: str, vocab: str | None) -> tuple:
     out_dir = os.path.join(FLAGS.out_dir, name)
     os.makedirs(out_dir, exist_ok=True)
     command = [
-        sys.executable, "-m", "experiments.pretrain", f"--encoder={encoder}",
-        "--dataset=codiesp_dx", f"--data_dir={FLAGS.data_dir}",
+        sys.executable,
+        "-m",
+        "experiments.pretrain",
+        f"--encoder={encoder}",
+        "--dataset=codiesp_dx",
+        f"--data_dir={FLAGS.data_dir}",
         f"--text_dir={os.path.join(FLAGS.codiesp_dir, 'background', 'text_files_en')}",
-        f"--out_dir={out_dir}", f"--train_steps={FLAGS.pretrain_steps}", "--learning_rate=1e-4",
-    ] + ([f"--encoder_vocab={vocab}"] if vocab else [])  # fmt: skip
+        f"--out_dir={out_dir}",
+        f"--train_steps={FLAGS.pretrain_steps}",
+        "--learning_rate=1e-4",
+    ] + ([f"--encoder_vocab={vocab}"] if vocab else [])
     encoder_dir = os.path.join(out_dir, "encoder")
     return encoder_dir, timed(encoder_dir, command, os.path.join(out_dir, "log.txt"))
 
@@ -142,12 +150,22 @@ def train(name: str, pretraining, encoder_flags: list, recipe: list, seq_len: in
     model_dir = os.path.join(FLAGS.out_dir, name)
     os.makedirs(model_dir, exist_ok=True)
     command = [
-        sys.executable, "-m", "experiments.run", "--dataset=codiesp_dx",
-        f"--data_dir={FLAGS.data_dir}", f"--model_dir={model_dir}", *encoder_flags,
-        f"--seq_len={seq_len}", "--segment_length=128", "--batch_size=4",
-        f"--train_steps={FLAGS.train_steps}", "--eval_every=250", "--log_every=50", *recipe,
-    ]  # fmt: skip
-    metrics_path = os.path.join(model_dir, "metrics.json")
+        sys.executable,
+        "-m",
+        "experiments.run",
+        "--dataset=codiesp_dx",
+        f"--data_dir={FLAGS.data_dir}",
+        f"--model_dir={model_dir}",
+        *encoder_flags,
+        f"--seq_len={seq_len}",
+        "--segment_length=128",
+        "--batch_size=4",
+        f"--train_steps={FLAGS.train_steps}",
+        "--eval_every=250",
+        "--log_every=50",
+        *recipe,
+    ]
+    metrics_path = os.path.join(model_dir, run_folder.METRICS_FILE)
     seconds += timed(metrics_path, command, os.path.join(model_dir, "log.txt"))
     with open(metrics_path) as metrics_file:
         return dict(json.load(metrics_file), seconds=seconds, seq_len=seq_len)
@@ -157,7 +175,7 @@ def best_row() -> str:
     """The finished row (of ROWS) with the best dev micro F1."""
     dev_f1 = {}
     for name in ROWS:
-        metrics_path = os.path.join(FLAGS.out_dir, name, "metrics.json")
+        metrics_path = os.path.join(FLAGS.out_dir, name, run_folder.METRICS_FILE)
         if os.path.exists(metrics_path):
             with open(metrics_path) as metrics_file:
                 dev_f1[name] = json.load(metrics_file)["dev"]["micro_f1"]

@@ -10,14 +10,15 @@ threshold, gold codes outside the label space counted as missed), one line each.
 """
 
 import itertools
+import os
 
 import numpy as np
 from absl import app, flags
 
+from longbert_tf import run_folder
 from longbert_tf.evaluation import split_metrics
 from longbert_tf.framework import tf
 from longbert_tf.training import experiment as experiment_lib
-from longbert_tf.training import runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("model_dir", None, "A finished run (two or more).", required=True)
@@ -49,8 +50,8 @@ def split_logits(experiment, split: str) -> np.ndarray:
 
 def member_logits(model_dir: str) -> tuple:
     """`(experiment, {split: logits [notes, codes]})` of a run's best checkpoint."""
-    experiment = experiment_lib.build_experiment(runs.saved_config(model_dir))
-    best = tf.train.latest_checkpoint(f"{model_dir}/best")
+    experiment = experiment_lib.build_experiment(run_folder.saved_config(model_dir))
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     return experiment, {split: split_logits(experiment, split) for split in SPLITS}
 
@@ -110,13 +111,15 @@ def main(argv):
                 {split: mean_logits([members[i][1][split] for i in subset]) for split in SPLITS},
             )
             print(
-                " + ".join(FLAGS.model_dir[i] for i in subset) + ": "
+                " + ".join(FLAGS.model_dir[i] for i in subset)
+                + ": "
                 + ", ".join(
                     f"{split} micro F1 {results[split]['micro_f1']:.4f} MAP "
-                    f"{results[split]['map']:.4f}" for split in SPLITS
+                    f"{results[split]['map']:.4f}"
+                    for split in SPLITS
                 ),
                 flush=True,
-            )  # fmt: skip
+            )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,17 @@ def write_tables(mimic_dir: str, rng: np.random.Generator) -> int:
     ):
         note_writer, code_writer = csv.writer(notes), csv.writer(codes)
         note_writer.writerow(
-            ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime",
-             "storetime", "text"]
-        )  # fmt: skip
+            [
+                "note_id",
+                "subject_id",
+                "hadm_id",
+                "note_type",
+                "note_seq",
+                "charttime",
+                "storetime",
+                "text",
+            ]
+        )
         code_writer.writerow(["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"])
         for index in range(FLAGS.num_notes):
             subject_id, hadm_id = 10_000_000 + index // 3, 20_000_000 + index
@@ -86,10 +94,17 @@ def main(argv):
         started = time.time()
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         subprocess.run(
-            [sys.executable, "-m", "data_prep.mimic4", f"--mimic_dir={work_dir}/mimic",
-             f"--out_dir={work_dir}/out"],
-            cwd=root, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "data_prep.mimic4",
+                f"--mimic_dir={work_dir}/mimic",
+                f"--out_dir={work_dir}/out",
+            ],
+            cwd=root,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(f"prepare time: {time.time() - started:.0f} s")
         print(f"peak memory: {peak_kib / 2**20:.2f} GiB")

@@ -24,7 +24,8 @@ from absl import app, flags
 
 from longbert_tf import hardware
 from longbert_tf.data import synthetic, tokenization
-from longbert_tf.serving import review_server, suggestions
+from longbert_tf.review import server as review_server
+from longbert_tf.serving import suggestions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "A text-input export.", required=True)

@@ -32,10 +32,9 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from longbert_tf import hardware  # noqa: E402
+from longbert_tf import hardware, run_folder  # noqa: E402
 from longbert_tf.data import dataset  # noqa: E402
 from longbert_tf.framework import tf  # noqa: E402
-from longbert_tf.training import runs  # noqa: E402
 from longbert_tf.training.experiment import build_experiment  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -93,8 +92,8 @@ def metrics_seconds(model_dir: str, split: str = "test") -> float:
     its time is the largest of any split. Both passes are timed the second
     time they run, so that neither includes tracing.
     """
-    experiment = build_experiment(runs.saved_config(model_dir))
-    best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    experiment = build_experiment(run_folder.saved_config(model_dir))
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     forward = tf.function(
         lambda features: experiment.model(features, training=False), reduce_retracing=True
@@ -115,7 +114,7 @@ def metrics_seconds(model_dir: str, split: str = "test") -> float:
 
 def checkpoint_sizes(model_dir: str) -> tuple:
     """(bytes on disk of the latest checkpoint, bytes of its model and optimizer tensors)."""
-    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.CHECKPOINTS_DIR))
     on_disk = sum(os.path.getsize(path) for path in glob.glob(f"{checkpoint}.*"))
     reader = tf.train.load_checkpoint(checkpoint)
     dtypes = reader.get_variable_to_dtype_map()
@@ -159,7 +158,7 @@ def run_commands(work_dir: str, data_dir: str, model_dir: str, export_dir: str) 
             "--seq_len=512",
             f"--train_steps={FLAGS.train_steps}",
             f"--eval_every={FLAGS.train_steps}",
-        ],  # fmt: skip
+        ],
         f"{work_dir}/run.log",
     )
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6

@@ -76,9 +76,12 @@ def main(argv):
     del argv
     python = peer_python()
     shape = [
-        f"--num_labels={FLAGS.num_labels}", f"--seq_len={FLAGS.seq_len}",
-        f"--batch_size={FLAGS.batch_size}", f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
-    ]  # fmt: skip
+        f"--num_labels={FLAGS.num_labels}",
+        f"--seq_len={FLAGS.seq_len}",
+        f"--batch_size={FLAGS.batch_size}",
+        f"--steps={FLAGS.steps}",
+        f"--warmup={FLAGS.warmup}",
+    ]
     ours = [sys.executable, os.path.join(HERE, "train_step.py"), "--json", *shape]
     peer = [python, os.path.join(HERE, "torch_peer_step.py"), *shape]
     print(f"CPU: {hardware.cpu_summary()}")

@@ -250,9 +250,12 @@ def sweep():
                             f"| {num_labels} | {seq_len} | {batch_size} | {attention} | {dtype} |"
                         )
                         cell = dict(
-                            num_labels=num_labels, seq_len=seq_len, batch_size=batch_size,
-                            label_attention=attention, requested_dtype=dtype,
-                        )  # fmt: skip
+                            num_labels=num_labels,
+                            seq_len=seq_len,
+                            batch_size=batch_size,
+                            label_attention=attention,
+                            requested_dtype=dtype,
+                        )
                         needed = dense_memory_gb(num_labels, seq_len, batch_size)
                         if attention == "dense" and needed > FLAGS.memory_limit_gb:
                             print(
@@ -261,13 +264,20 @@ def sweep():
                             record(dict(cell, status=f"skipped: needs about {needed:.0f} GB"))
                             continue
                         command = [
-                            sys.executable, __file__, "--json", f"--num_labels={num_labels}",
-                            f"--seq_len={seq_len}", f"--batch_size={batch_size}",
-                            f"--label_attention={attention}", f"--compute_dtype={dtype}",
-                            f"--steps={FLAGS.steps}", f"--warmup={FLAGS.warmup}",
-                            f"--xla={FLAGS.xla}", f"--segment_length={FLAGS.segment_length}",
+                            sys.executable,
+                            __file__,
+                            "--json",
+                            f"--num_labels={num_labels}",
+                            f"--seq_len={seq_len}",
+                            f"--batch_size={batch_size}",
+                            f"--label_attention={attention}",
+                            f"--compute_dtype={dtype}",
+                            f"--steps={FLAGS.steps}",
+                            f"--warmup={FLAGS.warmup}",
+                            f"--xla={FLAGS.xla}",
+                            f"--segment_length={FLAGS.segment_length}",
                             *([f"--encoder={FLAGS.encoder}"] if FLAGS.encoder else []),
-                        ]  # fmt: skip
+                        ]
                         done = subprocess.run(command, capture_output=True, text=True)
                         if done.returncode:
                             print(f"{prefix} failed: {failure(done)} | | | |", flush=True)

@@ -182,9 +182,12 @@ def prepare(
 def main(argv):
     del argv
     result = prepare(
-        flags.FLAGS.codiesp_dir, flags.FLAGS.out_dir, flags.FLAGS.label_space,
-        flags.FLAGS.code_text, flags.FLAGS.dev_trains,
-    )  # fmt: skip
+        flags.FLAGS.codiesp_dir,
+        flags.FLAGS.out_dir,
+        flags.FLAGS.label_space,
+        flags.FLAGS.code_text,
+        flags.FLAGS.dev_trains,
+    )
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
     print(dataset_summary.format_summary(dataset_dir, result))
     logging.info("Summary saved as %s/summary.json", dataset_dir)

@@ -1,5 +1,5 @@
 """Fuses a finished run's codes with lexical code matching, fitted on dev (see
-`longbert_tf.training.lexical_fusion`).
+`longbert_tf.lexical.fitting`).
 
     python -m experiments.fuse --model_dir=runs/codiesp_dx
 
@@ -17,7 +17,8 @@ final run's own term index; only test is scored.
 
 from absl import app, flags
 
-from longbert_tf.training import lexical_fusion
+from longbert_tf import run_folder
+from longbert_tf.lexical import fitting
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)
@@ -33,10 +34,10 @@ flags.DEFINE_string(
 def main(argv):
     del argv
     if FLAGS.selection_dir:
-        results = lexical_fusion.carry_fusion(FLAGS.model_dir, FLAGS.selection_dir)
+        results = fitting.carry_fusion(FLAGS.model_dir, FLAGS.selection_dir)
         results["dev"] = results["selection_dev"]
     else:
-        results = lexical_fusion.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
+        results = fitting.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
     for split in ("dev", "test"):
         scores = results[split]
         print(
@@ -47,8 +48,10 @@ def main(argv):
     dev = f"dev is {FLAGS.folds}-fold cross-validated"
     if FLAGS.selection_dir:
         dev = f"dev is {FLAGS.selection_dir}'s, cross-validated"
-    print(f"Fusion in {FLAGS.model_dir}/{lexical_fusion.FUSION_DIR}; {dev}, test scored at "
-          "dev's threshold")  # fmt: skip
+    print(
+        f"Fusion in {FLAGS.model_dir}/{run_folder.FUSION_DIR}; {dev}, test scored at "
+        "dev's threshold"
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ from longbert_tf.training import pretraining
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "encoder", None, "Encoder spec to continue (random:..., Hugging Face or TF-Hub-format folder).",
+    "encoder",
+    None,
+    "Encoder spec to continue (random:..., Hugging Face or TF-Hub-format folder).",
     required=True,
-)  # fmt: skip
+)
 flags.DEFINE_string("encoder_vocab", None, "With random: the vocabulary of this encoder spec.")
 flags.DEFINE_enum("dataset", "synthetic", sorted(presets.PRESETS), "Whose training notes to read.")
 flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets (DATA_DIR/DATASET).")

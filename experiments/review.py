@@ -16,7 +16,9 @@ import os
 from absl import app, flags, logging
 
 from longbert_tf.data import descriptions
-from longbert_tf.serving import review_records, review_server, suggestions
+from longbert_tf.review import records as review_records
+from longbert_tf.review import server as review_server
+from longbert_tf.serving import suggestions
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.")
@@ -28,8 +30,12 @@ flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines beside those the export carries."
 )
 flags.DEFINE_bool("summary", False, "Print what --records teach instead of serving.")
-flags.DEFINE_enum("format", "text", ["text", "json", "csv"], "--summary as text, JSON, or "
-                  "a CSV of the final codes (accepted and added) of every note.")  # fmt: skip
+flags.DEFINE_enum(
+    "format",
+    "text",
+    ["text", "json", "csv"],
+    "--summary as text, JSON, or a CSV of the final codes (accepted and added) of every note.",
+)
 
 
 def print_summary(records: list) -> None:

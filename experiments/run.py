@@ -153,12 +153,33 @@ flags.DEFINE_bool("dry_run", False, "Print the parameter breakdown and exit; nee
 
 # Flags that are settings of the run; those given on the command line go to `configs.from_preset`.
 CONFIG_FLAGS = (
-    "encoder", "encoder_layers", "encoder_vocab", "segment_length", "segment_stride",
-    "train_steps", "eval_every", "log_every", "checkpoint_every", "batch_size", "learning_rate",
-    "encoder_learning_rate", "lr_schedule", "warmup_steps", "weight_decay", "label_init",
-    "normalize_tokens", "attend_special_tokens", "seed", "label_attention", "compute_dtype",
-    "strategy", "tpu", "grad_accum_steps", "max_words", "max_notes",
-)  # fmt: skip
+    "encoder",
+    "encoder_layers",
+    "encoder_vocab",
+    "segment_length",
+    "segment_stride",
+    "train_steps",
+    "eval_every",
+    "log_every",
+    "checkpoint_every",
+    "batch_size",
+    "learning_rate",
+    "encoder_learning_rate",
+    "lr_schedule",
+    "warmup_steps",
+    "weight_decay",
+    "label_init",
+    "normalize_tokens",
+    "attend_special_tokens",
+    "seed",
+    "label_attention",
+    "compute_dtype",
+    "strategy",
+    "tpu",
+    "grad_accum_steps",
+    "max_words",
+    "max_notes",
+)
 
 
 def resolve_config() -> configs.ExperimentConfig:

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from longbert_tf.modeling import code_terms
-from longbert_tf.modeling import term_matcher as tm
+from longbert_tf.lexical import code_terms
+from longbert_tf.lexical import term_matcher as tm
 
 
 def test_term_forms_drop_brackets_qualifiers_and_without():

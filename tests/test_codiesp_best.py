@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
+from longbert_tf import run_folder
 from longbert_tf.data import dataset
 from longbert_tf.framework import tf
 from longbert_tf.serving import export
-from longbert_tf.training import runs
 from tests.conftest import predict_json
 from tests.test_codiesp import write_release
 
@@ -115,7 +115,7 @@ def test_the_final_model_trains_on_dev_with_the_selections_fusion(fused):
         train.note_id
     )
     best_step = json.loads(open(os.path.join(selection_dir, "metrics.json")).read())["best_step"]
-    assert runs.saved_config(model_dir).train_steps == best_step
+    assert run_folder.saved_config(model_dir).train_steps == best_step
     for carried in ("weights", "bias", "threshold"):
         assert results[carried] == selection[carried]
     assert results["selection_dev"] == selection["dev"]

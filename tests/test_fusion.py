@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from longbert_tf.modeling import fusion
-from longbert_tf.modeling.term_matcher import MATCH_FEATURES
+from longbert_tf.lexical import fusion
+from longbert_tf.lexical.term_matcher import MATCH_FEATURES
 
 
 def numpy_inputs(logits, matches, train_notes):

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from longbert_tf.data import dataset, descriptions
-from longbert_tf.serving import review_records, review_server
+from longbert_tf.review import records as review_records
+from longbert_tf.review import server as review_server
 from tests.conftest import predict_json
 from tests.review_setup import ROOT, ReviewServer, call, wait_until, write_notes
 

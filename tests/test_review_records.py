@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from longbert_tf.serving import review_records
+from longbert_tf.review import records as review_records
 from longbert_tf.serving.suggestions import NoteSuggestions, Suggestion
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from longbert_tf.framework import tf
-from longbert_tf.serving import review_records, review_server, suggestions
+from longbert_tf.review import records as review_records
+from longbert_tf.review import server as review_server
+from longbert_tf.serving import suggestions
 from tests.conftest import predict_json
 from tests.entry_points import run_main
 from tests.review_setup import ReviewServer, call, write_notes

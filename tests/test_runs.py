@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from longbert_tf import configs
+from longbert_tf import configs, run_folder
 from longbert_tf.data import dataset
 from longbert_tf.training import runs
 
@@ -24,9 +24,9 @@ def make_config(tmp_path, **overrides):
 
 def test_a_started_run_reads_back_its_config_and_labels(tmp_path):
     config = runs.bind_run(make_config(tmp_path), FakeVocab(), ["A", "B"])
-    assert runs.saved_config(config.model_dir) is None
+    assert run_folder.saved_config(config.model_dir) is None
     runs.write_start(config, ["A", "B"])
-    assert runs.saved_config(config.model_dir) == config
+    assert run_folder.saved_config(config.model_dir) == config
     assert dataset.read_labels(config.model_dir) == ["A", "B"]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from longbert_tf.framework import tf
-from longbert_tf.modeling import term_matcher as tm
+from longbert_tf.lexical import term_matcher as tm
 
 POOL = (
     "fever fevers headache femur fracture fractures left right humerus abscess sepsis pain "

@@ -83,12 +83,16 @@ def icd10cm_code_text(code: str, parts=("title",)) -> str:
     ancestors = classification.get_ancestors(item)
     texts = dict(
         title=[classification.get_description(item)],
-        category=[classification.get_description(a) for a in ancestors
-                  if classification.is_category(a)],
-        block=[classification.get_description(a).rsplit(" (", 1)[0] for a in ancestors
-               if classification.is_block(a)][:1],
+        category=[
+            classification.get_description(a) for a in ancestors if classification.is_category(a)
+        ],
+        block=[
+            classification.get_description(a).rsplit(" (", 1)[0]
+            for a in ancestors
+            if classification.is_block(a)
+        ][:1],
         inclusion=icd10cm_terms(code)[1:],
-    )  # fmt: skip
+    )
     return "; ".join(text for part in CODE_TEXT_PARTS if part in parts for text in texts[part])
 
 

@@ -2,7 +2,8 @@
 
 - `score_counts`: a split's scores as fixed-size histograms and per-code counts, never a
   `[notes, codes]` array on the host; `split_metrics`: the threshold tuned on dev and every
-  metric from those counts; `metrics`: the same metrics on arrays (the reference).
+  metric from those counts; `metrics`: what they share (the threshold grid, the P@k
+  cut-offs, zero-safe ratios).
 - `predictions`: every note's top codes as JSON lines; `report`: result tables.
 
 Imports `data` and the base modules.

@@ -3,8 +3,8 @@
 Nothing of size notes x codes is held. On the device each score becomes two
 integers (`score_bins`): how many thresholds of `metrics.THRESHOLD_GRID` (and
 1.0) its probability reaches, and its bin among `MICRO_BINS` equal bins of
-the logit over [-LOGIT_RANGE, LOGIT_RANGE] (beyond it: the end bins); the
-device also counts them over all codes (the logit bins also over the codes
+the logit over [-HISTOGRAM_LOGIT_RANGE, HISTOGRAM_LOGIT_RANGE] (beyond it: the
+end bins); the device also counts them over all codes (the logit bins also over the codes
 without a training note alone). On the host `SplitCounts` counts
 them per code, for all notes and for the positive ones, for the codes that
 have a positive note in the split (`tracked_codes`): the per-code macro
@@ -19,7 +19,7 @@ import numpy as np
 from longbert_tf.evaluation import metrics
 from longbert_tf.framework import tf
 
-LOGIT_RANGE = 16.0
+HISTOGRAM_LOGIT_RANGE = 16.0
 MICRO_BINS = 1 << 16
 MACRO_BINS = 1 << 10
 # Count thresholds: the tuning grid 0.01 ... 0.99, then 1.0 (the PR curve's last point).
@@ -68,8 +68,8 @@ def thresholds_reached(probabilities):
 def true_code_precision_sums(logits, labels):
     """float32 `[batch]`: per note, the sum over its true codes g of the precision among the
     codes scored at least as high as g, `#{true c: s_c >= s_g} / #{c: s_c >= s_g}` (ties
-    ranked together, as `metrics.average_precision`); divided by the note's number of true
-    codes it is the note's average precision.
+    ranked together, as scikit-learn's `average_precision_score`); divided by the note's number
+    of true codes it is the note's average precision.
 
     Codes are ranked by logit: the float32 sigmoid can round one logit to two neighbouring
     probabilities in different lanes of a kernel, which would break ties.
@@ -110,7 +110,7 @@ def score_bins(logits, labels, code_slots, untrained) -> dict:
     Only float32 and int32 arithmetic, no data-dependent shape: it runs on any device.
     """
     reached = thresholds_reached(tf.sigmoid(logits))
-    scaled = (logits + LOGIT_RANGE) * (MICRO_BINS / (2 * LOGIT_RANGE))
+    scaled = (logits + HISTOGRAM_LOGIT_RANGE) * (MICRO_BINS / (2 * HISTOGRAM_LOGIT_RANGE))
     micro_bin = tf.cast(tf.clip_by_value(tf.floor(scaled), 0.0, MICRO_BINS - 1.0), tf.int32)
     slots = tf.cast(code_slots, tf.int32)[tf.newaxis, :]
     positive = tf.cast(labels > 0, tf.float32)

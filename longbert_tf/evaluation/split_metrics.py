@@ -8,18 +8,22 @@
     ROC-AUC from per-code histograms of `MACRO_BINS` bins (MICRO_BINS /
     MACRO_BINS neighbouring bins merged); scores in one bin count as tied.
 With real models' scores the binned AUCs are within 1e-4 (micro) and 1e-3
-(macro) of the exact ones (tested against `metrics` and scikit-learn).
+(macro) of the exact ones (tested against scikit-learn).
+
+Macro averages run over the codes that have at least one positive note, except
+the CAML-style macro precision / recall / F1, which run over every code of the
+label space (`_macro_f1`, `_caml_macro`).
 """
 
 import numpy as np
 
 from longbert_tf.evaluation import metrics
-from longbert_tf.evaluation.score_counts import LOGIT_RANGE, MICRO_BINS
+from longbert_tf.evaluation.score_counts import HISTOGRAM_LOGIT_RANGE, MICRO_BINS
 
 _CODES_AT_ONCE = 4096  # codes whose macro ROC-AUC is computed together
-_BINS_PER_LOGIT = MICRO_BINS / (2 * LOGIT_RANGE)
+_BINS_PER_LOGIT = MICRO_BINS / (2 * HISTOGRAM_LOGIT_RANGE)
 # Logit offsets tried for the codes without a training note: whole fine bins.
-OFFSET_GRID = np.arange(-LOGIT_RANGE, LOGIT_RANGE + 0.125, 0.25)
+OFFSET_GRID = np.arange(-HISTOGRAM_LOGIT_RANGE, HISTOGRAM_LOGIT_RANGE + 0.125, 0.25)
 
 
 def _at_or_above(histogram: np.ndarray) -> np.ndarray:
@@ -124,7 +128,7 @@ def pr_curve(counts: dict) -> dict:
 
 
 def evaluate(counts: dict, threshold: float, num_labels: int, unseen_rows=None) -> dict:
-    """All metrics of a split at `threshold` (a grid value), with `metrics.evaluate`'s keys.
+    """All metrics of a split at `threshold` (a grid value).
 
     `num_labels` is the size of the label space the CAML-style macro averages run over (every
     code of the labels file, not only the tracked ones).
@@ -209,7 +213,15 @@ def _code_counts(counts: dict) -> tuple:
 
 
 def _macro_f1(code_counts: tuple, column: int) -> float:
-    """Mean per-code F1 at a grid column over codes with a positive note."""
+    """Mean per-code F1 at a grid column over the codes with a positive note (`macro_f1`).
+
+    Each code's F1 is `2 TP / (2 TP + FP + FN)` (0 when the code is never
+    predicted); codes without a positive note are left out, so the label space
+    does not matter. This is scikit-learn's `f1_score(average="macro")` on
+    those codes, and the macro F1 Edin et al. (2023) compute. It is not the
+    macro F1 CAML and most ICD-coding papers report: that is `_caml_macro`. NaN
+    when no code has a positive note.
+    """
     true_positives, predicted = code_counts
     positives = true_positives[:, 0]
     if not (positives > 0).any():
@@ -222,8 +234,23 @@ def _macro_f1(code_counts: tuple, column: int) -> float:
 
 
 def _caml_macro(code_counts: tuple, column: int, num_labels: int) -> tuple:
-    """`metrics.caml_macro_precision_recall_f1` from the counts: a code that is not tracked has
-    no true positive, so it adds 0 to both sums and only counts in `num_labels`."""
+    """Macro (precision, recall, F1) as CAML's `evaluation.py` (Mullenbach et al. 2018) and most
+    ICD-coding papers after it compute them (`caml_macro_precision`, `caml_macro_recall`,
+    `caml_macro_f1`).
+
+    With per-code counts over the notes, the average runs over every code of
+    the label space (`num_labels`; CAML: its whole label dictionary), codes
+    absent from the split included:
+      precision = mean over codes of TP / (TP + FP), 0 for a code never predicted;
+      recall = mean over codes of TP / (TP + FN), 0 for a code without a positive note;
+      F1 = 2 P R / (P + R), 0 when P = R = 0.
+    So F1 is the harmonic mean of the two means, not the mean of per-code F1s
+    (that is `_macro_f1`), and codes without positives lower all three. CAML
+    adds 1e-10 to each denominator instead of mapping 0 / 0 to 0: the same
+    zeros, and other ratios differ by less than 1e-10 relatively. A code that
+    is not tracked has no true positive, so it adds 0 to both sums and only
+    counts in `num_labels`.
+    """
     true_positives, predicted = code_counts
     num_tracked = len(predicted)
     if num_labels < num_tracked:

@@ -4,10 +4,10 @@ probabilities and evidence.
 - `coder`: the serving module (`Coder`, `TextCoder`) around a finished run's best weights;
 - `export`: `export.export(model_dir, export_dir)` writes it as a versioned SavedModel;
   `latest_version` finds what TensorFlow Serving would serve;
-- `suggestions`: a loaded text export answering notes with codes, near misses and evidence;
-- `review_server`, `review_records`: the coder's review page, its API and its records.
+- `suggestions`: a loaded text export answering notes with codes, near misses and evidence
+  (what `experiments.predict` prints and the `review` application shows).
 
-Imports every other subpackage.
+Imports every other subpackage but `review`.
 """
 
 from longbert_tf.serving import coder, export

@@ -26,7 +26,7 @@ on validation (at most `max_codes`, most probable first):
   inputs `evidence_start`/`evidence_end` int64 byte offsets into the (UTF-8) note.
 
 A run fused with term matching (`experiments.fuse`) is served with text inputs
-only: its probabilities and threshold are the fusion's (`modeling.fusion`),
+only: its probabilities and threshold are the fusion's (`lexical.fusion`),
 the matcher runs in-graph, and `match_start`/`match_end` int64 `[batch, K]` are
 the byte offsets of each returned code's longest matched term (-1 where none),
 evidence beside the attention's tokens.
@@ -42,14 +42,16 @@ import dataclasses
 import json
 import os
 
+from longbert_tf import run_folder
 from longbert_tf.configs import ExperimentConfig, SegmentConfig
 from longbert_tf.data import dataset, segmentation, tokenization
 from longbert_tf.evaluation import score_counts
 from longbert_tf.framework import tf
+from longbert_tf.lexical import fitting
+from longbert_tf.lexical.fusion import Fusion
+from longbert_tf.lexical.term_matcher import TermIndex, TermMatcher
 from longbert_tf.modeling import encoder_specs, encoders, longbert
-from longbert_tf.modeling.fusion import Fusion
-from longbert_tf.modeling.term_matcher import TermIndex, TermMatcher
-from longbert_tf.training import lexical_fusion, runs
+from longbert_tf.training import runs
 
 EVIDENCE_TOKENS = 3
 MAX_CODES = 100
@@ -75,14 +77,14 @@ def load_trained(
     its products run in the run's compute dtype, or in `compute_dtype` when given (the
     variables are float32 either way). With `with_fusion`, the run's lexical fusion
     (`experiments.fuse`), when it has one, comes too, with its threshold."""
-    config = runs.saved_config(model_dir)
+    config = run_folder.saved_config(model_dir)
     if config is None:
-        raise FileNotFoundError(f"{model_dir} holds no run ({runs.CONFIG_FILE} is missing)")
+        raise FileNotFoundError(f"{model_dir} holds no run ({run_folder.CONFIG_FILE} is missing)")
     if compute_dtype is not None:
         config = dataclasses.replace(config, compute_dtype=compute_dtype)
     if config.model != "longbert":
         raise ValueError(f"{model_dir} holds a {config.model} model; export serves LongBERT models")
-    metrics_path = os.path.join(model_dir, runs.METRICS_FILE)
+    metrics_path = os.path.join(model_dir, run_folder.METRICS_FILE)
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path} does not exist: finish training before exporting")
     with open(metrics_path) as metrics_file:
@@ -93,21 +95,19 @@ def load_trained(
     model = longbert.longbert_for(config, encoder, len(labels))
     probe = tf.ones([1, 1, 2], tf.int32)
     model(dict(input_word_ids=probe, input_mask=probe))
-    best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=model).restore(
         best
     ).expect_partial().assert_existing_objects_matched()
     trained = TrainedModel(config, model, encoder.vocab, labels, threshold)
-    fusion_dir = os.path.join(model_dir, lexical_fusion.FUSION_DIR)
-    fusion_path = os.path.join(fusion_dir, lexical_fusion.FUSION_FILE)
+    fusion_dir = os.path.join(model_dir, run_folder.FUSION_DIR)
+    fusion_path = os.path.join(fusion_dir, run_folder.FUSION_FILE)
     if with_fusion and os.path.exists(fusion_path):
-        stale = lexical_fusion.stale_fusion(model_dir)
+        stale = fitting.stale_fusion(model_dir)
         if stale:
             raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
         trained.fusion = Fusion.load(fusion_path)
-        trained.term_index = TermIndex.load(
-            os.path.join(fusion_dir, lexical_fusion.TERM_INDEX_FILE)
-        )
+        trained.term_index = TermIndex.load(os.path.join(fusion_dir, run_folder.TERM_INDEX_FILE))
         trained.threshold = trained.fusion.threshold
     return trained
 

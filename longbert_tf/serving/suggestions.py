@@ -2,14 +2,11 @@
 under the threshold, and the evidence of each: what `experiments.predict` prints and the review
 page (`experiments.review`) shows.
 
-Evidence offsets come in two units: `byte_spans` are UTF-8 byte ranges (as the export returns
-them) and `evidence` items are Unicode code point ranges (as Python's `str` indexes the note).
+Evidence offsets are UTF-8 byte ranges, as the export returns them (the review page's API turns
+them into code points: `review.server.note_for_api`).
 """
 
 import dataclasses
-import functools
-
-import numpy as np
 
 from longbert_tf.data import descriptions, tokenization
 from longbert_tf.framework import tf
@@ -44,48 +41,6 @@ class NoteSuggestions:
     utf8: bytes
     codes: list
     near_misses: list
-
-    @functools.cached_property
-    def _chars_before(self) -> np.ndarray:
-        """`[len(utf8) + 1]`: the code points before each byte offset."""
-        lead_bytes = (np.frombuffer(self.utf8, np.uint8) & 0xC0) != 0x80
-        return np.concatenate([[0], np.cumsum(lead_bytes)])
-
-    def evidence(self, suggestion: Suggestion) -> list:
-        """`[{start, end, weight, source}]` in code points of the note: the matched term
-        (weight 1, source "term") then the attention's tokens (source "attention")."""
-        chars_before = self._chars_before
-        items = []
-        if suggestion.matched_span is not None:
-            items.append((suggestion.matched_span, 1.0, "term"))
-        items += [
-            (span, weight, "attention")
-            for span, weight in zip(suggestion.byte_spans, suggestion.weights)
-        ]
-        return [
-            dict(
-                start=int(chars_before[start]),
-                end=int(chars_before[end]),
-                weight=round(float(weight), 4),
-                source=source,
-            )
-            for (start, end), weight, source in items
-        ]
-
-    def for_api(self) -> dict:
-        """`{codes, near_misses}`, each `[{code, description, probability, evidence}]`."""
-
-        def one(suggestion: Suggestion) -> dict:
-            return dict(
-                code=suggestion.code,
-                description=suggestion.description,
-                probability=round(suggestion.probability, 6),
-                evidence=self.evidence(suggestion),
-            )
-
-        return dict(
-            codes=[one(c) for c in self.codes], near_misses=[one(c) for c in self.near_misses]
-        )
 
 
 class Suggester:

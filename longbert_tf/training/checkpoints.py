@@ -11,7 +11,7 @@ others write.
 
 import os
 
-from longbert_tf import distribute
+from longbert_tf import distribute, run_folder
 from longbert_tf.framework import tf
 
 
@@ -39,14 +39,20 @@ class RunCheckpoints:
         )
         state = tf.train.Checkpoint(model=model, step=self.step, best_f1=self.best_f1, **trackables)
         self._state = state
-        self._latest = tf.train.CheckpointManager(state, write.path("checkpoints"), max_to_keep=1)
+        self._latest = tf.train.CheckpointManager(
+            state, write.path(run_folder.CHECKPOINTS_DIR), max_to_keep=1
+        )
         self._best = tf.train.CheckpointManager(
-            tf.train.Checkpoint(model=model, step=self.step), write.path("best"), max_to_keep=1
+            tf.train.Checkpoint(model=model, step=self.step),
+            write.path(run_folder.BEST_DIR),
+            max_to_keep=1,
         )
 
     def resume(self) -> str | None:
         """Restores the chief's latest state, if any; returns its path."""
-        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints"))
+        latest = tf.train.latest_checkpoint(
+            os.path.join(self.model_dir, run_folder.CHECKPOINTS_DIR)
+        )
         if latest:
             self._state.restore(latest).expect_partial()
         return latest
@@ -68,7 +74,7 @@ class RunCheckpoints:
         waits for the chief's last save. `step` keeps counting training steps.
         """
         distribute.barrier(strategy)
-        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, "best"))
+        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, run_folder.BEST_DIR))
         if path is None:
             raise FileNotFoundError(f"no best checkpoint in {self.model_dir}/best to evaluate")
         best_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")

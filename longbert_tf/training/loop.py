@@ -1,14 +1,9 @@
 """Training and evaluation of one experiment, with TensorBoard summaries.
 
-The model directory holds:
-  config.json        the resolved `ExperimentConfig` (see `runs`)
-  labels.txt         the run's label order
-  checkpoints/       the latest state (see `checkpoints`)
-  best/              the weights with the best validation micro F1 so far
-  train/, dev/       TensorBoard event files
-  metrics.json       dev and test metrics at the threshold tuned on dev
-Running the same command again resumes from `checkpoints/`; a finished run is
-not retrained. Under a distribution strategy only the chief writes there; the
+The model directory holds a run's config, label order, checkpoints, TensorBoard
+event files and, once finished, its metrics (see `run_folder`). Running the
+same command again resumes from `checkpoints/`; a finished run (one with
+`metrics.json`) is not retrained. Under a distribution strategy only the chief writes there; the
 other workers write into temporary folders, removed at the end.
 """
 
@@ -20,7 +15,7 @@ import time
 from absl import logging
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
-from longbert_tf import distribute, files
+from longbert_tf import distribute, files, run_folder
 from longbert_tf.configs import ExperimentConfig
 from longbert_tf.data import dataset
 from longbert_tf.evaluation import metrics, split_metrics
@@ -44,7 +39,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
     note's top codes there (see `predictions.PredictionsWriter`).
     """
     strategy = distribute.make_strategy(config.strategy, config.tpu)
-    saved = runs.saved_config(config.model_dir)
+    saved = run_folder.saved_config(config.model_dir)
     config = runs.same_run(runs.resolve_compute_dtype(config, saved), saved)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % (config.grad_accum_steps * replicas):
@@ -52,7 +47,7 @@ def train_and_evaluate(config: ExperimentConfig, predictions_file: str | None = 
             f"batch_size={config.batch_size} is not divisible by grad_accum_steps="
             f"{config.grad_accum_steps} x {replicas} replicas"
         )
-    metrics_path = os.path.join(config.model_dir, runs.METRICS_FILE)
+    metrics_path = os.path.join(config.model_dir, run_folder.METRICS_FILE)
     if os.path.exists(metrics_path):
         logging.info("%s is finished; delete %s to evaluate again", config.model_dir, metrics_path)
         with open(metrics_path) as metrics_file:

@@ -147,10 +147,14 @@ def window_dataset(config: PretrainConfig, vocab, first_step: int = 0) -> tf.dat
     dataset = tf.data.Dataset.zip(
         tf.data.Dataset.range(first_step, np.iinfo(np.int64).max), dataset
     ).map(mask)
-    return dataset.map(lambda inputs, targets, weights, input_mask: (
-        dict(input_word_ids=inputs, input_mask=input_mask, input_type_ids=tf.zeros_like(inputs)),
-        dict(token_ids=targets, weights=weights),
-    )).prefetch(tf.data.AUTOTUNE)  # fmt: skip
+    return dataset.map(
+        lambda inputs, targets, weights, input_mask: (
+            dict(
+                input_word_ids=inputs, input_mask=input_mask, input_type_ids=tf.zeros_like(inputs)
+            ),
+            dict(token_ids=targets, weights=weights),
+        )
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 class MaskedLM(keras.Model):

@@ -1,33 +1,19 @@
 """A run's identity: the config saved in its model dir, and what binds its weights.
 
 A run starts by writing `config.json` (the resolved `ExperimentConfig`) and
-`labels.txt` (its label order) into the model dir; resuming or exporting reads
-them back. Choices left open until a run starts (`compute_dtype="auto"`, the
+`labels.txt` (its label order) into the model dir (see `run_folder`); resuming
+or exporting reads them back. Choices left open until a run starts (`compute_dtype="auto"`, the
 fingerprints of `configs.RUN_BINDING`) are settled here, once.
 """
 
 import dataclasses
-import json
 import os
 
 from absl import logging
 
-from longbert_tf import files, hardware
+from longbert_tf import files, hardware, run_folder
 from longbert_tf.configs import RUN_BINDING, RUNTIME_FIELDS, ExperimentConfig
 from longbert_tf.data import dataset
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"  # written when a run is finished (see `loop`)
-
-
-def saved_config(model_dir: str) -> ExperimentConfig | None:
-    """The config of the run in `model_dir`, or None before it starts."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as config_file:
-        # Through the dataclass, so fields added since the run started take their defaults.
-        return ExperimentConfig.from_dict(json.load(config_file))
 
 
 def resolve_compute_dtype(
@@ -41,7 +27,7 @@ def resolve_compute_dtype(
     """
     if config.compute_dtype != "auto":
         return config
-    saved = saved or saved_config(config.model_dir)
+    saved = saved or run_folder.saved_config(config.model_dir)
     if saved is not None and saved.compute_dtype != "auto":
         dtype, reason = saved.compute_dtype, "auto: the dtype the run started with"
     else:
@@ -102,4 +88,4 @@ def write_start(config: ExperimentConfig, labels: list) -> None:
     its config."""
     labels_text = "".join(f"{code}\n" for code in labels)
     files.write_text(os.path.join(config.model_dir, dataset.LABELS_FILE), labels_text)
-    files.write_json(os.path.join(config.model_dir, CONFIG_FILE), config.to_dict())
+    files.write_json(os.path.join(config.model_dir, run_folder.CONFIG_FILE), config.to_dict())

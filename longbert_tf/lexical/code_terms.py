@@ -22,8 +22,8 @@ import re
 import numpy as np
 
 from longbert_tf.framework import tf
-from longbert_tf.modeling import term_matcher
-from longbert_tf.modeling.term_matcher import MAX_TERM_WORDS, PAIR_VALUES, TermIndex
+from longbert_tf.lexical import term_matcher
+from longbert_tf.lexical.term_matcher import MAX_TERM_WORDS, PAIR_VALUES, TermIndex
 
 VARIANT_MIN_NOTES = 2
 VARIANT_MIN_PRECISION = 0.2
@@ -53,8 +53,12 @@ def build(code_texts: list, train_texts: list, train_label_ids: list) -> TermInd
     indexed); `train_texts` and `train_label_ids` (per note, its label indices):
     the training notes the variants are mined from.
     """
-    forms = [(label, form) for label, texts in enumerate(code_texts) for text in texts
-             for form in term_forms(text)]  # fmt: skip
+    forms = [
+        (label, form)
+        for label, texts in enumerate(code_texts)
+        for text in texts
+        for form in term_forms(text)
+    ]
     form_words = _word_lists([form for _, form in forms])
     book = collections.defaultdict(set)  # sorted words -> labels
     code_words = collections.defaultdict(set)
@@ -109,9 +113,11 @@ def _mined_variants(train_texts, train_label_ids, vocabulary: list, code_words: 
     note_keys = [{key.decode() for key in affirmed_keys(text).numpy()} for text in train_texts]
     notes_with_key = collections.Counter(key for keys in note_keys for key in keys)
     together = collections.Counter(
-        (key, label) for keys, labels in zip(note_keys, train_label_ids)
-        for key in keys for label in labels
-    )  # fmt: skip
+        (key, label)
+        for keys, labels in zip(note_keys, train_label_ids)
+        for key in keys
+        for label in labels
+    )
     for (key, label), notes in together.items():
         precision = notes / notes_with_key[key]
         if notes < VARIANT_MIN_NOTES or precision < VARIANT_MIN_PRECISION:

@@ -28,7 +28,7 @@ def text_sha256(text: str) -> str:
 def make_record(
     note_id: str, text: str, fingerprint: str, threshold: float, note, labels: set, decisions: dict
 ) -> dict:
-    """The record of one review: `note` is the note's `suggestions.NoteSuggestions`,
+    """The record of one review: `note` is the note's `serving.suggestions.NoteSuggestions`,
     `decisions` the coder's `{accepted, rejected, added}` code lists. Raises ValueError
     naming the code when they contradict the suggestions or each other."""
     suggested = [code.code for code in note.codes]

@@ -1,7 +1,7 @@
 """The review page and its JSON API, served by the standard library's threading HTTP server
 with the model in process (`suggestions.Suggester`, loaded once).
 
-    GET  /                     the page (HTML, CSS and JavaScript of `review_page/`)
+    GET  /                     the page (HTML, CSS and JavaScript of `page/`)
     GET  /api/info             threshold, export fingerprint, limits
     GET  /api/notes            the `.txt` notes of the notes folder: `[{id, reviewed}]`
     GET  /api/notes/ID         `{id, text}`
@@ -11,10 +11,10 @@ with the model in process (`suggestions.Suggester`, loaded once).
     POST /api/review           `{note_id, text, accepted, rejected, added}` -> `{record}`
                                (no note_id: a pasted note, named `pasted-` + its SHA-256)
 
-A code is `{code, description, probability, evidence: [{start, end, weight, source}]}`;
-offsets are Unicode code points of the text as sent (Python `str` indices). Bodies are
-limited to `MAX_BODY_BYTES`; errors are `{"error": message}` with a 4xx status. The log
-names requests, never their bodies: no note text reaches it.
+A code is `{code, description, probability, evidence: [{start, end, weight, source}]}`
+(`note_for_api`); offsets are Unicode code points of the text as sent (Python `str` indices).
+Bodies are limited to `MAX_BODY_BYTES`; errors are `{"error": message}` with a 4xx status. The
+log names requests, never their bodies: no note text reaches it.
 """
 
 import collections
@@ -25,11 +25,12 @@ import os
 import threading
 import urllib.parse
 
+import numpy as np
 from absl import logging
 
 from longbert_tf import files
-from longbert_tf.serving import review_records
-from longbert_tf.serving.suggestions import Suggester
+from longbert_tf.review import records
+from longbert_tf.serving.suggestions import NoteSuggestions, Suggester, Suggestion
 
 MAX_BODY_BYTES = 512 * 1024
 DRAINED_BYTES = 16 * 1024 * 1024  # an oversized body is read this far before the answer
@@ -72,7 +73,7 @@ class Reviewer:
 
     def code(self, texts: list) -> list:
         """`NoteSuggestions` of every text, one call of the model for those not cached."""
-        keys = [review_records.text_sha256(text) for text in texts]
+        keys = [records.text_sha256(text) for text in texts]
         with self._cache_lock:
             missing = {key: text for key, text in zip(keys, texts) if key not in self._cache}
         found = dict(zip(missing, self.suggester.suggest(list(missing.values()))))
@@ -92,8 +93,7 @@ class Reviewer:
     def notes(self) -> list:
         """`[{id, reviewed}]`: reviewed when a record holds the note's name and current text."""
         reviewed = {
-            (record["note_id"], record["text_sha256"])
-            for record in review_records.read(self.records_path)
+            (record["note_id"], record["text_sha256"]) for record in records.read(self.records_path)
         }
         return [
             dict(
@@ -142,18 +142,23 @@ class Reviewer:
     def review(self, body: dict) -> dict:
         text = checked_text(body.get("text"), "text")
         # A pasted note is named by its text.
-        note_id = body.get("note_id") or f"pasted-{review_records.text_sha256(text)[:12]}"
+        note_id = body.get("note_id") or f"pasted-{records.text_sha256(text)[:12]}"
         if not isinstance(note_id, str) or len(note_id) > 300:
             raise RequestError(400, "note_id must be a string of at most 300 characters")
         (note,) = self.code([text])
         try:
-            record = review_records.make_record(
-                note_id, text, self.suggester.fingerprint, self.suggester.threshold,
-                note, self._labels, body,
-            )  # fmt: skip
+            record = records.make_record(
+                note_id,
+                text,
+                self.suggester.fingerprint,
+                self.suggester.threshold,
+                note,
+                self._labels,
+                body,
+            )
         except ValueError as error:
             raise RequestError(400, str(error)) from None
-        review_records.append(self.records_path, record)
+        records.append(self.records_path, record)
         return record
 
 
@@ -171,9 +176,51 @@ def checked_text(text, field: str) -> str:
 
 
 def page_file(name: str) -> bytes:
-    return (
-        importlib.resources.files("longbert_tf.serving").joinpath("review_page", name).read_bytes()
-    )
+    return importlib.resources.files("longbert_tf.review").joinpath("page", name).read_bytes()
+
+
+def chars_before_bytes(utf8: bytes) -> np.ndarray:
+    """`[len(utf8) + 1]`: the code points of `utf8` before each byte offset."""
+    lead_bytes = (np.frombuffer(utf8, np.uint8) & 0xC0) != 0x80
+    return np.concatenate([[0], np.cumsum(lead_bytes)])
+
+
+def evidence_items(suggestion: Suggestion, chars_before: np.ndarray) -> list:
+    """`[{start, end, weight, source}]` of a code, in code points of its note (`chars_before`
+    of the note): the matched term (weight 1, source "term") then the attention's tokens
+    (source "attention")."""
+    items = []
+    if suggestion.matched_span is not None:
+        items.append((suggestion.matched_span, 1.0, "term"))
+    items += [
+        (span, weight, "attention")
+        for span, weight in zip(suggestion.byte_spans, suggestion.weights)
+    ]
+    return [
+        dict(
+            start=int(chars_before[start]),
+            end=int(chars_before[end]),
+            weight=round(float(weight), 4),
+            source=source,
+        )
+        for (start, end), weight, source in items
+    ]
+
+
+def note_for_api(note: NoteSuggestions) -> dict:
+    """`{codes, near_misses}` of a note, each `[{code, description, probability, evidence}]`;
+    the note's code point offsets are worked out once for all its codes."""
+    chars_before = chars_before_bytes(note.utf8)
+
+    def one(suggestion: Suggestion) -> dict:
+        return dict(
+            code=suggestion.code,
+            description=suggestion.description,
+            probability=round(suggestion.probability, 6),
+            evidence=evidence_items(suggestion, chars_before),
+        )
+
+    return dict(codes=[one(c) for c in note.codes], near_misses=[one(c) for c in note.near_misses])
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -234,10 +281,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(body["texts"], list) or not body["texts"]:
                 raise RequestError(400, "texts must be a non-empty list of notes")
             texts = [checked_text(text, f"texts[{i}]") for i, text in enumerate(body["texts"])]
-            notes = [note.for_api() for note in reviewer.code(texts)]
+            notes = [note_for_api(note) for note in reviewer.code(texts)]
             return dict(threshold=float(reviewer.suggester.threshold), notes=notes)
         (note,) = reviewer.code([checked_text(body.get("text"), "text")])
-        return dict(threshold=float(reviewer.suggester.threshold), **note.for_api())
+        return dict(threshold=float(reviewer.suggester.threshold), **note_for_api(note))
 
     def _body(self) -> dict:
         """The request's JSON object, read only when it is within `MAX_BODY_BYTES`."""

@@ -17,11 +17,12 @@ from sklearn.linear_model import LogisticRegression
 
 from longbert_tf import files
 from longbert_tf.framework import tf
-from longbert_tf.modeling.term_matcher import MATCH_FEATURES
+from longbert_tf.lexical.term_matcher import MATCH_FEATURES
 
 CANDIDATE_LOGIT = -6.0
 NON_CANDIDATE_SHIFT = -30.0
-LOGIT_RANGE = 12.0
+# The model's logit enters the regression clipped to [-FUSION_LOGIT_CLIP, FUSION_LOGIT_CLIP].
+FUSION_LOGIT_CLIP = 12.0
 FUSION_INPUTS = (
     "logit",
     "trained",
@@ -40,7 +41,7 @@ def fusion_inputs(logits, match_features, train_notes) -> tuple:
     """Logits `[batch, num_labels]`, match features `[batch, num_labels, MATCH_FEATURES]` and
     the codes' training notes `[num_labels]` -> `FUSION_INPUTS` float32
     `[batch, num_labels, FUSION_INPUTS]` and the candidate mask bool `[batch, num_labels]`."""
-    logit = tf.clip_by_value(tf.cast(logits, tf.float32), -LOGIT_RANGE, LOGIT_RANGE)
+    logit = tf.clip_by_value(tf.cast(logits, tf.float32), -FUSION_LOGIT_CLIP, FUSION_LOGIT_CLIP)
     match_features = tf.cast(match_features, tf.float32)
     notes = tf.broadcast_to(tf.cast(train_notes, tf.float32), tf.shape(logit))
     trained = tf.cast(notes > 0, tf.float32)

@@ -75,8 +75,10 @@ class TermIndex:
         with open(path) as index_file:
             saved = json.load(index_file)
         if saved.get("pair_value_names") != list(PAIR_VALUES):
-            raise ValueError(f"{path}: pair values {saved.get('pair_value_names')}, expected "
-                             f"{list(PAIR_VALUES)}; rebuild the index")  # fmt: skip
+            raise ValueError(
+                f"{path}: pair values {saved.get('pair_value_names')}, expected "
+                f"{list(PAIR_VALUES)}; rebuild the index"
+            )
         return cls(
             saved["words"],
             saved["term_keys"],

@@ -1,4 +1,4 @@
-"""A finished run's codes fused with lexical code matching (`modeling.fusion`), fitted on dev.
+"""A finished run's codes fused with lexical code matching (`fusion`), fitted on dev.
 
 `fit_run_fusion(model_dir)` builds the run's term index from its dataset's
 code descriptions (and, for ICD-10-CM, the code book's titles and inclusion
@@ -7,8 +7,9 @@ fits the fusion on the dev notes' candidate pairs under the run's best
 weights. Dev is scored by `folds`-fold cross-validation over its notes: each
 note's fused scores come from a regression fitted on the other folds, and the
 threshold is tuned on those out-of-fold scores. The fusion written for test and
-serving is fitted on all of dev. Everything goes to `model_dir/fusion/`:
-`term_index.json`, `fusion.json` (weights, threshold, the metrics).
+serving is fitted on all of dev. Everything goes to `model_dir/fusion/`
+(`run_folder.FUSION_DIR`): `term_index.json`, `fusion.json` (weights, threshold,
+the metrics, the checkpoint fitted on).
 """
 
 import dataclasses
@@ -19,29 +20,27 @@ import time
 import numpy as np
 from absl import logging
 
-from longbert_tf import presets
+from longbert_tf import presets, run_folder
 from longbert_tf.data import dataset, descriptions
 from longbert_tf.evaluation import split_metrics
 from longbert_tf.framework import tf
-from longbert_tf.modeling import code_terms, fusion, term_matcher
+from longbert_tf.lexical import code_terms, fusion, term_matcher
 from longbert_tf.training import experiment as experiment_lib
-from longbert_tf.training import runs
 
-FUSION_DIR = "fusion"
-TERM_INDEX_FILE = "term_index.json"
-FUSION_FILE = "fusion.json"
 MATCH_BATCH = 16
 
 
 def stale_fusion(model_dir: str) -> str:
     """Why the run's fusion does not belong to its best checkpoint ("" when it does, or when
     the run has none): fitted on another checkpoint than the best."""
-    path = os.path.join(model_dir, FUSION_DIR, FUSION_FILE)
+    path = os.path.join(model_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
     if not os.path.exists(path):
         return ""
     with open(path) as fusion_file:
         fitted_on = os.path.basename(json.load(fusion_file).get("checkpoint", ""))
-    best = os.path.basename(tf.train.latest_checkpoint(os.path.join(model_dir, "best")) or "")
+    best = os.path.basename(
+        tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR)) or ""
+    )
     if fitted_on == best:
         return ""
     fitted_on = fitted_on or "an unknown checkpoint"
@@ -112,8 +111,14 @@ class FusedModel(tf.Module):
     num_labels]` fused logits. `note_weights` `[notes, FUSION_INPUTS]` and `note_biases`
     `[notes]`, when given, are each note's own regression (out-of-fold scores)."""
 
-    def __init__(self, model, matches: SplitMatches, fitted: fusion.Fusion,
-                 note_weights=None, note_biases=None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        matches: SplitMatches,
+        fitted: fusion.Fusion,
+        note_weights=None,
+        note_biases=None,
+    ):
         super().__init__(name="fused_model")
         self.model, self.matches, self.fitted = model, matches, fitted
         self.num_labels = len(fitted.train_notes)
@@ -155,16 +160,20 @@ def candidate_rows(experiment, split: str, matches: SplitMatches) -> tuple:
 def _matched_run(model_dir: str, splits: tuple) -> tuple:
     """`(experiment, best, index, matches)` of a finished run: its experiment under its best
     checkpoint `best`, its term index, and `splits`' `SplitMatches`."""
-    config = runs.saved_config(model_dir)
-    if config is None or not os.path.exists(os.path.join(model_dir, runs.METRICS_FILE)):
-        raise FileNotFoundError(f"{model_dir} holds no finished run (no {runs.METRICS_FILE})")
+    config = run_folder.saved_config(model_dir)
+    if config is None or not os.path.exists(os.path.join(model_dir, run_folder.METRICS_FILE)):
+        raise FileNotFoundError(f"{model_dir} holds no finished run (no {run_folder.METRICS_FILE})")
     experiment = experiment_lib.build_experiment(config)
-    best = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
     started = time.time()
     index = build_index(config.dataset_dir, experiment.labels, config.preset.code_system)
-    logging.info("Term index: %d terms, %d pairs in %.1f s",
-                 len(index.term_keys), len(index.pair_codes), time.time() - started)  # fmt: skip
+    logging.info(
+        "Term index: %d terms, %d pairs in %.1f s",
+        len(index.term_keys),
+        len(index.pair_codes),
+        time.time() - started,
+    )
     matcher = term_matcher.TermMatcher(index, len(experiment.labels))
     matches = {
         split: match_split(matcher, list(dataset.read_notes(config.dataset_dir, split).text))
@@ -174,10 +183,10 @@ def _matched_run(model_dir: str, splits: tuple) -> tuple:
 
 
 def _save(model_dir: str, index: term_matcher.TermIndex, fitted: fusion.Fusion, results) -> None:
-    fusion_dir = os.path.join(model_dir, FUSION_DIR)
+    fusion_dir = os.path.join(model_dir, run_folder.FUSION_DIR)
     os.makedirs(fusion_dir, exist_ok=True)
-    index.save(os.path.join(fusion_dir, TERM_INDEX_FILE))
-    fitted.save(os.path.join(fusion_dir, FUSION_FILE), **results)
+    index.save(os.path.join(fusion_dir, run_folder.TERM_INDEX_FILE))
+    fitted.save(os.path.join(fusion_dir, run_folder.FUSION_FILE), **results)
 
 
 def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
@@ -205,8 +214,12 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
 
     scored, dev_counts = evaluate("dev", note_weights=note_weights, note_biases=note_biases)
     fitted.threshold, _ = split_metrics.tune_threshold(dev_counts)
-    results = dict(dev=scored.metrics("dev", dev_counts, fitted.threshold), folds=folds,
-                   candidate_pairs=int(labels.size), checkpoint=best)  # fmt: skip
+    results = dict(
+        dev=scored.metrics("dev", dev_counts, fitted.threshold),
+        folds=folds,
+        candidate_pairs=int(labels.size),
+        checkpoint=best,
+    )
     scored, test_counts = evaluate("test")
     results["test"] = scored.metrics("test", test_counts, fitted.threshold)
     _save(model_dir, index, fitted, results)
@@ -218,21 +231,24 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
     chose its recipe with dev held out (`selection_dir`, fused): the final run's own term index
     and training-note counts, the selection's regression weights and threshold. Scores test;
     the `dev` figures are the selection's (cross-validated), kept under `selection_dev`."""
-    selection = fusion.Fusion.load(os.path.join(selection_dir, FUSION_DIR, FUSION_FILE))
-    with open(os.path.join(selection_dir, FUSION_DIR, FUSION_FILE)) as selection_file:
+    selection_path = os.path.join(selection_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
+    selection = fusion.Fusion.load(selection_path)
+    with open(selection_path) as selection_file:
         selection_dev = json.load(selection_file)["dev"]
     experiment, best, index, matches = _matched_run(model_dir, ("test",))
     carried = fusion.Fusion(
         selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
     )
     scored = experiment_lib.Experiment(
-        experiment.inputs, FusedModel(experiment.model, matches["test"], carried),
+        experiment.inputs,
+        FusedModel(experiment.model, matches["test"], carried),
         experiment.strategy,
-    )  # fmt: skip
+    )
     results = dict(
         test=scored.metrics("test", scored.count("test"), carried.threshold),
-        selection_dev=selection_dev, selection_run=os.path.abspath(selection_dir),
+        selection_dev=selection_dev,
+        selection_run=os.path.abspath(selection_dir),
         checkpoint=best,
-    )  # fmt: skip
+    )
     _save(model_dir, index, carried, results)
     return results
