@@ -8,9 +8,18 @@ import gzip
 import os
 
 NOTEEVENTS = [
-    "ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME",
-    "CATEGORY", "DESCRIPTION", "CGID", "ISERROR", "TEXT",
-]  # fmt: skip
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "CHARTDATE",
+    "CHARTTIME",
+    "STORETIME",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CGID",
+    "ISERROR",
+    "TEXT",
+]
 DIAGNOSES_ICD = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
 D_ICD_DIAGNOSES = ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"]
 D_ICD_PROCEDURES = ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"]
@@ -18,8 +27,15 @@ PROCEDURES_ICD = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
 MIMIC4_DIAGNOSES = ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"]
 MIMIC4_D_ICD_DIAGNOSES = ["icd_code", "icd_version", "long_title"]
 MIMIC4_DISCHARGE = [
-    "note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text",
-]  # fmt: skip
+    "note_id",
+    "subject_id",
+    "hadm_id",
+    "note_type",
+    "note_seq",
+    "charttime",
+    "storetime",
+    "text",
+]
 
 
 def _field(value, quote_strings: bool) -> str:

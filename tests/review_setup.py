@@ -31,9 +31,14 @@ class ReviewServer:
     def __init__(self, export_dir: str, records: str, notes_dir: str | None = None, *flags):
         self.log_path = f"{records}.server-log"
         command = [
-            sys.executable, "-m", "experiments.review", f"--export_dir={export_dir}",
-            f"--records={records}", "--port=0", *flags,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "experiments.review",
+            f"--export_dir={export_dir}",
+            f"--records={records}",
+            "--port=0",
+            *flags,
+        ]
         if notes_dir:
             command.append(f"--notes_dir={notes_dir}")
         self.log = open(self.log_path, "w")

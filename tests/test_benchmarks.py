@@ -2,33 +2,35 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # starts the benchmark scripts
+from tests.entry_points import run_main
+
+pytestmark = pytest.mark.slow  # runs the benchmark scripts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(*arguments, env=None):
-    return subprocess.run(
-        [sys.executable, *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
-    )
+def run_script(script: str, *arguments, env=None):
+    """`python benchmarks/NAME.py *arguments`, in this process (tests/entry_points.py)."""
+    name = os.path.splitext(os.path.basename(script))[0]
+    return run_main(f"benchmarks.{name}", *arguments, env=env)
 
 
 def test_train_step_benchmark_reports_one_configuration(tmp_path):
     result = run_script(
-        "benchmarks/train_step.py", "--num_labels=50", "--seq_len=1024", "--batch_size=2",
-        "--compute_dtype=bfloat16", "--steps=1", "--warmup=1", "--json",
+        "benchmarks/train_step.py",
+        "--num_labels=50",
+        "--seq_len=1024",
+        "--batch_size=2",
+        "--compute_dtype=bfloat16",
+        "--steps=1",
+        "--warmup=1",
+        "--json",
         env={"LONGBERT_TF_CACHE": str(tmp_path)},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["tokens_per_second"] > 0 and figures["peak_memory_gb"] > 0.1
@@ -37,10 +39,17 @@ def test_train_step_benchmark_reports_one_configuration(tmp_path):
 
 def test_train_step_times_any_encoder_at_its_segment_length(tmp_path):
     result = run_script(
-        "benchmarks/train_step.py", "--encoder=random:L-1_H-32_A-2", "--segment_length=128",
-        "--num_labels=20", "--seq_len=256", "--steps=1", "--warmup=0", "--json",
+        "benchmarks/train_step.py",
+        "--encoder=random:L-1_H-32_A-2",
+        "--segment_length=128",
+        "--num_labels=20",
+        "--seq_len=256",
+        "--steps=1",
+        "--warmup=0",
+        "--json",
+        "--compute_dtype=float32",
         env={"LONGBERT_TF_CACHE": str(tmp_path)},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert (figures["encoder"], figures["segment_length"]) == ("random:L-1_H-32_A-2", 128)
@@ -50,9 +59,13 @@ def test_train_step_times_any_encoder_at_its_segment_length(tmp_path):
 
 def test_pipeline_benchmark_reports_throughput_and_padding(tiny_dataset_dir, tiny_encoder_dir):
     result = run_script(
-        "benchmarks/pipeline.py", f"--dataset_dir={tiny_dataset_dir}",
-        f"--encoder={tiny_encoder_dir}", "--seq_len=256", "--segment_length=128", "--batches=20",
-    )  # fmt: skip
+        "benchmarks/pipeline.py",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--encoder={tiny_encoder_dir}",
+        "--seq_len=256",
+        "--segment_length=128",
+        "--batches=20",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "note tokens/s" in result.stdout and "padding waste, training batches" in result.stdout
 
@@ -68,8 +81,16 @@ def test_figures_show_the_numbers_of_their_results_files(tmp_path, tiny_dataset_
             for step, f1 in points:
                 tf.summary.scalar("micro_f1", f1, step=step)
     (tmp_path / "table" / "caml" / "dev").mkdir(parents=True)  # not a LongBERT row: left out
-    cell = dict(batch_size=1, status="ok", label_attention="chunked", compute_dtype="float32",
-                step_seconds=0.5, peak_memory_gb=1.0, cpu="a CPU", seq_len=512)  # fmt: skip
+    cell = dict(
+        batch_size=1,
+        status="ok",
+        label_attention="chunked",
+        compute_dtype="float32",
+        step_seconds=0.5,
+        peak_memory_gb=1.0,
+        cpu="a CPU",
+        seq_len=512,
+    )
     cells = [
         dict(cell, num_labels=50),
         dict(cell, num_labels=8921, step_seconds=2.0),
@@ -80,9 +101,12 @@ def test_figures_show_the_numbers_of_their_results_files(tmp_path, tiny_dataset_
     sweep.write_text("".join(json.dumps(line) + "\n" for line in cells))
     out = tmp_path / "figures"
     result = run_script(
-        "benchmarks/figures.py", f"--reproduce_dir={tmp_path / 'table'}",
-        f"--sweep_results={sweep}", f"--dataset_dir={tiny_dataset_dir}", f"--out_dir={out}",
-    )  # fmt: skip
+        "benchmarks/figures.py",
+        f"--reproduce_dir={tmp_path / 'table'}",
+        f"--sweep_results={sweep}",
+        f"--dataset_dir={tiny_dataset_dir}",
+        f"--out_dir={out}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     curves = json.loads((out / "dev_f1_by_seq_len.json").read_text())
     assert curves == {
@@ -92,24 +116,34 @@ def test_figures_show_the_numbers_of_their_results_files(tmp_path, tiny_dataset_
     assert [(c["num_labels"], c["step_seconds"]) for c in shown] == [(50, 0.5), (8921, 2.0)]
     lengths = json.loads((out / "token_lengths.json").read_text())
     assert lengths["notes"] == 40  # 24 + 8 + 8 tiny synthetic notes
-    assert all((out / name).stat().st_size > 1000 for name in
-               ("token_lengths.png", "dev_f1_by_seq_len.png", "step_time_sweep.png"))  # fmt: skip
+    assert all(
+        (out / name).stat().st_size > 1000
+        for name in ("token_lengths.png", "dev_f1_by_seq_len.png", "step_time_sweep.png")
+    )
 
 
 def test_the_sweep_records_every_cell_it_prints(tmp_path):
     results = tmp_path / "sweep.jsonl"
     result = run_script(
-        "benchmarks/train_step.py", "--sweep", "--sweep_labels=50", "--sweep_seq_lens=512",
-        "--sweep_batches=1", "--steps=1", "--warmup=0", f"--results_file={results}",
+        "benchmarks/train_step.py",
+        "--sweep",
+        "--sweep_labels=50",
+        "--sweep_seq_lens=256",
+        "--sweep_batches=1",
+        "--steps=1",
+        "--warmup=0",
+        f"--results_file={results}",
+        "--encoder=random:L-1_H-32_A-2",
+        "--segment_length=128",
         env={"LONGBERT_TF_CACHE": str(tmp_path)},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     cells = [json.loads(line) for line in results.read_text().splitlines()]
     variants = [(cell["label_attention"], cell["requested_dtype"]) for cell in cells]
     assert variants == [(a, d) for a in ("dense", "chunked") for d in ("float32", "bfloat16")]
     for cell in cells:
         assert cell["status"] == "ok" and cell["step_seconds"] > 0 and cell["num_labels"] == 50
-        assert f"| 50 | 512 | 1 | {cell['label_attention']} | {cell['requested_dtype']} |" in (
+        assert f"| 50 | 256 | 1 | {cell['label_attention']} | {cell['requested_dtype']} |" in (
             result.stdout
         )
 
@@ -123,10 +157,15 @@ def test_the_torch_side_by_side_times_this_package_and_names_why_the_peer_failed
     (venv_dir / "longbert_requirements.txt").write_text("torch transformers")
     results_file = tmp_path / "results.jsonl"
     result = run_script(
-        "benchmarks/torch_peer.py", f"--venv_dir={venv_dir}", "--num_labels=20",
-        "--seq_len=1024", "--steps=1", "--warmup=0", f"--results_file={results_file}",
+        "benchmarks/torch_peer.py",
+        f"--venv_dir={venv_dir}",
+        "--num_labels=20",
+        "--seq_len=512",
+        "--steps=1",
+        "--warmup=0",
+        f"--results_file={results_file}",
         env={"LONGBERT_TF_CACHE": str(tmp_path), "PYTHONNOUSERSITE": "1"},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0] for row in rows] == [
@@ -144,9 +183,14 @@ def test_the_torch_side_by_side_times_this_package_and_names_why_the_peer_failed
 
 def test_the_label_attention_profile_times_the_pass_and_its_products():
     result = run_script(
-        "benchmarks/label_attention_profile.py", "--num_labels=300", "--seq_len=512",
-        "--hidden_size=32", "--chunk_size=128", "--trials=1", "--json",
-    )  # fmt: skip
+        "benchmarks/label_attention_profile.py",
+        "--num_labels=300",
+        "--seq_len=512",
+        "--hidden_size=32",
+        "--chunk_size=128",
+        "--trials=1",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])
     assert [row["dtype"] for row in rows] == ["float32", "bfloat16"]
@@ -165,9 +209,12 @@ def test_review_latency_times_the_page_and_the_api(review_export, tmp_path):
     notes_dir.mkdir()
     (notes_dir / "a.txt").write_text("Ongoing syncope. Acute esophagitis noted. " * 40)
     result = run_script(
-        "benchmarks/review_latency.py", f"--export_dir={review_export[0]}",
-        f"--notes_dir={notes_dir}", "--tokens=200", "--notes=2",
-    )  # fmt: skip
+        "benchmarks/review_latency.py",
+        f"--export_dir={review_export[0]}",
+        f"--notes_dir={notes_dir}",
+        "--tokens=200",
+        "--notes=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "notes: 2 of 200 tokens" in result.stdout
     page = float(result.stdout.split("paste to codes shown: median ")[1].split(" s")[0])

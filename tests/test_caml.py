@@ -14,8 +14,19 @@ from tests.test_label_attention import numpy_label_attention
 def test_words_follow_caml_tokenization():
     text = "Pt's BP 120/80, s/p CABG x2; 3rd day. HbA1c_ 7.5% __init__ Naïve"
     assert words.split_words(text) == [
-        "pt", "s", "bp", "s", "p", "cabg", "x2", "3rd", "day", "hba1c_", "__init__", "naïve",
-    ]  # fmt: skip
+        "pt",
+        "s",
+        "bp",
+        "s",
+        "p",
+        "cabg",
+        "x2",
+        "3rd",
+        "day",
+        "hba1c_",
+        "__init__",
+        "naïve",
+    ]
     assert words.split_words("12 34.5 ___ 1/2") == []
 
 

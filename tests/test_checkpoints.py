@@ -49,10 +49,17 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
     encoder = tiny_encoder_dir if dropout else deterministic_encoder
     steps = 300
     flags = [
-        f"--data_dir={tiny_data_dir}", f"--encoder={encoder}", "--seq_len=256",
-        "--segment_length=128", "--batch_size=2", f"--train_steps={steps}", "--eval_every=150",
-        "--checkpoint_every=10", "--log_every=1", "--compute_dtype=float32",
-    ]  # fmt: skip
+        f"--data_dir={tiny_data_dir}",
+        f"--encoder={encoder}",
+        "--seq_len=256",
+        "--segment_length=128",
+        "--batch_size=2",
+        f"--train_steps={steps}",
+        "--eval_every=150",
+        "--checkpoint_every=10",
+        "--log_every=1",
+        "--compute_dtype=float32",
+    ]
     command = [sys.executable, "-m", "experiments.run", *flags]
     whole = subprocess.run(
         [*command, f"--model_dir={tmp_path}/whole"], cwd=ROOT, capture_output=True, timeout=600
@@ -121,11 +128,18 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
     synthetic.prepare(data_dir, TINY_SYNTHETIC)
     dataset_dir = f"{data_dir}/synthetic"
     config = configs.ExperimentConfig(
-        dataset="synthetic", data_dir=data_dir, model_dir=model_dir,
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
-        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, max_notes=8,
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=model_dir,
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=2,
+        eval_every=2,
+        max_notes=8,
         compute_dtype="float32",
-    )  # fmt: skip
+    )
     loop.train_and_evaluate(config)
     with open(f"{model_dir}/config.json") as config_file:
         saved = json.load(config_file)
@@ -158,11 +172,17 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
     splits[empty_split] = splits[empty_split].iloc[:0]
     dataset.write_dataset(dataset_dir, splits, dataset.read_labels(dataset_dir))
     config = configs.ExperimentConfig(
-        dataset="synthetic", data_dir=data_dir, model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
-        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2,
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=2,
+        eval_every=2,
         compute_dtype="float32",
-    )  # fmt: skip
+    )
     expected = (
         rf"{empty_split}.jsonl.gz holds no notes: the {empty_split} split is empty; prepare "
         r"the dataset again with the data_prep module that wrote it"
@@ -201,9 +221,13 @@ def test_the_latest_state_is_saved_every_checkpoint_every_steps_and_at_the_end(
     tiny_data_dir, tmp_path, monkeypatch
 ):
     config = tiny_run(
-        tiny_data_dir, tmp_path, encoder="random:L-1_H-16_A-2", train_steps=7, eval_every=2,
+        tiny_data_dir,
+        tmp_path,
+        encoder="random:L-1_H-16_A-2",
+        train_steps=7,
+        eval_every=2,
         checkpoint_every=3,
-    )  # fmt: skip
+    )
     saved, save_latest = [], loop.RunCheckpoints.save_latest
 
     def recording(state):

@@ -8,11 +8,13 @@ from longbert_tf.lexical import term_matcher as tm
 
 def test_term_forms_drop_brackets_qualifiers_and_without():
     assert code_terms.term_forms("Essential (primary) hypertension") == {
-        "Essential (primary) hypertension", "Essential hypertension"
-    }  # fmt: skip
+        "Essential (primary) hypertension",
+        "Essential hypertension",
+    }
     assert code_terms.term_forms("Pneumonia, unspecified organism") == {
-        "Pneumonia, unspecified organism", "Pneumonia"
-    }  # fmt: skip
+        "Pneumonia, unspecified organism",
+        "Pneumonia",
+    }
     assert "Type 2 diabetes mellitus" in code_terms.term_forms(
         "Type 2 diabetes mellitus without complications"
     )
@@ -53,8 +55,14 @@ def test_book_terms_and_mined_variants():
 
 def test_a_variant_needs_enough_notes_and_precision():
     code_texts = [["Fever"], ["Cough"]]
-    notes = [("Fever today.", [0]), ("Fever and cough.", [1]), ("Fever again.", [1]),
-             ("Fever, cough.", [1]), ("Fever high.", [1]), ("Fever low.", [1])]  # fmt: skip
+    notes = [
+        ("Fever today.", [0]),
+        ("Fever and cough.", [1]),
+        ("Fever again.", [1]),
+        ("Fever, cough.", [1]),
+        ("Fever high.", [1]),
+        ("Fever low.", [1]),
+    ]
     index = code_terms.build(code_texts, [t for t, _ in notes], [labels for _, labels in notes])
     pairs = pairs_of(index)
     # "fever" with code 0: 1 note of 6 (below 2 notes): only its code-book term.

@@ -65,12 +65,19 @@ def test_real_release_train_and_dev(real):
 def test_experiment_trains_on_prepared_codiesp(real, tmp_path):
     out_dir, _ = real
     result = run_main(
-        "experiments.run", "--dataset=codiesp_dx",
-        f"--data_dir={out_dir}", f"--model_dir={tmp_path}/run",
-        "--encoder=random:L-1_H-16_A-2", "--seq_len=256", "--segment_length=128",
-        "--train_steps=4", "--eval_every=4", "--batch_size=4", "--warmup_steps=2",
+        "experiments.run",
+        "--dataset=codiesp_dx",
+        f"--data_dir={out_dir}",
+        f"--model_dir={tmp_path}/run",
+        "--encoder=random:L-1_H-16_A-2",
+        "--seq_len=256",
+        "--segment_length=128",
+        "--train_steps=4",
+        "--eval_every=4",
+        "--batch_size=4",
+        "--warmup_steps=2",
         "--compute_dtype=float32",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| LongBERT | 256 |" in result.stdout
     results = json.loads((tmp_path / "run/metrics.json").read_text())

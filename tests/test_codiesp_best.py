@@ -64,20 +64,32 @@ def generated_cases(rng, count: int, prefix: str) -> dict:
 def fused(tmp_path_factory):
     root = tmp_path_factory.mktemp("fusion")
     rng = np.random.default_rng(0)
-    splits = {split: generated_cases(rng, count, split)
-              for split, count in (("train", 60), ("dev", 40), ("test", 30))}  # fmt: skip
+    splits = {
+        split: generated_cases(rng, count, split)
+        for split, count in (("train", 60), ("dev", 40), ("test", 30))
+    }
     write_release(str(root / "release"), splits)
     result = subprocess.run(
         [
-            sys.executable, "benchmarks/codiesp_best.py", f"--codiesp_dir={root / 'release'}",
-            f"--work_dir={root / 'work'}", f"--export_dir={root / 'export'}", "--final",
-            "--run_flag=--encoder=random:L-1_H-16_A-2", "--run_flag=--seq_len=128",
-            "--run_flag=--segment_length=128", "--run_flag=--train_steps=10",
-            "--run_flag=--eval_every=10", "--run_flag=--warmup_steps=2",
+            sys.executable,
+            "benchmarks/codiesp_best.py",
+            f"--codiesp_dir={root / 'release'}",
+            f"--work_dir={root / 'work'}",
+            f"--export_dir={root / 'export'}",
+            "--final",
+            "--run_flag=--encoder=random:L-1_H-16_A-2",
+            "--run_flag=--seq_len=128",
+            "--run_flag=--segment_length=128",
+            "--run_flag=--train_steps=10",
+            "--run_flag=--eval_every=10",
+            "--run_flag=--warmup_steps=2",
             "--run_flag=--compute_dtype=float32",
         ],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     selection_dir, model_dir = (
         str(root / "work" / run) for run in ("run_train", "run_train_final")
@@ -187,10 +199,18 @@ def test_predict_shows_the_matched_term(fused, tmp_path):
 
 def test_the_final_model_needs_a_fusion_to_carry(tmp_path):
     result = subprocess.run(
-        [sys.executable, "benchmarks/codiesp_best.py", f"--codiesp_dir={tmp_path / 'release'}",
-         f"--work_dir={tmp_path / 'work'}", "--nofusion"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "benchmarks/codiesp_best.py",
+            f"--codiesp_dir={tmp_path / 'release'}",
+            f"--work_dir={tmp_path / 'work'}",
+            "--nofusion",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "--final carries the fused selection run's threshold" in result.stderr
     assert "pass --nofinal with --nofusion" in result.stderr

@@ -46,9 +46,11 @@ def test_gradient_accumulation_equals_one_large_batch(
     updates = []
     for accumulation in (1, 4):
         config = tiny_config(
-            tiny_data_dir, str(tmp_path / str(accumulation)), deterministic_encoder,
+            tiny_data_dir,
+            str(tmp_path / str(accumulation)),
+            deterministic_encoder,
             grad_accum_steps=accumulation,
-        )  # fmt: skip
+        )
         keras.utils.set_random_seed(0)
         experiment = build_experiment(config)
         before = [v.numpy() for v in experiment.model.trainable_variables]
@@ -68,8 +70,11 @@ def test_gradient_accumulation_equals_one_large_batch(
 def test_mirrored_evaluation_over_two_devices_equals_one_device(tiny_data_dir, tiny_encoder_dir):
     completed = subprocess.run(
         [sys.executable, "-m", "tests.mirrored_evaluation", tiny_data_dir, tiny_encoder_dir],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     assert results["replicas"] == 2
@@ -140,16 +145,29 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
     # the same ones however the workers split them; 7 steps cross two epoch boundaries.
     steps = 7
     config = tiny_config(
-        tiny_data_dir, str(tmp_path / "one_process"), deterministic_encoder,
-        batch_size=8, train_steps=steps, eval_every=7, log_every=1, max_notes=None,
-    )  # fmt: skip
+        tiny_data_dir,
+        str(tmp_path / "one_process"),
+        deterministic_encoder,
+        batch_size=8,
+        train_steps=steps,
+        eval_every=7,
+        log_every=1,
+        max_notes=None,
+    )
     expected = loop.train_and_evaluate(config)
     flags = [
-        f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=128",
-        "--segment_length=128", "--batch_size=8", "--learning_rate=1e-3",
-        f"--train_steps={steps}", "--eval_every=7", "--log_every=1", "--compute_dtype=float32",
+        f"--data_dir={tiny_data_dir}",
+        f"--encoder={deterministic_encoder}",
+        "--seq_len=128",
+        "--segment_length=128",
+        "--batch_size=8",
+        "--learning_rate=1e-3",
+        f"--train_steps={steps}",
+        "--eval_every=7",
+        "--log_every=1",
+        "--compute_dtype=float32",
         f"--model_dir={tmp_path}/two_workers",
-    ]  # fmt: skip
+    ]
     logs = finish(start_two_workers(flags, tmp_path), tmp_path)
 
     baseline, distributed = (
@@ -177,10 +195,16 @@ def test_killed_two_worker_run_resumes_at_the_same_input_position(
     the best checkpoint."""
     steps = 100
     flags = [
-        f"--data_dir={tiny_data_dir}", f"--encoder={deterministic_encoder}", "--seq_len=256",
-        "--segment_length=128", "--batch_size=4", f"--train_steps={steps}",
-        "--eval_every=10", "--log_every=1", "--compute_dtype=float32",
-    ]  # fmt: skip
+        f"--data_dir={tiny_data_dir}",
+        f"--encoder={deterministic_encoder}",
+        "--seq_len=256",
+        "--segment_length=128",
+        "--batch_size=4",
+        f"--train_steps={steps}",
+        "--eval_every=10",
+        "--log_every=1",
+        "--compute_dtype=float32",
+    ]
     finish(start_two_workers([*flags, f"--model_dir={tmp_path}/whole"], tmp_path), tmp_path)
     with open(f"{tmp_path}/whole/metrics.json") as metrics_file:
         expected = json.load(metrics_file)

@@ -6,8 +6,17 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PAGES = ("datasets", "reproducing", "encoders", "serving", "review", "distributed", "performance",
-         "results", "design")  # fmt: skip
+PAGES = (
+    "datasets",
+    "reproducing",
+    "encoders",
+    "serving",
+    "review",
+    "distributed",
+    "performance",
+    "results",
+    "design",
+)
 DOCUMENTS = [ROOT / "README.md", *(ROOT / "docs" / f"{page}.md" for page in PAGES)]
 # Pages say what is true, not how it came to be.
 HISTORY = re.compile(r"\bissue\b|\bsession\b|before this table", re.IGNORECASE)

@@ -42,10 +42,16 @@ def test_unforced_the_suite_runs_float32_and_the_machines_native_dtype(cpu, flag
 
 def test_a_test_that_leaves_the_dtype_to_the_machine_fails(tmp_path):
     config = configs.ExperimentConfig(
-        dataset="synthetic", data_dir=str(tmp_path), model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
-        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2,
-    )  # fmt: skip
+        dataset="synthetic",
+        data_dir=str(tmp_path),
+        model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=2,
+        eval_every=2,
+    )
     with pytest.raises(AssertionError, match="left compute_dtype='auto'"):
         runs.resolve_compute_dtype(config)
     stated = configs.ExperimentConfig(**{**config.__dict__, "compute_dtype": "float32"})

@@ -43,8 +43,9 @@ def test_a_random_encoder_can_take_another_encoders_vocabulary(tiny_dataset_dir,
     word_embeddings = [w for w in encoder.layer.weights if "word_embeddings" in w.name]
     assert word_embeddings[0].shape[0] == len(source.tokens) == 600
     # The same tokens, not the same weights: the source's own table differs.
-    source_table = [w for w in encoders.load(tiny_encoder_dir, 64).layer.weights
-                    if "word_embeddings" in w.name][0]  # fmt: skip
+    source_table = [
+        w for w in encoders.load(tiny_encoder_dir, 64).layer.weights if "word_embeddings" in w.name
+    ][0]
     assert not np.allclose(word_embeddings[0].numpy()[:, :16], source_table.numpy()[:, :16])
     with pytest.raises(ValueError, match="is for random: encoders"):
         encoder_specs.resolve(tiny_encoder_dir, tiny_dataset_dir, vocab_source=tiny_encoder_dir)

@@ -3,12 +3,11 @@ one run with itself is that run, and runs on other notes are refused."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.test_run import ROOT, TINY_FLAGS, run_experiment
+from tests.entry_points import run_main
+from tests.test_run import TINY_FLAGS, run_experiment
 
 pytestmark = pytest.mark.slow  # trains three tiny runs
 
@@ -27,10 +26,7 @@ def tiny_runs(tiny_data_dir, tmp_path_factory):
 
 
 def ensemble(*model_dirs):
-    return subprocess.run(
-        [sys.executable, "benchmarks/ensemble.py", *(f"--model_dir={d}" for d in model_dirs)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return run_main("benchmarks.ensemble", *(f"--model_dir={d}" for d in model_dirs))
 
 
 def row(results: dict) -> str:

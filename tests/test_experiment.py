@@ -39,10 +39,17 @@ def outside_codes_data(tmp_path):
 
 def config_for(data_dir: str, encoder: str, model_dir: str, **overrides):
     values = dict(
-        dataset="synthetic", data_dir=data_dir, model_dir=model_dir, encoder=encoder,
-        segments=configs.SegmentConfig(128, 64), batch_size=2, learning_rate=1e-3,
-        train_steps=1, eval_every=1, compute_dtype="float32",
-    )  # fmt: skip
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=model_dir,
+        encoder=encoder,
+        segments=configs.SegmentConfig(128, 64),
+        batch_size=2,
+        learning_rate=1e-3,
+        train_steps=1,
+        eval_every=1,
+        compute_dtype="float32",
+    )
     return configs.ExperimentConfig(**{**values, **overrides})
 
 

@@ -208,9 +208,16 @@ def test_a_described_model_exports(described_run, compute_dtype, tmp_path):
 
 def run_saved_model_cli(export_dir, input_exprs, import_tf_text):
     arguments = [
-        "run", "--dir", export_dir, "--tag_set", "serve",
-        "--signature_def", "serving_default", "--input_exprs", input_exprs,
-    ]  # fmt: skip
+        "run",
+        "--dir",
+        export_dir,
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
+        "--input_exprs",
+        input_exprs,
+    ]
     prelude = "import tensorflow_text; " if import_tf_text else ""
     code = (
         f"import sys; {prelude}from tensorflow.python.tools import saved_model_cli; "

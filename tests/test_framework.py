@@ -18,8 +18,12 @@ def stderr_of(code: str, *arguments: str, **environment) -> str:
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     completed = subprocess.run(
         [sys.executable, "-c", code, *arguments],
-        cwd=ROOT, env={**env, **environment}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stderr
 

@@ -17,10 +17,13 @@ def numpy_inputs(logits, matches, train_notes):
         for name in ("title", "title_words", "variant_precision")
     )
     inputs = np.concatenate(
-        [np.stack([logit, trained, np.log1p(notes)], -1), matches,
-         np.stack([logit * title, trained * title, trained * words], -1)],
+        [
+            np.stack([logit, trained, np.log1p(notes)], -1),
+            matches,
+            np.stack([logit * title, trained * title, trained * words], -1),
+        ],
         axis=-1,
-    )  # fmt: skip
+    )
     return inputs, (logit > fusion.CANDIDATE_LOGIT) | (title > 0) | (variant > 0)
 
 
@@ -56,11 +59,13 @@ def test_fit_gives_scikit_learns_decisions_in_the_inputs_units():
     np.testing.assert_allclose(
         rows @ fitted.weights + fitted.bias,
         reference.decision_function((rows - mean) / scale),
-        rtol=1e-4, atol=1e-4,
-    )  # fmt: skip
+        rtol=1e-4,
+        atol=1e-4,
+    )
     fused = fusion.Fusion.logits(fitted, logits, matches).numpy()
-    np.testing.assert_allclose(fused[candidate], rows @ fitted.weights + fitted.bias, rtol=1e-4,
-                               atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        fused[candidate], rows @ fitted.weights + fitted.bias, rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(fused[~candidate], logits[~candidate] + fusion.NON_CANDIDATE_SHIFT)
 
 
@@ -76,8 +81,12 @@ def test_per_note_weights_replace_the_fitted_ones():
 
 
 def test_fusion_round_trips_and_refuses_other_inputs(tmp_path):
-    fitted = fusion.Fusion(np.arange(len(fusion.FUSION_INPUTS), dtype=np.float32), -1.5,
-                           np.array([0, 3, 1]), threshold=0.42)  # fmt: skip
+    fitted = fusion.Fusion(
+        np.arange(len(fusion.FUSION_INPUTS), dtype=np.float32),
+        -1.5,
+        np.array([0, 3, 1]),
+        threshold=0.42,
+    )
     fitted.save(str(tmp_path / "fusion.json"), note="kept")
     loaded = fusion.Fusion.load(str(tmp_path / "fusion.json"))
     np.testing.assert_array_equal(loaded.weights, fitted.weights)

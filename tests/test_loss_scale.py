@@ -124,8 +124,11 @@ def mirrored_run() -> dict:
 
 @pytest.mark.slow
 def test_every_replica_takes_the_same_decision():
-    command = [sys.executable, "-c", "import json, tests.test_loss_scale as t; "
-               "print(json.dumps(t.mirrored_run()))"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "import json, tests.test_loss_scale as t; print(json.dumps(t.mirrored_run()))",
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -145,11 +148,19 @@ def test_a_float16_run_trains_saves_its_loss_scale_and_resumes(
 ):
     model_dir = str(tmp_path / "run")
     config = configs.ExperimentConfig(
-        dataset="synthetic", data_dir=tiny_data_dir, model_dir=model_dir,
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
-        batch_size=4, learning_rate=1e-3, train_steps=3, eval_every=3, checkpoint_every=2,
-        max_notes=8, compute_dtype="float16",
-    )  # fmt: skip
+        dataset="synthetic",
+        data_dir=tiny_data_dir,
+        model_dir=model_dir,
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=3,
+        eval_every=3,
+        checkpoint_every=2,
+        max_notes=8,
+        compute_dtype="float16",
+    )
     save_latest = loop.RunCheckpoints.save_latest
 
     def save_then_stop(state):  # the run stops right after its step-2 checkpoint

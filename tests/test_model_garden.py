@@ -33,9 +33,15 @@ def test_the_rebuilt_network_gives_model_gardens_outputs(reference):
     assert model_garden.is_model_garden(weights)
     arch = model_garden.architecture(weights, ENCODER)
     assert arch == bert.BertArchitecture(
-        num_layers=2, hidden_size=16, num_heads=2, intermediate_size=32, vocab_size=40,
-        max_positions=64, type_vocab_size=2, activation="gelu_tanh",
-    )  # fmt: skip
+        num_layers=2,
+        hidden_size=16,
+        num_heads=2,
+        intermediate_size=32,
+        vocab_size=40,
+        max_positions=64,
+        type_vocab_size=2,
+        activation="gelu_tanh",
+    )
     network = bert.build_bert_encoder(arch)
     bert.assign_weights(network, model_garden.keras_weights(weights, arch))  # every weight set
     outputs = network(inputs(reference), training=False)

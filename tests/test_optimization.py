@@ -34,10 +34,16 @@ def test_schedules_warm_up_then_hold_or_decay_to_zero(schedule):
 
 def config(**overrides):
     values = dict(
-        dataset="synthetic", data_dir="unused", model_dir="unused", encoder="unused",
-        segments=configs.SegmentConfig(128, 128), batch_size=2, learning_rate=1e-2,
-        train_steps=10, eval_every=10,
-    )  # fmt: skip
+        dataset="synthetic",
+        data_dir="unused",
+        model_dir="unused",
+        encoder="unused",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=2,
+        learning_rate=1e-2,
+        train_steps=10,
+        eval_every=10,
+    )
     return configs.ExperimentConfig(**{**values, **overrides})
 
 

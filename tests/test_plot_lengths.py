@@ -18,8 +18,12 @@ def test_length_report_matches_numpy():
     report = plot_lengths.length_report(lengths)
     assert report["notes"] == 6
     assert report["share_within"] == {
-        "512": 1 / 6, "1024": 2 / 6, "2048": 3 / 6, "4096": 4 / 6, "8192": 5 / 6,
-    }  # fmt: skip
+        "512": 1 / 6,
+        "1024": 2 / 6,
+        "2048": 3 / 6,
+        "4096": 4 / 6,
+        "8192": 5 / 6,
+    }
     assert report["percentiles"]["50"] == np.percentile(lengths, 50)
 
 

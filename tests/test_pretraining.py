@@ -56,12 +56,21 @@ def test_pretraining_lowers_the_loss_and_writes_an_encoder_that_loads_back(
     for number in range(3):
         (text_dir / f"case{number}.txt").write_text("the patient has chronic pancreatitis. " * 20)
     command = [
-        "experiments.pretrain", f"--encoder={tiny_encoder_dir}",
-        f"--data_dir={tiny_data_dir}", "--dataset=synthetic", f"--text_dir={text_dir}",
-        f"--out_dir={tmp_path}/run", "--segment_length=64", "--batch_size=8",
-        "--learning_rate=5e-3", "--warmup_steps=5", "--train_steps=100", "--checkpoint_every=50",
-        "--log_every=1", f"--compute_dtype={compute_dtype}",
-    ]  # fmt: skip
+        "experiments.pretrain",
+        f"--encoder={tiny_encoder_dir}",
+        f"--data_dir={tiny_data_dir}",
+        "--dataset=synthetic",
+        f"--text_dir={text_dir}",
+        f"--out_dir={tmp_path}/run",
+        "--segment_length=64",
+        "--batch_size=8",
+        "--learning_rate=5e-3",
+        "--warmup_steps=5",
+        "--train_steps=100",
+        "--checkpoint_every=50",
+        "--log_every=1",
+        f"--compute_dtype={compute_dtype}",
+    ]
     completed = run_main(*command)
     assert completed.returncode == 0, completed.stderr[-3000:]
     losses = [

@@ -20,11 +20,17 @@ PAPER_TABLE = {"mimic3_full": 2, "mimic4_dx": 3, "mimic3_50": 4}
 
 def test_reproduce_writes_the_table_and_skips_finished_rows(tiny_data_dir, tmp_path):
     command = [
-        "experiments.reproduce", "--dataset=synthetic",
-        f"--data_dir={tiny_data_dir}", f"--out_dir={tmp_path}", "--rows=caml,512,1024",
-        "--encoder=random:L-1_H-16_A-2", "--train_steps=2", "--eval_every=2", "--max_notes=6",
+        "experiments.reproduce",
+        "--dataset=synthetic",
+        f"--data_dir={tiny_data_dir}",
+        f"--out_dir={tmp_path}",
+        "--rows=caml,512,1024",
+        "--encoder=random:L-1_H-16_A-2",
+        "--train_steps=2",
+        "--eval_every=2",
+        "--max_notes=6",
         "--compute_dtype=float32",
-    ]  # fmt: skip
+    ]
     first = run_main(*command)
     assert first.returncode == 0, first.stderr[-3000:]
     lines = (tmp_path / "table.md").read_text().splitlines()

@@ -115,10 +115,16 @@ def test_a_prepared_dataset_with_an_empty_split_names_the_command(tmp_path):
         f"{data_dir}/mimic4_dx", {"train": notes, "dev": empty, "test": notes}, ["A"]
     )
     config = configs.ExperimentConfig(
-        dataset="mimic4_dx", data_dir=data_dir, model_dir=str(tmp_path / "run"),
-        encoder=presets.PAPER_ENCODER, segments=configs.SegmentConfig(512),
-        batch_size=4, learning_rate=2e-4, train_steps=1, eval_every=1,
-    )  # fmt: skip
+        dataset="mimic4_dx",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        encoder=presets.PAPER_ENCODER,
+        segments=configs.SegmentConfig(512),
+        batch_size=4,
+        learning_rate=2e-4,
+        train_steps=1,
+        eval_every=1,
+    )
     expected = (
         r"dev.jsonl.gz holds no notes: the dev split is empty; prepare the dataset again "
         rf"\(python -m data_prep.mimic4 --mimic_dir=MIMIC_IV --out_dir={data_dir}\)"
@@ -252,10 +258,17 @@ def test_the_generated_synthetic_notes_do_not_follow_the_run_seed(tmp_path):
 
     def generated(seed):
         config = configs.ExperimentConfig(
-            dataset="synthetic", data_dir=str(tmp_path / f"data{seed}"), model_dir="unused",
-            encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(256, 128),
-            batch_size=2, learning_rate=1e-3, train_steps=1, eval_every=1, seed=seed,
-        )  # fmt: skip
+            dataset="synthetic",
+            data_dir=str(tmp_path / f"data{seed}"),
+            model_dir="unused",
+            encoder="random:L-1_H-16_A-2",
+            segments=configs.SegmentConfig(256, 128),
+            batch_size=2,
+            learning_rate=1e-3,
+            train_steps=1,
+            eval_every=1,
+            seed=seed,
+        )
         datasets.ensure_prepared(config)
         return dataset.read_notes(config.dataset_dir, "dev")
 

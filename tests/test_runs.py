@@ -15,10 +15,17 @@ class FakeVocab:
 
 def make_config(tmp_path, **overrides):
     values = dict(
-        dataset="synthetic", data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2", segments=configs.SegmentConfig(128, 128),
-        batch_size=4, learning_rate=1e-3, train_steps=2, eval_every=2, compute_dtype="float32",
-    )  # fmt: skip
+        dataset="synthetic",
+        data_dir=str(tmp_path / "data"),
+        model_dir=str(tmp_path / "run"),
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=2,
+        eval_every=2,
+        compute_dtype="float32",
+    )
     return configs.ExperimentConfig(**{**values, **overrides})
 
 

@@ -70,8 +70,15 @@ def test_words_follow_the_documented_rules():
     expected = reference_words(text)
     assert [w.decode() for w in words[0].numpy()] == [w[0] for w in expected]
     assert [w[0] for w in expected] == [
-        "fever", "left", "femur", "fracture", "humerus", "sepsis", "abscess", "headache"
-    ]  # fmt: skip
+        "fever",
+        "left",
+        "femur",
+        "fracture",
+        "humerus",
+        "sepsis",
+        "abscess",
+        "headache",
+    ]
     assert negated[0].numpy().tolist() == [w[2] for w in expected] == [True] + [False] * 7
     assert sentence[0].numpy().tolist() == [w[1] for w in expected]
     assert starts[0].numpy().tolist() == [w[3] for w in expected]
@@ -79,8 +86,11 @@ def test_words_follow_the_documented_rules():
 
 
 def random_index(rng, num_labels: int) -> tm.TermIndex:
-    content = sorted({re.sub(r"^(.{2,}[^isu])s$", r"\1", w) for w in POOL if w.isalpha()}
-                     - tm.STOP_WORDS - tm.NEGATION_CUES)  # fmt: skip
+    content = sorted(
+        {re.sub(r"^(.{2,}[^isu])s$", r"\1", w) for w in POOL if w.isalpha()}
+        - tm.STOP_WORDS
+        - tm.NEGATION_CUES
+    )
     keys = set()
     while len(keys) < 25:
         size = rng.integers(1, 4)
@@ -117,8 +127,13 @@ def test_features_and_spans_equal_a_brute_force_match():
 
 
 def test_word_order_and_plurals_do_not_matter_but_sentences_do():
-    index = tm.TermIndex(["femur", "fracture", "left"], ["0 1 2"], np.array([0], np.int32),
-                         np.array([1], np.int32), np.ones([1, 5], np.float32))  # fmt: skip
+    index = tm.TermIndex(
+        ["femur", "fracture", "left"],
+        ["0 1 2"],
+        np.array([0], np.int32),
+        np.array([1], np.int32),
+        np.ones([1, 5], np.float32),
+    )
     matcher = tm.TermMatcher(index, 2)
     texts = ["Fractures of the left femur.", "Left. Femur fracture", "No left femur fracture"]
     outputs = matcher(tf.constant(texts))
