@@ -62,7 +62,7 @@ def _run(module_name: str, argv: tuple) -> None:
     """`main` after its flags are parsed; a module that defines its flags only when run as
     `__main__` (data_prep's) is run so, through `app.run`."""
     module = load(module_name)
-    if module_name in FLAGS.flags_by_module_dict():
+    if FLAGS.flags_by_module_dict().get(module_name):
         FLAGS.unparse_flags()
         module.main(FLAGS([module_name, *argv]))
         return
@@ -112,3 +112,30 @@ def run_main(module_name: str, *argv: str, env: dict | None = None):
     return subprocess.CompletedProcess(
         [module_name, *argv], returncode, printed.getvalue(), log.getvalue()
     )
+
+
+class InProcessStages:
+    """Stands in for the `subprocess` module of an entry module that runs its stages as
+    `python -m MODULE ...` (benchmarks/codiesp_best.py): each stage runs in this process
+    (`run_main`), what it prints is printed, and the entry module's own flags, with their
+    values, are kept across it."""
+
+    def __init__(self, owner: str):
+        self.owner = owner
+
+    def run(self, command: list, **unused) -> subprocess.CompletedProcess:
+        if command[:2] != [sys.executable, "-m"]:
+            raise ValueError(f"not a python -m stage: {command}")
+        kept = list(FLAGS.flags_by_module_dict().get(self.owner, []))
+        owner_module = sys.modules[self.owner]
+        result = run_main(command[2], *command[3:])
+        print(result.stdout, end="", flush=True)
+        if result.returncode:
+            print(result.stderr, end="", file=sys.stderr)
+        _forget_entry_flags()
+        for flag in kept:
+            FLAGS[flag.name] = flag
+            FLAGS.register_flag_by_module(self.owner, flag)
+        sys.modules[self.owner] = owner_module
+        _current[:] = [self.owner]
+        return subprocess.CompletedProcess(command, result.returncode)

@@ -5,8 +5,6 @@ that carries its fusion and threshold, scored on test; and an export and
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from longbert_tf.data import dataset
 from longbert_tf.framework import tf
 from longbert_tf.serving import export
 from tests.conftest import predict_json
+from tests.entry_points import InProcessStages, load, run_main
 from tests.test_codiesp import write_release
 
 pytestmark = pytest.mark.slow  # trains, fits and exports
@@ -69,10 +68,11 @@ def fused(tmp_path_factory):
         for split, count in (("train", 60), ("dev", 40), ("test", 30))
     }
     write_release(str(root / "release"), splits)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/codiesp_best.py",
+    command = load("benchmarks.codiesp_best")
+    with pytest.MonkeyPatch.context() as patch:  # its stages run in this process too
+        patch.setattr(command, "subprocess", InProcessStages("benchmarks.codiesp_best"))
+        result = run_main(
+            "benchmarks.codiesp_best",
             f"--codiesp_dir={root / 'release'}",
             f"--work_dir={root / 'work'}",
             f"--export_dir={root / 'export'}",
@@ -84,12 +84,7 @@ def fused(tmp_path_factory):
             "--run_flag=--eval_every=10",
             "--run_flag=--warmup_steps=2",
             "--run_flag=--compute_dtype=float32",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     selection_dir, model_dir = (
         str(root / "work" / run) for run in ("run_train", "run_train_final")
@@ -198,18 +193,11 @@ def test_predict_shows_the_matched_term(fused, tmp_path):
 
 
 def test_the_final_model_needs_a_fusion_to_carry(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/codiesp_best.py",
-            f"--codiesp_dir={tmp_path / 'release'}",
-            f"--work_dir={tmp_path / 'work'}",
-            "--nofusion",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_main(
+        "benchmarks.codiesp_best",
+        f"--codiesp_dir={tmp_path / 'release'}",
+        f"--work_dir={tmp_path / 'work'}",
+        "--nofusion",
     )
     assert result.returncode != 0
     assert "--final carries the fused selection run's threshold" in result.stderr
