@@ -64,7 +64,9 @@ def _run(module_name: str, argv: tuple) -> None:
     module = load(module_name)
     if FLAGS.flags_by_module_dict().get(module_name):
         FLAGS.unparse_flags()
-        module.main(FLAGS([module_name, *argv]))
+        remaining = FLAGS([module_name, *argv])
+        absl_logging.set_verbosity(absl_logging.INFO)  # as `app.run` logs (parsing reset it)
+        module.main(remaining)
         return
     _forget_entry_flags()  # its flags are defined under its own name, sys.argv[0]
     saved_argv = sys.argv

@@ -18,6 +18,7 @@ from longbert_tf.serving import coder
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
 from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
+from tests.entry_points import run_main
 
 pytestmark = pytest.mark.slow  # trains and kills processes
 
@@ -45,9 +46,10 @@ def tiny_run(data_dir, tmp_path, **overrides) -> configs.ExperimentConfig:
 def test_killed_run_resumes_at_the_same_step_and_input_position(
     tiny_data_dir, deterministic_encoder, tiny_encoder_dir, tmp_path, dropout
 ):
-    """With dropout too: its random state is checkpointed with the run (`bert_layers`)."""
+    """With dropout too: its random state is checkpointed with the run (`bert_layers`). The
+    killed run is a process; the uninterrupted run and the resumption run in this one."""
     encoder = tiny_encoder_dir if dropout else deterministic_encoder
-    steps = 300
+    steps = 100
     flags = [
         f"--data_dir={tiny_data_dir}",
         f"--encoder={encoder}",
@@ -55,24 +57,24 @@ def test_killed_run_resumes_at_the_same_step_and_input_position(
         "--segment_length=128",
         "--batch_size=2",
         f"--train_steps={steps}",
-        "--eval_every=150",
+        "--eval_every=50",
         "--checkpoint_every=10",
         "--log_every=1",
         "--compute_dtype=float32",
     ]
-    command = [sys.executable, "-m", "experiments.run", *flags]
-    whole = subprocess.run(
-        [*command, f"--model_dir={tmp_path}/whole"], cwd=ROOT, capture_output=True, timeout=600
-    )
+    whole = run_main("experiments.run", *flags, f"--model_dir={tmp_path}/whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
-    command.append(f"--model_dir={tmp_path}/run")
+    flags.append(f"--model_dir={tmp_path}/run")
     process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "experiments.run", *flags],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     kill_after_checkpoint([process], f"{tmp_path}/run/checkpoints", 20)
     assert not os.path.exists(f"{tmp_path}/run/metrics.json")
 
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = run_main("experiments.run", *flags)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     step = int(re.search(r"Resumed .*ckpt-(\d+) at step (\d+)", resumed.stderr).group(2))
     assert 20 <= step < steps

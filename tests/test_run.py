@@ -9,7 +9,8 @@ import pytest
 
 from experiments import datasets
 from longbert_tf import configs, presets
-from longbert_tf.data import dataset
+from longbert_tf.data import dataset, synthetic
+from tests.conftest import TINY_SYNTHETIC
 from tests.entry_points import load, run_main
 
 pytestmark = pytest.mark.slow  # runs experiments.run
@@ -253,8 +254,16 @@ def test_a_preset_recipe_fills_the_flags_not_given():
     assert paper.segments.segment_length == 512 and paper.learning_rate == 2e-4
 
 
-def test_the_generated_synthetic_notes_do_not_follow_the_run_seed(tmp_path):
-    """A folder generated for one seed and reused by another holds what the other would get."""
+def test_the_generated_synthetic_notes_do_not_follow_the_run_seed(tmp_path, monkeypatch):
+    """A folder generated for one seed and reused by another holds what the other would get
+    (generated at the tiny size: whatever config `ensure_prepared` passes, seed included,
+    still reaches the generator)."""
+    prepare = synthetic.prepare
+    monkeypatch.setattr(
+        synthetic,
+        "prepare",
+        lambda out_dir, config=TINY_SYNTHETIC: prepare(out_dir, config),
+    )
 
     def generated(seed):
         config = configs.ExperimentConfig(
