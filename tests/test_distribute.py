@@ -190,10 +190,10 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
 def test_killed_two_worker_run_resumes_at_the_same_input_position(
     tiny_data_dir, deterministic_encoder, tmp_path
 ):
-    """Killed after the best validation (step 80 of 100), resumed: every worker trains on the
+    """Killed after the best validation (step 45 of 50), resumed: every worker trains on the
     notes and evaluates the weights the uninterrupted run does, though only the chief kept
     the best checkpoint."""
-    steps = 100
+    steps = 50
     flags = [
         f"--data_dir={tiny_data_dir}",
         f"--encoder={deterministic_encoder}",
@@ -201,7 +201,7 @@ def test_killed_two_worker_run_resumes_at_the_same_input_position(
         "--segment_length=128",
         "--batch_size=4",
         f"--train_steps={steps}",
-        "--eval_every=10",
+        "--eval_every=15",
         "--log_every=1",
         "--compute_dtype=float32",
     ]
