@@ -33,6 +33,9 @@ setup(
         "longbert_tf.review": ["page/*"],
     },
     install_requires=REQUIREMENTS,
-    # selenium drives Debian's chromium/chromium-driver in the review page's browser tests.
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6", "selenium==4.51.0"]},
+    # selenium drives Debian's chromium/chromium-driver in the review page's browser tests;
+    # pytest-xdist runs the suite on both cores (pytest.ini).
+    extras_require={
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.17.6", "selenium==4.51.0"]
+    },
 )

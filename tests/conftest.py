@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny synthetic dataset, a tiny TF-Hub-format encoder built from it, and the
 compute dtypes the suite runs in (see tests/dtypes.py)."""
 
+import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -129,19 +131,42 @@ def deterministic_encoder(tiny_dataset_dir, tmp_path_factory):
     return out_dir
 
 
+def shared_dir(tmp_path_factory, name: str) -> str:
+    """A folder of this test run that its xdist workers share (the run's own folder when the
+    tests run in one process)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, the workers' folders' parent
+    path = root / name
+    path.mkdir(exist_ok=True)
+    return str(path)
+
+
+@contextlib.contextmanager
+def locked(folder: str):
+    """Holds an exclusive lock on `folder` (one xdist worker builds what the others reuse)."""
+    with open(os.path.join(folder, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """The suite's one trained run (tests/trained_run.py): its float32 `ExperimentConfig`."""
-    root = str(tmp_path_factory.mktemp("trained"))
-    config, results = trained_run_lib.train(root, TRAINED_STEPS)
+    """The suite's one trained run (tests/trained_run.py): its float32 `ExperimentConfig`.
+    Trained by the first worker that needs it; the others read it."""
+    root = shared_dir(tmp_path_factory, "trained")
+    with locked(root):
+        config, results = trained_run_lib.train(root, TRAINED_STEPS)
     assert results["test"]["micro_f1"] > trained_run_lib.MIN_TEST_MICRO_F1, results["test"]
     return config
 
 
 @pytest.fixture(scope="session")
 def exports(trained_run, tmp_path_factory):
-    """The trained run's exports (`text(dtype)`, `token_ids(dtype)`), each made on first use."""
-    return trained_run_lib.Exports(trained_run, str(tmp_path_factory.mktemp("exports")))
+    """The trained run's exports (`text(dtype)`, `token_ids(dtype)`), each made on first use
+    by whichever worker asks first."""
+    root = shared_dir(tmp_path_factory, "exports")
+    return trained_run_lib.Exports(trained_run, root, lambda: locked(root))
 
 
 @pytest.fixture(scope="session")

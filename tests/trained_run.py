@@ -3,9 +3,10 @@ conftest.py): synthetic notes that word their codes' phrases, a float32 run that
 that evidence is, and its exports, built once and only when a test asks for them."""
 
 import dataclasses
+import os
 
 from longbert_tf import configs
-from longbert_tf.data import synthetic
+from longbert_tf.data import dataset, synthetic
 from longbert_tf.serving import export
 from longbert_tf.training import loop
 
@@ -31,9 +32,11 @@ MIN_TEST_MICRO_F1 = 0.6
 
 
 def train(root: str, train_steps: int) -> tuple:
-    """`(config, metrics)` of the run (float32: its subject is what it learned, not its
-    arithmetic; the exports compute in each suite dtype). Two segments of 128 positions."""
-    synthetic.prepare(f"{root}/data", TRAINED_SYNTHETIC)
+    """`(config, metrics)` of the run in `root` (float32: its subject is what it learned, not
+    its arithmetic; the exports compute in each suite dtype). Two segments of 128 positions.
+    A finished run in `root` is read, not trained again."""
+    if not os.path.exists(f"{root}/data/synthetic/{dataset.LABELS_FILE}"):
+        synthetic.prepare(f"{root}/data", TRAINED_SYNTHETIC)
     config = configs.ExperimentConfig(
         dataset="synthetic",
         data_dir=f"{root}/data",
@@ -51,17 +54,18 @@ def train(root: str, train_steps: int) -> tuple:
 
 
 class Exports:
-    """The run's exports, each written on first use: `text(dtype)`, `token_ids(dtype)`."""
+    """The run's exports in `root`, each written on first use (under `lock()`, by whichever
+    process asks first): `text(dtype)`, `token_ids(dtype)`."""
 
-    def __init__(self, config: configs.ExperimentConfig, root: str):
-        self.config, self.root, self._made = config, root, {}
+    def __init__(self, config: configs.ExperimentConfig, root: str, lock):
+        self.config, self.root, self.lock = config, root, lock
 
     def _export(self, inputs: str, dtype: str) -> str:
-        if (inputs, dtype) not in self._made:
-            self._made[inputs, dtype] = export.export(
-                self.config.model_dir, f"{self.root}/{inputs}_{dtype}", inputs, compute_dtype=dtype
-            )
-        return self._made[inputs, dtype]
+        base = f"{self.root}/{inputs}_{dtype}"
+        with self.lock():
+            if not os.path.isdir(base):
+                export.export(self.config.model_dir, base, inputs, compute_dtype=dtype)
+            return export.latest_version(base)
 
     def text(self, dtype: str = "float32") -> str:
         return self._export("text", dtype)
