@@ -58,6 +58,15 @@ def load(module_name: str):
     return module
 
 
+def parsed(module_name: str, *argv: str):
+    """The entry module `module_name` with its flags parsed from `argv` (the others at their
+    defaults, whatever an earlier call parsed)."""
+    module = load(module_name)
+    FLAGS.unparse_flags()
+    FLAGS([module_name, *argv])
+    return module
+
+
 def _run(module_name: str, argv: tuple) -> None:
     """`main` after its flags are parsed; a module that defines its flags only when run as
     `__main__` (data_prep's) is run so, through `app.run`."""

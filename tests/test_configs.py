@@ -6,7 +6,7 @@ import os
 import pytest
 
 from longbert_tf import configs, presets
-from tests.entry_points import load
+from tests.entry_points import parsed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,16 +53,8 @@ def test_run_and_reproduce_build_the_same_row(tmp_path):
     """run and reproduce define the same flags: each is loaded in turn (tests/entry_points.py)."""
     flags = ["--dataset=codiesp_dx", "--train_steps=900", "--seed=3", f"--data_dir={tmp_path}"]
     model_dir = str(tmp_path / "table" / "1024")
-    run = load("experiments.run")
-    try:
-        run.FLAGS(["run", *flags, "--seq_len=1024", f"--model_dir={model_dir}"])
-        expected = run.resolve_config()
-    finally:
-        run.FLAGS.unparse_flags()
-    reproduce = load("experiments.reproduce")
-    try:
-        reproduce.FLAGS(["reproduce", *flags, f"--out_dir={tmp_path / 'table'}"])
-        row = reproduce.row_config("1024", str(tmp_path / "table"))
-    finally:
-        reproduce.FLAGS.unparse_flags()
+    run = parsed("experiments.run", *flags, "--seq_len=1024", f"--model_dir={model_dir}")
+    expected = run.resolve_config()
+    reproduce = parsed("experiments.reproduce", *flags, f"--out_dir={tmp_path / 'table'}")
+    row = reproduce.row_config("1024", str(tmp_path / "table"))
     assert row == expected and row.label_init == "descriptions"  # the preset's recipe

@@ -11,7 +11,7 @@ from experiments import datasets
 from longbert_tf import configs, presets
 from longbert_tf.data import dataset, synthetic
 from tests.conftest import TINY_SYNTHETIC
-from tests.entry_points import load, run_main
+from tests.entry_points import parsed, run_main
 
 pytestmark = pytest.mark.slow  # runs experiments.run
 
@@ -233,12 +233,7 @@ def test_tensorboard_has_every_scalar_and_no_note_text(finished_run, tiny_datase
 
 
 def parsed_config(*flags):
-    run = load("experiments.run")
-    try:
-        run.FLAGS(["run", *flags])
-        return run.resolve_config()
-    finally:
-        run.FLAGS.unparse_flags()
+    return parsed("experiments.run", *flags).resolve_config()
 
 
 def test_a_preset_recipe_fills_the_flags_not_given():
