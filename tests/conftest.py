@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from longbert_tf import hardware
+from longbert_tf import configs, hardware
 from longbert_tf.data import dataset, synthetic, tokenization
 from longbert_tf.framework import tf
 from longbert_tf.modeling import encoder_specs
@@ -24,7 +24,6 @@ from tests.dtypes import SUITE_DTYPES
 from tests.entry_points import run_main
 
 MACHINE_FAST_DTYPE = hardware.fast_dtype
-TRAINED_STEPS = 150
 
 TINY_SYNTHETIC = synthetic.SyntheticConfig(
     num_codes=12,
@@ -45,6 +44,24 @@ TINY_ARCH = BertArchitecture(
     vocab_size=600,
     max_positions=128,
 )
+
+
+def tiny_config(data_dir: str, model_dir: str, **overrides) -> configs.ExperimentConfig:
+    """A tiny synthetic run's config (L-1/H-16 encoder, one segment of 128 positions, batch 4,
+    2 steps, float32), `overrides` replaced."""
+    values = dict(
+        dataset="synthetic",
+        data_dir=data_dir,
+        model_dir=model_dir,
+        encoder="random:L-1_H-16_A-2",
+        segments=configs.SegmentConfig(128, 128),
+        batch_size=4,
+        learning_rate=1e-3,
+        train_steps=2,
+        eval_every=2,
+        compute_dtype="float32",
+    )
+    return configs.ExperimentConfig(**{**values, **overrides})
 
 
 def _refuse_auto_dtype(strategy: str):
@@ -156,7 +173,7 @@ def trained_run(tmp_path_factory):
     Trained by the first worker that needs it; the others read it."""
     root = shared_dir(tmp_path_factory, "trained")
     with locked(root):
-        config, results = trained_run_lib.train(root, TRAINED_STEPS)
+        config, results = trained_run_lib.train(root)
     assert results["test"]["micro_f1"] > trained_run_lib.MIN_TEST_MICRO_F1, results["test"]
     return config
 

@@ -17,7 +17,7 @@ from longbert_tf.framework import tf
 from longbert_tf.serving import coder
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
-from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, training_losses
+from tests.conftest import TINY_SYNTHETIC, kill_after_checkpoint, tiny_config, training_losses
 from tests.entry_points import run_main
 
 pytestmark = pytest.mark.slow  # trains and kills processes
@@ -129,19 +129,7 @@ def test_a_run_refuses_another_vocabulary_or_label_list(tmp_path):
     data_dir, model_dir = str(tmp_path / "data"), str(tmp_path / "run")
     synthetic.prepare(data_dir, TINY_SYNTHETIC)
     dataset_dir = f"{data_dir}/synthetic"
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=model_dir,
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-        max_notes=8,
-        compute_dtype="float32",
-    )
+    config = tiny_config(data_dir, model_dir, max_notes=8)
     loop.train_and_evaluate(config)
     with open(f"{model_dir}/config.json") as config_file:
         saved = json.load(config_file)
@@ -173,18 +161,7 @@ def test_an_empty_split_is_refused_before_any_work(tmp_path, empty_split):
     splits = {split: dataset.read_notes(dataset_dir, split) for split in dataset.SPLITS}
     splits[empty_split] = splits[empty_split].iloc[:0]
     dataset.write_dataset(dataset_dir, splits, dataset.read_labels(dataset_dir))
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-        compute_dtype="float32",
-    )
+    config = tiny_config(data_dir, str(tmp_path / "run"))
     expected = (
         rf"{empty_split}.jsonl.gz holds no notes: the {empty_split} split is empty; prepare "
         r"the dataset again with the data_prep module that wrote it"

@@ -11,33 +11,22 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs
 from longbert_tf.framework import keras
 from longbert_tf.training import loop, optimization
 from longbert_tf.training.experiment import build_experiment
 from longbert_tf.training.trainer import Trainer
-from tests.conftest import kill_after_checkpoint, training_losses
+from tests.conftest import kill_after_checkpoint, tiny_config, training_losses
 
 pytestmark = pytest.mark.slow  # trains, several processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(data_dir, model_dir, encoder, **overrides):
-    values = dict(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=model_dir,
-        encoder=encoder,
-        segments=configs.SegmentConfig(128, 128),  # one segment: every note in one bucket
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=1,
-        eval_every=1,
-        max_notes=8,
-        compute_dtype="float32",  # what is tested is how work is spread, not the arithmetic
-    )
-    return configs.ExperimentConfig(**{**values, **overrides})
+def distributed_config(data_dir, model_dir, encoder, **overrides):
+    """One segment (every note in one bucket), 1 step, 8 notes, float32: what is tested is
+    how work is spread, not the arithmetic."""
+    values = dict(encoder=encoder, train_steps=1, eval_every=1, max_notes=8)
+    return tiny_config(data_dir, model_dir, **{**values, **overrides})
 
 
 def test_gradient_accumulation_equals_one_large_batch(
@@ -45,7 +34,7 @@ def test_gradient_accumulation_equals_one_large_batch(
 ):
     updates = []
     for accumulation in (1, 4):
-        config = tiny_config(
+        config = distributed_config(
             tiny_data_dir,
             str(tmp_path / str(accumulation)),
             deterministic_encoder,
@@ -144,7 +133,7 @@ def test_two_workers_train_like_one_process_with_the_same_global_batch(
     # 24 training notes, global batch 8: three steps an epoch, so each step's notes must be
     # the same ones however the workers split them; 7 steps cross two epoch boundaries.
     steps = 7
-    config = tiny_config(
+    config = distributed_config(
         tiny_data_dir,
         str(tmp_path / "one_process"),
         deterministic_encoder,

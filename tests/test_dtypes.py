@@ -8,6 +8,7 @@ import pytest
 from longbert_tf import configs
 from longbert_tf.modeling.label_attention import LabelAttention
 from longbert_tf.training import runs
+from tests.conftest import tiny_config
 from tests.dtypes import (
     ENVIRONMENT_VARIABLE,
     EPSILON,
@@ -41,17 +42,7 @@ def test_unforced_the_suite_runs_float32_and_the_machines_native_dtype(cpu, flag
 
 
 def test_a_test_that_leaves_the_dtype_to_the_machine_fails(tmp_path):
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=str(tmp_path),
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-    )
+    config = tiny_config(str(tmp_path), str(tmp_path / "run"), compute_dtype="auto")
     with pytest.raises(AssertionError, match="left compute_dtype='auto'"):
         runs.resolve_compute_dtype(config)
     stated = configs.ExperimentConfig(**{**config.__dict__, "compute_dtype": "float32"})

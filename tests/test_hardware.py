@@ -8,6 +8,7 @@ import pytest
 
 from longbert_tf import configs, hardware
 from longbert_tf.training import loop, runs
+from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize(
@@ -49,18 +50,7 @@ def test_gpus_decide_by_their_compute_capability(cpu, monkeypatch):
 
 @pytest.mark.slow
 def test_a_run_saves_the_chosen_dtype_and_keeps_it_on_resume(cpu, tiny_data_dir, tmp_path):
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=tiny_data_dir,
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-        max_notes=8,
-    )
+    config = tiny_config(tiny_data_dir, str(tmp_path / "run"), max_notes=8, compute_dtype="auto")
     assert config.compute_dtype == "auto"
     cpu("avx512_bf16")
     loop.train_and_evaluate(config)

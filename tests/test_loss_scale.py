@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from longbert_tf import configs
 from longbert_tf.framework import keras, tf
 from longbert_tf.training import loop
 from longbert_tf.training.loss_scale import DynamicLossScale
 from longbert_tf.training.optimization import OptimizerGroup
 from longbert_tf.training.trainer import Trainer
+from tests.conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START = np.array([0.5, -1.0, 2.0], np.float32)
@@ -147,14 +147,9 @@ def test_a_float16_run_trains_saves_its_loss_scale_and_resumes(
     tiny_data_dir, tmp_path, monkeypatch
 ):
     model_dir = str(tmp_path / "run")
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=tiny_data_dir,
-        model_dir=model_dir,
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
+    config = tiny_config(
+        tiny_data_dir,
+        model_dir,
         train_steps=3,
         eval_every=3,
         checkpoint_every=2,

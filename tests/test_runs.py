@@ -7,6 +7,7 @@ import pytest
 from longbert_tf import configs, run_folder
 from longbert_tf.data import dataset
 from longbert_tf.training import runs
+from tests.conftest import tiny_config
 
 
 class FakeVocab:
@@ -14,19 +15,8 @@ class FakeVocab:
 
 
 def make_config(tmp_path, **overrides):
-    values = dict(
-        dataset="synthetic",
-        data_dir=str(tmp_path / "data"),
-        model_dir=str(tmp_path / "run"),
-        encoder="random:L-1_H-16_A-2",
-        segments=configs.SegmentConfig(128, 128),
-        batch_size=4,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-        compute_dtype="float32",
-    )
-    return configs.ExperimentConfig(**{**values, **overrides})
+    paths = dict(data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "run"))
+    return tiny_config(**{**paths, **overrides})
 
 
 def test_a_started_run_reads_back_its_config_and_labels(tmp_path):

@@ -27,11 +27,12 @@ TRAINED_SYNTHETIC = synthetic.SyntheticConfig(
 )
 ENCODER = "random:L-1_H-32_A-2"
 ENCODER_LAYERS = 1
+TRAIN_STEPS = 150
 # What "a trained model" must have learned for its evidence and codes to mean something.
 MIN_TEST_MICRO_F1 = 0.6
 
 
-def train(root: str, train_steps: int) -> tuple:
+def train(root: str) -> tuple:
     """`(config, metrics)` of the run in `root` (float32: its subject is what it learned, not
     its arithmetic; the exports compute in each suite dtype). Two segments of 128 positions.
     A finished run in `root` is read, not trained again."""
@@ -45,8 +46,8 @@ def train(root: str, train_steps: int) -> tuple:
         segments=configs.SegmentConfig(256, 128),
         batch_size=8,
         learning_rate=3e-3,
-        train_steps=train_steps,
-        eval_every=train_steps,
+        train_steps=TRAIN_STEPS,
+        eval_every=TRAIN_STEPS,
         compute_dtype="float32",
     )
     results = loop.train_and_evaluate(config)
