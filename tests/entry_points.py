@@ -62,9 +62,14 @@ def parsed(module_name: str, *argv: str):
     """The entry module `module_name` with its flags parsed from `argv` (the others at their
     defaults, whatever an earlier call parsed)."""
     module = load(module_name)
-    FLAGS.unparse_flags()
-    FLAGS([module_name, *argv])
+    _parse(module_name, argv)
     return module
+
+
+def _parse(module_name: str, argv: tuple) -> list:
+    """Parses `argv` into the flags, from their defaults; returns the arguments left."""
+    FLAGS.unparse_flags()
+    return FLAGS([module_name, *argv])
 
 
 def _run(module_name: str, argv: tuple) -> None:
@@ -72,8 +77,7 @@ def _run(module_name: str, argv: tuple) -> None:
     `__main__` (data_prep's) is run so, through `app.run`."""
     module = load(module_name)
     if FLAGS.flags_by_module_dict().get(module_name):
-        FLAGS.unparse_flags()
-        remaining = FLAGS([module_name, *argv])
+        remaining = _parse(module_name, argv)
         absl_logging.set_verbosity(absl_logging.INFO)  # as `app.run` logs (parsing reset it)
         module.main(remaining)
         return
@@ -100,7 +104,6 @@ def run_main(module_name: str, *argv: str, env: dict | None = None):
     absl_logger = absl_logging.get_absl_logger()
     verbosity = absl_logging.get_verbosity()
     absl_logger.addHandler(handler)
-    absl_logging.set_verbosity(absl_logging.INFO)
     saved_env = {name: os.environ.get(name) for name in env or {}}
     os.environ.update(env or {})
     returncode = 0

@@ -73,6 +73,12 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
     raise TimeoutError(f"{what} not met within {timeout} s")
 
 
+def coded(url: str, texts: list, at_least: int) -> list:
+    """`(index, API answer)` of each of `texts` the server gives at least `at_least` codes."""
+    answers = [call(url, "/api/code", dict(text=text))[1] for text in texts]
+    return [(i, answer) for i, answer in enumerate(answers) if len(answer["codes"]) >= at_least]
+
+
 def call(url: str, path: str, body=None, raw: bytes | None = None) -> tuple:
     """`(status, JSON answer)` of a GET (no body) or POST."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()

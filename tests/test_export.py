@@ -42,6 +42,14 @@ def ids_export(exports, compute_dtype):
     return exports.token_ids(compute_dtype)
 
 
+def padded_ids(ids: list) -> tuple:
+    """`(token_ids [notes, longest], lengths [notes])` of a token-id export's inputs."""
+    token_ids = np.zeros((len(ids), max(1, *map(len, ids))), np.int32)
+    for row, note_ids in enumerate(ids):
+        token_ids[row, : len(note_ids)] = note_ids
+    return token_ids, np.array([len(note_ids) for note_ids in ids], np.int32)
+
+
 def float32_reference(model_dir: str, texts: list) -> tuple:
     """`(logits, bounds)` `[notes, codes]`: the run's float32 logits of `texts` in memory, and
     how far a bfloat16 computation of them may lie from those (`bfloat16_logit_bound`)."""
@@ -50,11 +58,7 @@ def float32_reference(model_dir: str, texts: list) -> tuple:
     texts = tf.strings.unicode_transcode(
         tf.constant(texts), "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )
-    ids = trained.vocab.tokenize(list(texts.numpy()))
-    token_ids = np.zeros((len(ids), max(1, *map(len, ids))), np.int32)
-    for row, note_ids in enumerate(ids):
-        token_ids[row, : len(note_ids)] = note_ids
-    lengths = np.array([len(note_ids) for note_ids in ids], np.int32)
+    token_ids, lengths = padded_ids(trained.vocab.tokenize(list(texts.numpy())))
     features, _ = coder.Coder(trained)._segment_batch(token_ids, lengths)
     tokens, mask = trained.model.encode(features, training=False)
     queries, classifiers, _ = trained.model.label_attention.code_parameters()
@@ -264,11 +268,7 @@ def test_token_id_export_matches_text_export(trained, text_export, ids_export):
     vocab = tokenization.Vocab(
         loaded.vocab_file.asset_path.numpy().decode(), bool(loaded.do_lower_case.numpy())
     )
-    ids = vocab.tokenize(texts)
-    padded = np.zeros((len(ids), max(map(len, ids))), np.int32)
-    for row, note_ids in enumerate(ids):
-        padded[row, : len(note_ids)] = note_ids
-    lengths = np.array([len(note_ids) for note_ids in ids], np.int32)
+    padded, lengths = padded_ids(vocab.tokenize(texts))
     outputs = loaded.signatures["serving_default"](token_ids=padded, lengths=lengths)
     assert_same_computation(config, texts, outputs["probabilities"].numpy(), expected, float32=1e-6)
 

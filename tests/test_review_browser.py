@@ -12,7 +12,7 @@ from longbert_tf.data import dataset, descriptions
 from longbert_tf.review import records as review_records
 from longbert_tf.review import server as review_server
 from tests.conftest import predict_json
-from tests.review_setup import ROOT, ReviewServer, call, wait_until, write_notes
+from tests.review_setup import ROOT, ReviewServer, call, coded, wait_until, write_notes
 
 pytestmark = pytest.mark.slow  # trains, exports, starts a server and browsers
 
@@ -162,8 +162,7 @@ def test_clicking_a_code_highlights_exactly_its_evidence(page):
 def two_code_notes(page) -> list:
     """Indices of the notes the server gives at least two codes."""
     _, server, _, texts = page
-    answers = [call(server.url, "/api/code", dict(text=text))[1] for text in texts]
-    return [index for index, answer in enumerate(answers) if len(answer["codes"]) >= 2]
+    return [index for index, _ in coded(server.url, texts, at_least=2)]
 
 
 def latest_record(root) -> dict:

@@ -19,7 +19,7 @@ from longbert_tf.review import server as review_server
 from longbert_tf.serving import suggestions
 from tests.conftest import predict_json
 from tests.entry_points import run_main
-from tests.review_setup import ReviewServer, call, write_notes
+from tests.review_setup import ReviewServer, call, coded, write_notes
 
 pytestmark = pytest.mark.slow  # trains, exports and starts servers
 
@@ -92,9 +92,8 @@ def test_codes_and_near_misses_are_the_exports_probabilities(served, review_expo
 
 def test_a_review_appends_its_record(served, review_export):
     server, root, texts = served
-    answers = [call(server.url, "/api/code", dict(text=text))[1] for text in texts[:8]]
-    index = next(i for i, answer in enumerate(answers) if len(answer["codes"]) >= 2)
-    codes = [c["code"] for c in answers[index]["codes"]]
+    index, answer = coded(server.url, texts[:8], at_least=2)[0]
+    codes = [c["code"] for c in answer["codes"]]
     review = dict(
         note_id=f"note_{index:02d}.txt",
         text=texts[index],
