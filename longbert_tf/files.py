@@ -95,16 +95,31 @@ def atomic_dir(final_dir: str, replaceable=()):
 def atomic_file(path: str):
     """Yields a temporary path beside `path` that replaces `path` when the block succeeds.
 
-    On an exception the temporary file is removed and `path` is left as it was.
+    On an exception the temporary file is removed and `path` is left as it was. The new file's
+    bytes reach the disk before the rename, and the rename before the block returns (its folder
+    is synced): after a power cut `path` is the old file or the whole new one.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
+        fsync_folder(folder)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def fsync_folder(folder: str) -> None:
+    """Flushes `folder`'s entries (a file created, renamed or removed in it) to disk."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def split_lines(text: str) -> list:

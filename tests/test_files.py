@@ -77,6 +77,26 @@ def test_atomic_file_replaces_only_when_the_block_succeeds(tmp_path):
     assert os.listdir(path.parent) == ["values.txt"]  # and the temporary one is gone
 
 
+def test_atomic_file_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, target):
+        events.append(("replace", str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "values.txt"
+    files.write_text(str(path), "synced")
+    temporary = f"{path}.tmp-{os.getpid()}"
+    assert events == [("fsync", temporary), ("replace", str(path)), ("fsync", str(tmp_path))]
+
+
 def test_a_folder_holding_anything_else_is_never_replaced(tmp_path):
     final = str(tmp_path / "cache")
     with files.atomic_dir(final, CONTENT) as temporary:
