@@ -66,10 +66,16 @@ def test_contradictory_decisions_are_refused(decisions, message):
         record("n1", **decisions)
 
 
+def made_up(note_id: str, pad: str = "") -> dict:
+    """A record with every field `records.Reader` requires, `pad` making it long."""
+    fields = {field: [] for field in review_records.RECORD_FIELDS}
+    return dict(fields, note_id=note_id, text_sha256="0" * 64, pad=pad)
+
+
 def _append_many(path: str, writer: int, count: int) -> None:
     for index in range(count):
         # Records of very different sizes, so that a torn write would show.
-        review_records.append(path, dict(note_id=f"{writer}-{index}", pad="x" * (index * 997)))
+        review_records.append(path, made_up(f"{writer}-{index}", "x" * (index * 997)))
 
 
 def test_concurrent_writers_never_interleave(tmp_path):
@@ -89,7 +95,7 @@ def test_concurrent_writers_never_interleave(tmp_path):
         assert mine == [f"{writer}-{i}" for i in range(25)]
 
 
-def test_a_writer_killed_mid_append_leaves_whole_lines(tmp_path):
+def test_a_writer_killed_mid_append_loses_only_its_unfinished_line(tmp_path, caplog):
     path = str(tmp_path / "records.jsonl")
     for attempt in range(6):
         process = multiprocessing.Process(target=_append_many, args=(path, attempt, 400))
@@ -97,24 +103,54 @@ def test_a_writer_killed_mid_append_leaves_whole_lines(tmp_path):
         time.sleep(0.3 + 0.1 * attempt)
         os.kill(process.pid, signal.SIGKILL)
         process.join()
-        with open(path, "rb") as records_file:
-            content = records_file.read()
-        assert content.endswith(b"\n")
-        lines = review_records.read(path)  # every line parses
+        lines = review_records.read(path)
         for writer in range(attempt + 1):  # each writer's records a prefix of what it wrote
             mine = [line["note_id"] for line in lines if line["note_id"].startswith(f"{writer}-")]
             assert mine == [f"{writer}-{i}" for i in range(len(mine))]
-    # The next append clears what the killed writers left half-written beside the file.
-    review_records.append(path, dict(note_id="last"))
+            assert len(mine) > 0
+    with open(path, "rb") as records_file:
+        torn = not records_file.read().endswith(b"\n")
+    # The next append starts a line of its own; a fragment a kill left is reported, not counted.
+    review_records.append(path, made_up("last"))
+    assert review_records.read(path)[-1]["note_id"] == "last"
     assert sorted(os.listdir(tmp_path)) == ["records.jsonl", "records.jsonl.lock"]
-    assert review_records.read(path)[-1] == dict(note_id="last")
+    assert ("is not a JSON record" in caplog.text) == torn
 
 
-def test_a_damaged_records_file_is_named_with_its_line(tmp_path):
+def test_an_append_adds_bytes_and_rewrites_none(tmp_path):
     path = tmp_path / "records.jsonl"
-    path.write_text('{"note_id": "a"}\n{"note_id": \n')
-    with pytest.raises(ValueError, match=r"records.jsonl:2 is not a JSON record"):
-        review_records.read(str(path))
+    review_records.append(str(path), made_up("first"))
+    before, inode = path.read_bytes(), os.stat(path).st_ino
+    review_records.append(str(path), made_up("second"))
+    after = path.read_bytes()
+    assert after.startswith(before) and after[len(before) :].count(b"\n") == 1
+    assert os.stat(path).st_ino == inode  # the same file, not a rewritten copy
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)  # notes' codes: the owner's only
+
+
+def test_damaged_lines_are_named_and_the_rest_is_read(tmp_path, caplog):
+    path = tmp_path / "records.jsonl"
+    good = json.dumps(made_up("a"))
+    path.write_bytes(f'{good}\n{{"note_id": \n[1, 2]\n'.encode() + b"\xff\n" + f"{good}\n".encode())
+    assert [record["note_id"] for record in review_records.read(str(path))] == ["a", "a"]
+    assert f"{path}:2 is not a JSON record" in caplog.text
+    assert f"{path}:3 is not a review record" in caplog.text
+    assert f"{path}:4 is not UTF-8 (byte 0)" in caplog.text
+
+
+def test_a_reader_returns_lines_as_they_are_completed(tmp_path):
+    path = tmp_path / "records.jsonl"
+    reader = review_records.Reader(str(path))
+    assert reader.new() == []
+    review_records.append(str(path), made_up("a"))
+    line = json.dumps(made_up("b")).encode()
+    with open(path, "ab") as records_file:
+        records_file.write(line[:10])  # a save under way
+    assert [record["note_id"] for record in reader.new()] == ["a"]
+    assert reader.new() == []
+    with open(path, "ab") as records_file:
+        records_file.write(line[10:] + b"\n")
+    assert [record["note_id"] for record in reader.new()] == ["b"]
 
 
 def test_summary_and_csv_count_each_notes_latest_review():

@@ -11,12 +11,12 @@ import collections
 import csv
 import datetime
 import fcntl
-import glob
 import hashlib
 import io
 import json
 import os
-import shutil
+
+from absl import logging
 
 from longbert_tf import files
 
@@ -63,38 +63,84 @@ def make_record(
     )
 
 
+# What every record holds; a line without them is reported, not counted.
+RECORD_FIELDS = ("note_id", "text_sha256", "suggested", "accepted", "rejected", "added")
+
+
 def append(path: str, record: dict) -> None:
-    """Appends `record` as one line. Under an exclusive lock (`fcntl.flock` on `path.lock`,
-    which orders every thread and process), the old lines and the new one are written to a
-    temporary file, flushed to disk and renamed over `path`: a crash leaves the old file or
-    the new one, never a partial line, and two writers never interleave."""
+    """Appends `record` as one line, durably: under an exclusive lock (`fcntl.flock` on
+    `path.lock`, which orders every thread and process) the line is written at the end
+    (`O_APPEND`) and flushed to disk before this returns, the folder too when the file is new.
+    Nothing already written is rewritten, so a save costs the same at any file size. A writer
+    killed mid-line leaves its fragment without a newline; the next append ends it first, so
+    the fragment stays a line of its own (`Reader` reports and skips it) and records never
+    share a line."""
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for stale in glob.glob(f"{glob.escape(path)}.tmp-*"):  # of writers killed mid-append
-            os.remove(stale)
-        with files.atomic_file(path) as temporary, open(temporary, "wb") as updated:
-            if os.path.exists(path):
-                with open(path, "rb") as previous:
-                    shutil.copyfileobj(previous, updated)
-            updated.write(line)
-            updated.flush()
-            os.fsync(updated.fileno())
+        created = not os.path.exists(path)
+        descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            written = 0
+            while written < len(line):
+                written += os.write(descriptor, line[written:])
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        if created:
+            files.fsync_folder(folder)
+
+
+class Reader:
+    """The records of `path` as they are appended: each `new()` returns those whose lines were
+    completed since the last call, oldest first. A line that is not a record is logged as
+    `FILE:LINE` and skipped; a last line without its newline (a save under way) waits."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._offset = 0  # bytes read: whole lines only
+        self._lines = 0
+
+    def new(self) -> list:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, "rb") as records_file:
+            records_file.seek(self._offset)
+            unread = records_file.read()
+        complete = unread[: unread.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        found = []
+        for line in complete.split(b"\n")[:-1]:
+            self._lines += 1
+            record = _parsed(line)
+            if isinstance(record, str):
+                logging.warning("%s:%d %s: skipped", self.path, self._lines, record)
+            else:
+                found.append(record)
+        return found
+
+
+def _parsed(line: bytes):
+    """The record on `line`, or why it is not one (a str)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return f"is not UTF-8 (byte {error.start})"
+    except json.JSONDecodeError as error:
+        return f"is not a JSON record ({error.msg})"
+    if not isinstance(record, dict) or not all(field in record for field in RECORD_FIELDS):
+        return f"is not a review record (one needs {', '.join(RECORD_FIELDS)})"
+    return record
 
 
 def read(path: str) -> list:
-    """Every record of `path` ([] when it does not exist), oldest first."""
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not a JSON record ({error.msg})") from None
-    return records
+    """Every whole record of `path` ([] when it does not exist), oldest first; see `Reader`."""
+    return Reader(path).new()
 
 
 def latest(records: list) -> list:
