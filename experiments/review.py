@@ -3,19 +3,22 @@ rejected or added with one key, every decision kept as a JSON line.
 
     python -m experiments.review --export_dir=exports/coder --notes_dir=notes
     # then open http://127.0.0.1:8000/
+    python -m experiments.review --export_dir=exports/coder --notes_dir=notes \
+        --host=10.0.0.5 --access_token_file=token.txt --public_url=https://coding.example.org
+    # behind a TLS proxy: open https://coding.example.org/?token=TOKEN once
     python -m experiments.review --summary --records=review_records.jsonl
     python -m experiments.review --summary --format=csv > final_codes.csv
 
 The page and its API are described in docs/review.md.
 """
 
-import ipaddress
 import json
 import os
 
 from absl import app, flags, logging
 
 from longbert_tf.data import descriptions
+from longbert_tf.review import access
 from longbert_tf.review import records as review_records
 from longbert_tf.review import server as review_server
 from longbert_tf.serving import suggestions
@@ -24,8 +27,22 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.")
 flags.DEFINE_string("notes_dir", None, "A folder of notes (.txt, UTF-8) listed on the page.")
 flags.DEFINE_string("records", "review_records.jsonl", "The review records (JSON lines).")
-flags.DEFINE_string("host", "127.0.0.1", "The address to listen on; others than loopback warn.")
+flags.DEFINE_string(
+    "host", "127.0.0.1", "The address to listen on; one beyond loopback needs --access_token_file."
+)
 flags.DEFINE_integer("port", 8000, "The port to listen on (0: any free one, printed).")
+flags.DEFINE_string(
+    "access_token_file",
+    None,
+    "A file holding the access token (at least 24 characters) every request must carry: "
+    "required beyond loopback, where TLS must stand in front (docs/review.md).",
+)
+flags.DEFINE_string(
+    "public_url",
+    None,
+    "The address people open when a proxy stands in front (https://coding.example.org): "
+    "its host is answered and its origin may save reviews.",
+)
 flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines beside those the export carries."
 )
@@ -77,20 +94,25 @@ def main(argv):
         raise app.UsageError("--export_dir is required to serve the page")
     if FLAGS.notes_dir and not os.path.isdir(FLAGS.notes_dir):
         raise app.UsageError(f"--notes_dir={FLAGS.notes_dir} is not a folder")
-    review_records.read(FLAGS.records)  # a damaged records file stops us before serving
+    token = read_token(FLAGS.access_token_file) if FLAGS.access_token_file else None
+    try:
+        access.check_listening(FLAGS.host, token)
+    except ValueError as error:
+        raise app.UsageError(f"--host={FLAGS.host}: {error}") from None
+    if FLAGS.public_url:
+        try:
+            access.public_origin(FLAGS.public_url)
+        except ValueError as error:
+            raise app.UsageError(f"--public_url: {error}") from None
     extra = {}
     if FLAGS.descriptions_file:
         extra = descriptions.read_descriptions(FLAGS.descriptions_file)
     suggester = suggestions.Suggester(FLAGS.export_dir, extra)
     suggester.suggest(["warm-up"])  # the export's first call optimises its graph: seconds
+    # A damaged records line is logged as FILE:LINE and skipped; the server starts anyway.
     reviewer = review_server.Reviewer(suggester, FLAGS.records, FLAGS.notes_dir)
-    server = review_server.make_server(reviewer, FLAGS.host, FLAGS.port)
-    if not _loopback(FLAGS.host):
-        logging.warning(
-            "listening on %s: anyone who reaches this machine can read the notes and write "
-            "records, and there is no sign-in; keep it on 127.0.0.1 unless that is intended",
-            FLAGS.host,
-        )
+    server = review_server.make_server(reviewer, FLAGS.host, FLAGS.port, token, FLAGS.public_url)
+    logging.info("answering for %s", ", ".join(sorted(server.access.hosts)))
     host, port = server.server_address[:2]
     # The address on stdout, flushed, for people and for programs that started us.
     print(f"review page: http://{host}:{port}/ (records: {FLAGS.records})", flush=True)
@@ -102,11 +124,16 @@ def main(argv):
         server.server_close()
 
 
-def _loopback(host: str) -> bool:
+def read_token(path: str) -> str:
+    """The access token in `path` (surrounding white space dropped)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+        with open(path, encoding="utf-8") as token_file:
+            token = token_file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise app.UsageError(f"--access_token_file={path}: {error}") from None
+    if not token or any(character.isspace() for character in token):
+        raise app.UsageError(f"--access_token_file={path} must hold one token, no spaces")
+    return token
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""What the review tests share: a notes folder, and the review server started as users start
-it (`python -m experiments.review`). The export is the suite's trained run's (conftest.py)."""
+"""What the review tests share: a notes folder, the review server started as users start it
+(`python -m experiments.review`), and requests made as its page makes them. The export is the
+suite's trained run's (conftest.py)."""
 
+import functools
 import json
 import os
 import re
@@ -79,10 +81,29 @@ def coded(url: str, texts: list, at_least: int) -> list:
     return [(i, answer) for i, answer in enumerate(answers) if len(answer["codes"]) >= at_least]
 
 
-def call(url: str, path: str, body=None, raw: bytes | None = None) -> tuple:
-    """`(status, JSON answer)` of a GET (no body) or POST."""
+@functools.cache
+def page_secret(url: str) -> str:
+    """The launch secret the server at `url` wrote into its page, read as the page reads it."""
+    with urllib.request.urlopen(url + "/", timeout=30) as response:
+        page = response.read().decode()
+    return re.search(r'<meta name="review-secret" content="([^"]+)">', page).group(1)
+
+
+def call(url: str, path: str, body=None, raw: bytes | None = None, headers=None) -> tuple:
+    """`(status, JSON answer)` of a GET (no body) or POST, with the headers the page sends
+    (its launch secret, its origin, JSON); `headers` add to them or, set to None, remove."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET")
+    headers = headers or {}
+    sent = {"Origin": url}
+    if "X-Review-Secret" not in headers:
+        sent["X-Review-Secret"] = page_secret(url)
+    if data is not None:
+        sent["Content-Type"] = "application/json"
+    sent.update(headers)
+    sent = {name: value for name, value in sent.items() if value is not None}
+    request = urllib.request.Request(
+        url + path, data=data, method="POST" if data else "GET", headers=sent
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())

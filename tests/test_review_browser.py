@@ -1,6 +1,7 @@
 """The review page in a real browser (Debian's headless Chromium through its WebDriver), against
 `experiments.predict` and the records file, with every host but 127.0.0.1 unresolvable."""
 
+import http.server
 import json
 import os
 import shutil
@@ -12,7 +13,15 @@ from longbert_tf.data import dataset, descriptions
 from longbert_tf.review import records as review_records
 from longbert_tf.review import server as review_server
 from tests.conftest import predict_json
-from tests.review_setup import ROOT, ReviewServer, call, coded, wait_until, write_notes
+from tests.review_setup import (
+    ROOT,
+    ReviewServer,
+    call,
+    coded,
+    page_secret,
+    wait_until,
+    write_notes,
+)
 
 pytestmark = pytest.mark.slow  # trains, exports, starts a server and browsers
 
@@ -23,7 +32,8 @@ XSS_NOTE = 'Seen for <script>window.pwned = 1</script> <img src=x onerror="windo
 
 
 def new_browser():
-    """Headless Chromium with the network unplugged: no host name but 127.0.0.1 resolves."""
+    """Headless Chromium with the network unplugged: no host name but 127.0.0.1 (and evil.test,
+    which resolves to it) resolves."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -41,7 +51,8 @@ def new_browser():
         "--no-sandbox",
         "--disable-dev-shm-usage",
         "--window-size=1400,900",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        # evil.test: a name whose DNS answer an attacker pointed at this machine (rebinding).
+        "--host-resolver-rules=MAP evil.test 127.0.0.1 , MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
@@ -303,6 +314,98 @@ def test_two_tabs_saving_at_once_both_land_whole(page, review_export):
         assert {r["note_id"] for r in records[before:]} == {"note_08.txt", "note_09.txt"}
     finally:
         other.quit()
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<form id="form" method="POST" action="TARGET/api/review" enctype="text/plain" target="sink">
+<input type="hidden" name='{"note_id": "note_00.txt", "text": "x", "added": ["Z99.9"], "pad": "'
+ value='"}'></form>
+<iframe name="sink"></iframe>
+<script>
+const review = JSON.stringify({note_id: "note_00.txt", text: "x", added: ["Z99.9"]});
+window.attack = async () => {
+  const outcomes = {};
+  for (const [name, options] of Object.entries({
+    no_cors: {method: "POST", mode: "no-cors", body: review},
+    no_cors_json: {method: "POST", mode: "no-cors", body: review,
+                   headers: {"Content-Type": "text/plain"}},
+    cors_json: {method: "POST", body: review, headers: {"Content-Type": "application/json"}},
+    read_notes: {},
+  })) {
+    const path = name === "read_notes" ? "/api/notes" : "/api/review";
+    try {
+      const response = await fetch("TARGET" + path, options);
+      outcomes[name] = response.type === "opaque" ? "opaque" : response.status;
+    } catch (error) {
+      outcomes[name] = "blocked";
+    }
+  }
+  document.getElementById("form").submit();
+  return outcomes;
+};
+</script></body></html>"""
+
+
+@pytest.fixture
+def attacker(page):
+    """The URL of an attack page, served by a second local server on another port."""
+    _, server, _, _ = page
+    body = ATTACK_PAGE.replace("TARGET", server.url).encode()
+
+    class AttackPage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    attack_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AttackPage)
+    threading.Thread(target=attack_server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{attack_server.server_address[1]}/"
+    attack_server.shutdown()
+    attack_server.server_close()
+
+
+def test_another_page_and_another_host_name_are_refused(page, attacker, two_code_notes):
+    """A page of another local server tries a no-cors fetch, a CORS fetch and a form POST;
+    then the browser opens the server under a name an attacker's DNS points here. Nothing is
+    written or read, the server refused what reached it, and the real page still saves."""
+    browser, server, root, _ = page
+    records = root / "records.jsonl"
+    before = records.read_bytes() if records.exists() else b""
+    refused_before = server.server_log().count('"POST /api/review HTTP/1.1" 403')
+    other = new_browser()
+    try:
+        other.get(attacker)
+        outcomes = other.execute_async_script("window.attack().then(arguments[0])")
+        # Opaque or blocked (CORP, no CORS answer): the page reads nothing back; the server
+        # answered 403 to what reached it (two no-cors fetches and the form).
+        assert set(outcomes) == {"no_cors", "no_cors_json", "cors_json", "read_notes"}
+        assert set(outcomes.values()) <= {"opaque", "blocked"}, outcomes
+        wait_until(
+            lambda: (
+                server.server_log().count('"POST /api/review HTTP/1.1" 403') >= refused_before + 3
+            ),
+            what="the no-cors fetches and the form refused",
+        )
+        port = server.url.rsplit(":", 1)[1]
+        other.get(f"http://evil.test:{port}/")  # the rebinding page, same origin as its target
+        assert "this server answers for" in other.page_source
+        assert page_secret(server.url) not in other.page_source
+        status = other.execute_async_script("fetch('/api/notes').then(r => arguments[0](r.status))")
+        assert status == 421
+    finally:
+        other.quit()
+    assert (records.read_bytes() if records.exists() else b"") == before
+    name = f"note_{two_code_notes[0]:02d}.txt"
+    open_note(browser, name)
+    browser.find_element("id", "save").click()
+    wait_until(lambda: f"Saved {name}" in browser.find_element("id", "status").text, what="save")
+    assert latest_record(root)["note_id"] == name
 
 
 def test_a_screenshot_of_the_page_for_the_docs(page):

@@ -1,12 +1,16 @@
 """The review server's API against `experiments.predict` and the export itself, its records
-under concurrent saves and a kill, its limits, errors and logs."""
+under concurrent saves and a kill, its limits, errors and logs, requests not from its page (by
+curl), and eight clients at once."""
 
 import concurrent.futures
 import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
+import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -19,7 +23,7 @@ from longbert_tf.review import server as review_server
 from longbert_tf.serving import suggestions
 from tests.conftest import predict_json
 from tests.entry_points import run_main
-from tests.review_setup import ReviewServer, call, coded, write_notes
+from tests.review_setup import ReviewServer, call, coded, page_secret, write_notes
 
 pytestmark = pytest.mark.slow  # trains, exports and starts servers
 
@@ -207,14 +211,138 @@ def test_saves_racing_a_kill_leave_complete_records(review_export, tmp_path):
         assert records_file.read().endswith(b"\n")
 
 
-def test_listening_beyond_loopback_warns(review_export, tmp_path):
-    server = ReviewServer(review_export[0], str(tmp_path / "r.jsonl"), None, "--host=0.0.0.0")
+def test_listening_beyond_loopback_needs_an_access_token(tmp_path):
+    short = tmp_path / "short_token"
+    short.write_text("abc\n")
+    for extra, message in (
+        ([], "--host=0.0.0.0: listening on 0.0.0.0 would let anyone who reaches this machine"),
+        ([f"--access_token_file={short}"], "the access token has 3 characters"),
+        ([f"--access_token_file={tmp_path}/none"], f"--access_token_file={tmp_path}/none"),
+    ):
+        result = run_main("experiments.review", "--export_dir=unused", "--host=0.0.0.0", *extra)
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+
+
+def curl(url: str, *arguments) -> tuple:
+    """`(status, body)` of `curl` (Debian's, installed by .ci/run) run with `arguments`."""
+    if not shutil.which("curl"):
+        if os.environ.get("CI"):
+            pytest.fail("needs curl: .ci/run installs it")
+        pytest.skip("needs curl (apt-get install curl)")
+    result = subprocess.run(
+        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", *arguments, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    body, status = result.stdout.rsplit("\n", 1)
+    return int(status), body
+
+
+def test_curl_from_another_host_origin_or_without_the_secret_changes_nothing(served):
+    server, root, texts = served
+    records = root / "records.jsonl"
+    before = records.read_bytes() if records.exists() else b""
+    review = json.dumps(dict(note_id="note_00.txt", text=texts[0], added=["Z99.9"]))
+    port = server.url.rsplit(":", 1)[1]
+    secret = page_secret(server.url)
+    own = ["-H", f"X-Review-Secret: {secret}", "-H", f"Origin: {server.url}"]
+    json_body = ["-H", "Content-Type: application/json", "--data", review]
+    attempts = {
+        "the issue's request": [
+            "-H",
+            "Content-Type: text/plain",
+            "-H",
+            "Origin: http://evil.example",
+        ],
+        "a foreign Host": [*own, "-H", f"Host: evil.example:{port}"],
+        "a foreign Origin": [*own[:2], "-H", "Origin: http://evil.example"],
+        "no secret": own[2:],
+        "a wrong secret": ["-H", "X-Review-Secret: x", *own[2:]],
+    }
+    for what, headers in attempts.items():
+        status, body = curl(server.url + "/api/review", *headers, *json_body)
+        assert 400 <= status < 500, (what, status, body)
+    for path in ("/api/notes", "/api/notes/note_00.txt", "/"):
+        status, body = curl(server.url + path, "-H", f"Host: evil.example:{port}", *own)
+        assert status == 421 and texts[0][:30] not in body and secret not in body
+    assert (records.read_bytes() if records.exists() else b"") == before
+    status, body = curl(server.url + "/api/review", *own, *json_body)
+    assert status == 200 and json.loads(body)["record"]["added"] == ["Z99.9"]
+
+
+def same_codes(answer: dict, expected: dict) -> bool:
+    """Whether a note's API answer gives `expected`'s codes (probabilities within 1e-4: a
+    batch pads its notes) and near misses."""
+    return all(
+        [c["code"] for c in answer[key]] == [c["code"] for c in expected[key]]
+        and np.allclose(
+            [c["probability"] for c in answer[key]],
+            [c["probability"] for c in expected[key]],
+            atol=1e-4,
+        )
+        for key in ("codes", "near_misses")
+    )
+
+
+def test_eight_clients_with_notes_evicted_get_every_answer(review_export, tmp_path):
+    """8 clients x 400 requests of every kind, in process, over a cache of 8 notes that 24
+    notes keep evicting: no 5xx, no dropped connection, and every note's codes are those the
+    model gives it directly."""
+    export_dir, dataset_dir = review_export
+    texts = write_notes(dataset_dir, str(tmp_path / "notes"))[:24]
+    suggester = suggestions.Suggester(export_dir)
+    reviewer = review_server.Reviewer(
+        suggester, str(tmp_path / "records.jsonl"), str(tmp_path / "notes"), cached_notes=8
+    )
+    expected = [review_server.note_for_api(note) for note in suggester.suggest(texts)]
+    coded_notes = []  # every note the model was asked for: more than 24 when notes were evicted
+    suggest = suggester.suggest
+    suggester.suggest = lambda notes: coded_notes.extend(notes) or suggest(notes)
+    server = review_server.make_server(reviewer, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def client(seed: int) -> list:
+        rng = np.random.default_rng(seed)
+        failures = []
+        for _ in range(400):
+            index = int(rng.integers(len(texts)))
+            kind = rng.choice(["code", "codes", "review", "notes", "note", "search", "info"])
+            try:
+                if kind == "code":
+                    status, answer = call(url, "/api/code", dict(text=texts[index]))
+                    ok = same_codes(answer, expected[index])
+                elif kind == "codes":
+                    pair = [index, (index + 7) % len(texts)]
+                    status, answer = call(url, "/api/code", dict(texts=[texts[i] for i in pair]))
+                    ok = all(map(same_codes, answer["notes"], [expected[i] for i in pair]))
+                elif kind == "review":
+                    status, answer = call(url, "/api/review", dict(text=texts[index]))
+                    ok = "record" in answer
+                else:
+                    path = dict(
+                        notes="/api/notes",
+                        note=f"/api/notes/note_{index:02d}.txt",
+                        search="/api/search?q=" + texts[index].split()[0],
+                        info="/api/info",
+                    )[kind]
+                    status, answer = call(url, path)
+                    ok = True
+                if status != 200 or not ok:
+                    failures.append((kind, status))
+            except (OSError, http.client.HTTPException) as error:
+                failures.append((kind, repr(error)))
+        return failures
+
     try:
-        status, _ = call(server.url, "/api/info")
-        assert status == 200
-        assert "listening on 0.0.0.0: anyone who reaches this machine" in server.server_log()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            failures = [f for found in pool.map(client, range(8)) for f in found]
     finally:
-        server.stop()
+        server.shutdown()
+        server.server_close()
+    assert failures == []
+    assert len(coded_notes) > 4 * len(texts)
 
 
 def test_the_summary_reads_the_records_the_server_wrote(served):

@@ -11,10 +11,13 @@ with the model in process (`suggestions.Suggester`, loaded once).
     POST /api/review           `{note_id, text, accepted, rejected, added}` -> `{record}`
                                (no note_id: a pasted note, named `pasted-` + its SHA-256)
 
-A code is `{code, description, probability, evidence: [{start, end, weight, source}]}`
-(`note_for_api`); offsets are Unicode code points of the text as sent (Python `str` indices).
-Bodies are limited to `MAX_BODY_BYTES`; errors are `{"error": message}` with a 4xx status. The
-log names requests, never their bodies: no note text reaches it.
+Who may ask is `access.Access`'s to decide, before a body is read. A code is `{code,
+description, probability, evidence: [{start, end, weight, source}]}` (`note_for_api`); offsets
+are Unicode code points of the text as sent (Python `str` indices). Bodies are limited to
+`MAX_BODY_BYTES`; errors are `{"error": message}` with a 4xx status, or a 500 naming a request
+id for anything unexpected. The log names requests, never their bodies: no note text reaches it.
+At most `MAX_WORKERS` requests are served at once (more wait to be accepted), and a client
+silent for `TIMEOUT_SECONDS` is dropped.
 """
 
 import collections
@@ -22,7 +25,10 @@ import http.server
 import importlib.resources
 import json
 import os
+import secrets
+import socket
 import threading
+import traceback
 import urllib.parse
 
 import numpy as np
@@ -30,6 +36,7 @@ from absl import logging
 
 from longbert_tf import files
 from longbert_tf.review import records
+from longbert_tf.review.access import Access, RequestError
 from longbert_tf.serving.suggestions import NoteSuggestions, Suggester, Suggestion
 
 MAX_BODY_BYTES = 512 * 1024
@@ -45,56 +52,78 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# Where the page receives the launch secret (`access.SECRET_HEADER`), filled in when served.
+SECRET_META = b'<meta name="review-secret" content="">'
 CACHED_NOTES = 64
-
-
-class RequestError(Exception):
-    """A request the server refuses: `status` and a message for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+MAX_WORKERS = 32
+TIMEOUT_SECONDS = 20
 
 
 class Reviewer:
     """What the handlers share: the model, the notes folder and the records file."""
 
-    def __init__(self, suggester: Suggester, records_path: str, notes_dir: str | None = None):
+    def __init__(
+        self,
+        suggester: Suggester,
+        records_path: str,
+        notes_dir: str | None = None,
+        cached_notes: int = CACHED_NOTES,
+    ):
         self.suggester = suggester
         self.records_path = records_path
         self.notes_dir = notes_dir
         self._labels = set(suggester.labels)
         self._described = [(code, suggester.describe(code)) for code in suggester.labels]
-        self._cache = collections.OrderedDict()  # text SHA-256 -> NoteSuggestions
+        self._cached_notes = cached_notes
+        self._cache = collections.OrderedDict()  # text SHA-256 -> NoteSuggestions, oldest use first
         self._cache_lock = threading.Lock()
+        self._records = records.Reader(records_path)
+        self._reviewed = set()  # (note_id, text_sha256) of every record read so far
+        self._records_lock = threading.Lock()
+        self._read_records()  # a damaged line is reported now, at start
 
     def code(self, texts: list) -> list:
-        """`NoteSuggestions` of every text, one call of the model for those not cached."""
+        """`NoteSuggestions` of every text, one call of the model for those not cached; the
+        `cached_notes` notes used last are kept."""
         keys = [records.text_sha256(text) for text in texts]
+        found = {}
         with self._cache_lock:
-            missing = {key: text for key, text in zip(keys, texts) if key not in self._cache}
-        found = dict(zip(missing, self.suggester.suggest(list(missing.values()))))
-        with self._cache_lock:
-            for key, note in found.items():
-                self._cache[key] = note
-            notes = [found.get(key) or self._cache[key] for key in keys]
-            while len(self._cache) > CACHED_NOTES:
-                self._cache.popitem(last=False)
-        return notes
+            for key in keys:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    found[key] = self._cache[key]
+        missing = {key: text for key, text in zip(keys, texts) if key not in found}
+        if missing:
+            found.update(zip(missing, self.suggester.suggest(list(missing.values()))))
+            with self._cache_lock:
+                for key in missing:
+                    self._cache[key] = found[key]
+                    self._cache.move_to_end(key)
+                while len(self._cache) > self._cached_notes:
+                    self._cache.popitem(last=False)
+        return [found[key] for key in keys]
 
     def _note_names(self) -> list:
         if not self.notes_dir:
             return []
         return sorted(name for name in os.listdir(self.notes_dir) if name.endswith(".txt"))
 
+    def _read_records(self) -> set:
+        """The reviewed `(note_id, text_sha256)` pairs, with the records saved since last read."""
+        with self._records_lock:
+            for record in self._records.new():
+                self._reviewed.add((record["note_id"], record["text_sha256"]))
+            return set(self._reviewed)
+
     def notes(self) -> list:
         """`[{id, reviewed}]`: reviewed when a record holds the note's name and current text."""
-        reviewed = {
-            (record["note_id"], record["text_sha256"]) for record in records.read(self.records_path)
-        }
+        reviewed = self._read_records()
         return [
             dict(
                 id=name,
@@ -224,18 +253,19 @@ def note_for_api(note: NoteSuggestions) -> dict:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Routes of the module docstring; `server.reviewer` is the shared `Reviewer`."""
+    """Routes of the module docstring for `server.reviewer`, admitted by `server.access`."""
 
     server_version = "longbert-review"
+    timeout = TIMEOUT_SECONDS  # of every read and write on the connection
 
     def log_message(self, format, *args):
         logging.info("%s %s", self.address_string(), format % args)
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, headers=()) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in SECURITY_HEADERS.items():
+        for name, value in (*SECURITY_HEADERS.items(), *headers):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
@@ -243,32 +273,88 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _json(self, status: int, value) -> None:
         self._send(status, json.dumps(value, ensure_ascii=False).encode(), "application/json")
 
-    def _answer(self, route) -> None:
-        try:
-            self._json(200, route())
-        except RequestError as error:
-            self._json(error.status, dict(error=str(error)))
-
     def do_GET(self):
-        url = urllib.parse.urlsplit(self.path)
-        reviewer = self.server.reviewer
-        if url.path in PAGE_FILES:
-            name, content_type = PAGE_FILES[url.path]
-            return self._send(200, page_file(name), content_type)
-        if url.path == "/api/info":
-            return self._answer(lambda: self.server.info)
-        if url.path == "/api/notes":
-            return self._answer(reviewer.notes)
-        if url.path.startswith("/api/notes/"):
-            note_id = urllib.parse.unquote(url.path.removeprefix("/api/notes/"))
-            return self._answer(lambda: dict(id=note_id, text=reviewer.note_text(note_id)))
-        if url.path == "/api/search":
-            query = urllib.parse.parse_qs(url.query).get("q", [""])[0]
-            return self._answer(lambda: reviewer.search(query))
-        self._json(404, dict(error=f"no page {url.path}"))
+        self._handle("GET")
 
     def do_POST(self):
-        self._answer(lambda: self._post(urllib.parse.urlsplit(self.path).path))
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        """Admits, routes and answers one request; an unexpected error is a 500 naming a
+        request id, logged with where it happened (never its message: it may quote a note)."""
+        try:
+            url = urllib.parse.urlsplit(self.path)
+            if not self._admitted(method, url):
+                return
+            if method == "POST" or url.path.startswith("/api/"):
+                answer = self._post(url.path) if method == "POST" else self._get_api(url)
+                return self._json(200, answer)
+            if url.path not in PAGE_FILES:
+                raise RequestError(404, f"no page {url.path}")
+            name, content_type = PAGE_FILES[url.path]
+            self._send(200, self._page(name), content_type)
+        except RequestError as error:
+            self._refuse(error)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True  # the client left or went silent: no one to answer
+        except Exception as error:  # answered as a 500, logged without its message
+            request_id = secrets.token_hex(6)
+            where = "; ".join(
+                f"{os.path.basename(frame.filename)}:{frame.lineno} {frame.name}"
+                for frame in traceback.extract_tb(error.__traceback__)
+            )
+            logging.error("request %s: %s at %s", request_id, type(error).__name__, where)
+            self.close_connection = True
+            self._json(
+                500,
+                dict(
+                    error=f"the server failed on this request (id {request_id}): its log says "
+                    "where",
+                    request_id=request_id,
+                ),
+            )
+
+    def _refuse(self, error: RequestError) -> None:
+        if self.command == "POST":
+            self.close_connection = True  # its body is unread
+        self._json(error.status, dict(error=str(error)))
+
+    def _admitted(self, method: str, url) -> bool:
+        """Whether the request may go on (`access.Access`); a sign-in with the access token
+        is answered here, with the cookie and a redirect to the page."""
+        access: Access = self.server.access
+        access.check_host(self.headers.get("Host"))
+        if not access.signed_in(self.headers):
+            token = urllib.parse.parse_qs(url.query).get("token", [None])[0]
+            if method == "GET" and url.path == "/" and access.token_matches(token):
+                self._send(
+                    303, b"", "text/plain", [("Location", "/"), ("Set-Cookie", access.cookie())]
+                )
+                return False
+            raise RequestError(401, "sign in: open the page's address with ?token=ACCESS_TOKEN")
+        if url.path.startswith("/api/") or method == "POST":
+            access.check_api(method, self.headers)
+        return True
+
+    def _page(self, name: str) -> bytes:
+        page = page_file(name)
+        if name == "index.html":
+            secret = self.server.access.secret.encode()
+            page = page.replace(SECRET_META, SECRET_META.replace(b'""', b'"' + secret + b'"'))
+        return page
+
+    def _get_api(self, url):
+        reviewer = self.server.reviewer
+        if url.path == "/api/info":
+            return self.server.info
+        if url.path == "/api/notes":
+            return reviewer.notes()
+        if url.path.startswith("/api/notes/"):
+            note_id = urllib.parse.unquote(url.path.removeprefix("/api/notes/"))
+            return dict(id=note_id, text=reviewer.note_text(note_id))
+        if url.path == "/api/search":
+            return reviewer.search(urllib.parse.parse_qs(url.query).get("q", [""])[0])
+        raise RequestError(404, f"no endpoint {url.path}")
 
     def _post(self, path: str):
         reviewer = self.server.reviewer
@@ -320,15 +406,53 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return body
 
 
-def make_server(reviewer: Reviewer, host: str, port: int) -> http.server.ThreadingHTTPServer:
-    """A server (not yet serving) for `reviewer` on `host:port` (port 0: any free one)."""
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    server.reviewer = reviewer
+class ReviewHTTPServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, `MAX_WORKERS` at most: further connections wait in the
+    listen queue until one ends."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple, reviewer: Reviewer):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.reviewer = reviewer
+        self._workers = threading.BoundedSemaphore(MAX_WORKERS)
+
+    def process_request(self, request, client_address):
+        self._workers.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._workers.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._workers.release()
+
+
+def make_server(
+    reviewer: Reviewer,
+    host: str,
+    port: int,
+    token: str | None = None,
+    public_url: str | None = None,
+) -> ReviewHTTPServer:
+    """A server (not yet serving) for `reviewer` on `host:port` (port 0: any free one),
+    answering as `access.Access.for_address` decides (a non-loopback `host` needs `token`)."""
+    server = ReviewHTTPServer((host, port), reviewer)
+    try:
+        server.access = Access.for_address(host, server.server_address[1], token, public_url)
+    except ValueError:
+        server.server_close()
+        raise
     suggester = reviewer.suggester
     server.info = dict(
         threshold=float(suggester.threshold),
-        export=suggester.path,
         export_fingerprint=suggester.fingerprint,
         code_system=suggester.code_system,
         num_labels=len(suggester.labels),

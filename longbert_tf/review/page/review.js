@@ -27,9 +27,14 @@ function setStatus(message, isError) {
   $("status").classList.toggle("error", Boolean(isError));
 }
 
+// The server's launch secret, written into this page when it served it: the API answers
+// only requests that carry it, which no page of another site can read.
+const SECRET = document.querySelector('meta[name="review-secret"]').content;
+
 async function api(path, body) {
-  const options = body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
+  const headers = {"X-Review-Secret": SECRET};
+  const options = body === undefined ? {headers} : {
+    method: "POST", headers: {...headers, "Content-Type": "application/json"}, body: JSON.stringify(body)};
   const response = await fetch(path, options);
   const answer = await response.json();
   if (!response.ok) throw new Error(answer.error || `${path}: HTTP ${response.status}`);
