@@ -219,3 +219,12 @@ def test_review_latency_times_the_page_and_the_api(review_export, tmp_path):
     assert "notes: 2 of 200 tokens" in result.stdout
     page = float(result.stdout.split("paste to codes shown: median ")[1].split(" s")[0])
     assert page > 0
+
+
+def test_review_saves_times_a_save_at_each_file_size():
+    result = run_script("benchmarks/review_saves.py", "--sizes=0,300", "--saves=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("cpu: ")
+    assert lines[1].lstrip().startswith("0 records") and lines[2].lstrip().startswith("300 records")
+    assert all("save median" in line for line in lines[1:])
