@@ -2,7 +2,6 @@
 (`python -m experiments.review`), and requests made as its page makes them. The export is the
 suite's trained run's (conftest.py)."""
 
-import functools
 import json
 import os
 import re
@@ -81,7 +80,6 @@ def coded(url: str, texts: list, at_least: int) -> list:
     return [(i, answer) for i, answer in enumerate(answers) if len(answer["codes"]) >= at_least]
 
 
-@functools.cache
 def page_secret(url: str) -> str:
     """The launch secret the server at `url` wrote into its page, read as the page reads it."""
     with urllib.request.urlopen(url + "/", timeout=30) as response:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from longbert_tf.framework import tf
+from longbert_tf.review import access
 from longbert_tf.review import records as review_records
 from longbert_tf.review import server as review_server
 from longbert_tf.serving import suggestions
@@ -302,6 +303,7 @@ def test_eight_clients_with_notes_evicted_get_every_answer(review_export, tmp_pa
     server = review_server.make_server(reviewer, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    secret = {access.SECRET_HEADER: server.access.secret}
 
     def client(seed: int) -> list:
         rng = np.random.default_rng(seed)
@@ -311,14 +313,18 @@ def test_eight_clients_with_notes_evicted_get_every_answer(review_export, tmp_pa
             kind = rng.choice(["code", "codes", "review", "notes", "note", "search", "info"])
             try:
                 if kind == "code":
-                    status, answer = call(url, "/api/code", dict(text=texts[index]))
+                    status, answer = call(url, "/api/code", dict(text=texts[index]), headers=secret)
                     ok = same_codes(answer, expected[index])
                 elif kind == "codes":
                     pair = [index, (index + 7) % len(texts)]
-                    status, answer = call(url, "/api/code", dict(texts=[texts[i] for i in pair]))
+                    status, answer = call(
+                        url, "/api/code", dict(texts=[texts[i] for i in pair]), headers=secret
+                    )
                     ok = all(map(same_codes, answer["notes"], [expected[i] for i in pair]))
                 elif kind == "review":
-                    status, answer = call(url, "/api/review", dict(text=texts[index]))
+                    status, answer = call(
+                        url, "/api/review", dict(text=texts[index]), headers=secret
+                    )
                     ok = "record" in answer
                 else:
                     path = dict(
@@ -327,7 +333,7 @@ def test_eight_clients_with_notes_evicted_get_every_answer(review_export, tmp_pa
                         search="/api/search?q=" + texts[index].split()[0],
                         info="/api/info",
                     )[kind]
-                    status, answer = call(url, path)
+                    status, answer = call(url, path, headers=secret)
                     ok = True
                 if status != 200 or not ok:
                     failures.append((kind, status))
