@@ -7,61 +7,12 @@ import pytest
 
 from longbert_tf.framework import tf
 from longbert_tf.lexical import term_matcher as tm
+from tests.term_reference import reference_match, reference_words
 
 POOL = (
     "fever fevers headache femur fracture fractures left right humerus abscess sepsis pain "
     "chest acute renal failure cough of the with no denies without and . \n"
 ).split(" ")
-
-
-def reference_words(text: str) -> list:
-    """`(word, sentence, negated, start, end)` of each kept word, by the module's rules."""
-    pieces = [(m.group(), m.start(), m.end()) for m in re.finditer(r"[^\W_]+|[\n.]", text.lower())]
-    kept, sentence, sentences = [], 0, []
-    for piece, _, _ in pieces:
-        sentence += piece in ("\n", ".")
-        sentences.append(sentence)
-    for position, (piece, start, end) in enumerate(pieces):
-        if piece in ("\n", ".") or piece in tm.NEGATION_CUES or piece in tm.STOP_WORDS:
-            continue
-        negated = any(
-            pieces[back][0] in tm.NEGATION_CUES and sentences[back] == sentences[position]
-            for back in range(max(0, position - tm.NEGATION_WINDOW), position)
-        )
-        word = re.sub(r"^(.{2,}[^isu])s$", r"\1", piece)
-        kept.append((word, sentences[position], negated, start, end))
-    return kept
-
-
-def reference_match(text: str, index: tm.TermIndex, num_labels: int) -> tuple:
-    """Features `[num_labels, MATCH_FEATURES]` and spans by brute force over every window."""
-    words = reference_words(text)
-    word_id = {word: i for i, word in enumerate(index.words)}
-    term_id = {key: i for i, key in enumerate(index.term_keys)}
-    features = np.zeros([num_labels, len(tm.MATCH_FEATURES)], np.float32)
-    best = {}  # code -> (-size, start, end)
-    for size in range(1, tm.MAX_TERM_WORDS + 1):
-        for first in range(len(words) - size + 1):
-            window = words[first : first + size]
-            if len({w[1] for w in window}) > 1 or any(w[0] not in word_id for w in window):
-                continue
-            key = " ".join(str(i) for i in sorted(word_id[w[0]] for w in window))
-            if key not in term_id:
-                continue
-            affirmed = not any(w[2] for w in window)
-            for pair in np.flatnonzero(index.pair_terms == term_id[key]):
-                code, values = index.pair_codes[pair], index.pair_values[pair]
-                if affirmed:
-                    features[code, :5] = np.maximum(features[code, :5], values)
-                    span = (-size, window[0][3], window[-1][4])
-                    best[code] = min(best.get(code, span), span)
-                else:
-                    features[code, 5:] = np.maximum(features[code, 5:], values[[0, 3]])
-    starts = np.full(num_labels, -1)
-    ends = np.full(num_labels, -1)
-    for code, (_, start, end) in best.items():
-        starts[code], ends[code] = start, end
-    return features, starts, ends
 
 
 def test_words_follow_the_documented_rules():
@@ -83,6 +34,76 @@ def test_words_follow_the_documented_rules():
     assert sentence[0].numpy().tolist() == [w[1] for w in expected]
     assert starts[0].numpy().tolist() == [w[3] for w in expected]
     assert ends[0].numpy().tolist() == [w[4] for w in expected]
+
+
+# Characters whose UTF-8 length changes when lower-cased (U+0130 2 -> 3 bytes, the Kelvin sign
+# 3 -> 1), a NUL byte, a combining accent, a 4-byte emoji and a CRLF line end.
+AWKWARD = "İ \u212a ß \x00 e\u0301 😀\r\n"
+# Per code, a term as a note writes it: Spanish, an eszett, a Kelvin sign for K, a Turkish İ.
+WRITTEN = ("Fractura de fémur IZQUIERDO", "GROßE Zehe", "\u212aAPOSI Sarcoma", "İSHAL")
+# Their words lower-cased by hand (Unicode lower-cases İ to i and a combining dot above).
+AWKWARD_INDEX = tm.TermIndex(
+    ["de", "fractura", "fémur", "izquierdo", "große", "zehe", "kaposi", "sarcoma", "i\u0307shal"],
+    ["0 1 2 3", "4 5", "6 7", "8"],
+    np.arange(4, dtype=np.int32),
+    np.arange(4, dtype=np.int32),
+    np.ones([4, len(tm.PAIR_VALUES)], np.float32),
+)
+
+
+def awkward_note(parts: list) -> tuple:
+    """`(text, {code: (start, end)})`: `parts` (strings, or codes standing for their `WRITTEN`
+    term) joined, and the UTF-8 byte span of each code's term in the text."""
+    text, spans = "", {}
+    for part in parts:
+        if isinstance(part, int):
+            start = len(text.encode())
+            text += WRITTEN[part]
+            spans[part] = (start, len(text.encode()))
+        else:
+            text += part
+    return text, spans
+
+
+AWKWARD_NOTES = [
+    awkward_note([AWKWARD, "Paciente con ", 0, ".\r\nSin fiebre."]),
+    awkward_note(["\x00" * 3, 2, "\r\n", AWKWARD * 2, 1]),
+    awkward_note(["😀", 3, "\x00", 0, " e\u0301\r\n", 2, " İ ", 1, " ", AWKWARD]),
+    awkward_note([AWKWARD, "no ", 0, ".\r\n\u212a ", 3]),
+]
+
+
+def test_words_and_offsets_of_awkward_text_follow_the_rules():
+    """Offsets into the note as written: lower-casing first would shift them after an İ or a
+    Kelvin sign, and a NUL byte would end the note."""
+    texts = [text for text, _ in AWKWARD_NOTES]
+    words, sentence, negated, starts, ends = tm.normalized_words(tf.constant(texts))
+    for row, text in enumerate(texts):
+        expected = reference_words(text)
+        assert [w.decode() for w in words[row].numpy()] == [w[0] for w in expected]
+        assert sentence[row].numpy().tolist() == [w[1] for w in expected]
+        assert negated[row].numpy().tolist() == [w[2] for w in expected]
+        assert starts[row].numpy().tolist() == [w[3] for w in expected]
+        assert ends[row].numpy().tolist() == [w[4] for w in expected]
+    assert [w.decode() for w in words[1].numpy()][-2:] == ["große", "zehe"]  # after the NULs
+
+
+def test_spans_are_the_terms_as_the_note_writes_them():
+    matcher = tm.TermMatcher(AWKWARD_INDEX, len(WRITTEN))
+    outputs = matcher(tf.constant([text for text, _ in AWKWARD_NOTES]))
+    for row, (text, spans) in enumerate(AWKWARD_NOTES):
+        found = {}
+        for code in range(len(WRITTEN)):
+            start, end = int(outputs["start"][row, code]), int(outputs["end"][row, code])
+            if start >= 0:
+                found[code] = (start, end)
+                assert text.encode()[start:end].decode() == WRITTEN[code]
+        affirmed = {code: span for code, span in spans.items() if (row, code) != (3, 0)}
+        assert found == affirmed  # note 3 negates its Spanish term
+        features, starts, ends = reference_match(text, AWKWARD_INDEX, len(WRITTEN))
+        np.testing.assert_allclose(outputs["features"][row].numpy(), features)
+        np.testing.assert_array_equal(outputs["start"][row].numpy(), starts)
+        np.testing.assert_array_equal(outputs["end"][row].numpy(), ends)
 
 
 def random_index(rng, num_labels: int) -> tm.TermIndex:

@@ -1,9 +1,9 @@
 """In-graph lexical code matching: a note's words against an index of code terms.
 
-A note is lower-cased and split into words at every character that is not a
-letter or digit; a newline or full stop ends a sentence. Plural `s` endings are
-dropped (`fractures` -> `fracture`, but not `-ss`, `-is`, `-us`: `abscess`,
-`sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and negation cues
+A note is split into words at every character that is not a letter or digit,
+and the words are lower-cased; a newline or full stop ends a sentence. Plural
+`s` endings are dropped (`fractures` -> `fracture`, but not `-ss`, `-is`,
+`-us`: `abscess`, `sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and negation cues
 (`NEGATION_CUES`) mark the next `NEGATION_WINDOW` words of their sentence as
 negated. A window is 1 to `MAX_TERM_WORDS` consecutive remaining words of one
 sentence; its key is its words' vocabulary ids, sorted, so word order does not
@@ -13,7 +13,8 @@ key is a term of the index matches every code the term names (`TermIndex`).
 Per note and code the matcher gives `MATCH_FEATURES`: the largest of each
 `PAIR_VALUES` over the affirmed (not negated) matches, and whether a title term
 or a training variant matched only under negation; and the byte span of the
-code's first affirmed match, its evidence.
+code's first affirmed match, its evidence: UTF-8 byte offsets into the note as
+given (not into its lower-cased form, whose characters may be longer or shorter).
 """
 
 import dataclasses
@@ -90,11 +91,16 @@ class TermIndex:
 
 def normalized_words(texts) -> tuple:
     """Texts `[batch]` -> ragged `[batch, (words)]` words, sentence numbers, negated flags and
-    byte `starts`/`ends`; stop words and negation cues are left out."""
-    lowered = tf.strings.lower(texts, encoding="utf-8")
+    `starts`/`ends` (byte offsets into `texts`); stop words and negation cues are left out."""
+    # tensorflow-text's regex split ends a note at a NUL byte: a space, as long, keeps the
+    # rest of the note and its offsets.
+    texts = tf.strings.regex_replace(texts, r"\x00", " ")
     pieces, starts, ends = tf_text.regex_split_with_offsets(
-        lowered, r"[^\p{L}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
+        texts, r"[^\p{L}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
     )
+    # Lowered after the split, so the offsets are the note's own: lower-casing changes some
+    # characters' UTF-8 lengths (U+0130 "İ" 2 -> 3 bytes, the Kelvin sign 3 -> 1).
+    pieces = tf.ragged.map_flat_values(tf.strings.lower, pieces, encoding="utf-8")
     is_break = tf.strings.regex_full_match(pieces, r"[\n.]")
     sentence = tf.math.cumsum(tf.cast(is_break, tf.int32), axis=1)
     is_cue = _member(pieces, NEGATION_CUES)
