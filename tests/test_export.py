@@ -13,7 +13,7 @@ from sklearn import metrics as sk_metrics
 
 from longbert_tf.data import dataset, descriptions, synthetic, tokenization
 from longbert_tf.framework import tf
-from longbert_tf.serving import coder, export
+from longbert_tf.serving import coder, export, suggestions
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
 from tests.conftest import predict_json
@@ -325,6 +325,49 @@ def test_predict_cli_points_at_the_planted_evidence(trained, text_export, tmp_pa
                 for a, b in mentions
             )
     assert checked >= 8 and hits >= 0.8 * checked
+
+
+def test_suggestions_leave_the_loaded_exports_threshold_alone(exports, trained_run):
+    """A `Suggester` asks `codes_from` for the codes down to its near misses: the export it
+    loaded keeps the stored threshold, and its serving_default still returns exactly the codes
+    reaching it."""
+    export_dir = exports.text("float32")
+    stored = tf.saved_model.load(export_dir)  # read apart from the suggester's
+    threshold = stored.threshold.numpy()
+    labels = [code.decode() for code in stored.labels.numpy()]
+    texts = dataset.read_notes(trained_run.dataset_dir, "test").text.tolist()
+    probabilities = stored.signatures["serving_default"](text=tf.constant(texts))["probabilities"]
+    suggester = suggestions.Suggester(export_dir)
+    found = suggester.suggest(texts)
+    loaded = suggester._loaded  # what a caller of the suggester would read or save again
+    assert loaded.threshold.numpy() == threshold
+    served = loaded.signatures["serving_default"](text=tf.constant(texts))
+    near_misses_seen = 0
+    for row, (probability, note) in enumerate(zip(probabilities.numpy(), found)):
+        order = np.argsort(-probability, kind="stable")
+        above = [labels[i] for i in order if probability[i] >= threshold]
+        codes = served["codes"][row, : served["num_codes"][row]].numpy()
+        assert [code.decode() for code in codes] == above
+        assert [suggestion.code for suggestion in note.codes] == above
+        below = [
+            labels[i]
+            for i in order
+            if threshold * suggestions.NEAR_MISS_FRACTION <= probability[i] < threshold
+        ][: suggestions.MAX_NEAR_MISSES]
+        assert [suggestion.code for suggestion in note.near_misses] == below
+        near_misses_seen += len(below)
+    assert near_misses_seen > 0
+
+
+def test_suggestions_ask_to_export_again_an_export_without_codes_from(
+    trained_run, tmp_path, monkeypatch
+):
+    # An export made before text exports had codes_from: serving_default only.
+    monkeypatch.setattr(coder.TextCoder, "signatures", coder.Coder.signatures)
+    old = export.export(trained_run.model_dir, str(tmp_path / "old"), "text")
+    assert list(tf.saved_model.load(old).signatures) == ["serving_default"]
+    with pytest.raises(ValueError, match=r"old/1 was exported by an older .* export the run again"):
+        suggestions.Suggester(old)
 
 
 def test_only_finished_longbert_runs_export(tmp_path, trained_run):

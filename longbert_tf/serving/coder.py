@@ -25,6 +25,12 @@ on validation (at most `max_codes`, most probable first):
   position in the note, -1 where none), `evidence_weight` float32, and for text
   inputs `evidence_start`/`evidence_end` int64 byte offsets into the (UTF-8) note.
 
+A text export has a second signature, `codes_from` (`CODES_FROM`), taking
+`text` and `min_probability` float32 `[]`: the same outputs for the codes whose
+probability reaches `min_probability` instead of the threshold (callers that
+want the codes under it too, such as `suggestions.Suggester`'s near misses; the
+stored threshold is left alone).
+
 A run fused with term matching (`experiments.fuse`) is served with text inputs
 only: its probabilities and threshold are the fusion's (`lexical.fusion`),
 the matcher runs in-graph, and `match_start`/`match_end` int64 `[batch, K]` are
@@ -55,6 +61,8 @@ from longbert_tf.training import runs
 
 EVIDENCE_TOKENS = 3
 MAX_CODES = 100
+# The text exports' second signature: the codes down to a probability the caller gives.
+CODES_FROM = "codes_from"
 
 
 @dataclasses.dataclass
@@ -165,8 +173,9 @@ class Coder(tf.Module):
         features = dict(input_word_ids=trim(word_ids), input_mask=trim(mask))
         return features, trim(token_index)
 
-    def _code(self, token_ids, lengths, matches=None):
-        """Outputs of the module docstring; `matches` (`term_matcher.TermMatcher` outputs)
+    def _code(self, token_ids, lengths, min_probability, matches=None):
+        """Outputs of the module docstring for the codes whose probability reaches
+        `min_probability` (float32 scalar); `matches` (`term_matcher.TermMatcher` outputs)
         fuse the logits (`fusion.Fusion`) and add the returned codes' matched spans."""
         token_ids = tf.cast(token_ids, tf.int32)
         lengths = tf.clip_by_value(tf.cast(lengths, tf.int32), 0, tf.shape(token_ids)[1])
@@ -177,7 +186,7 @@ class Coder(tf.Module):
             logits = self.fusion.logits(logits, matches["features"])
         probabilities = tf.sigmoid(logits)
         top = tf.math.top_k(probabilities, self._max_codes)
-        num_codes = tf.reduce_sum(tf.cast(top.values >= self.threshold, tf.int32), axis=1)
+        num_codes = tf.reduce_sum(tf.cast(top.values >= min_probability, tf.int32), axis=1)
         num_returned = tf.reduce_max(tf.concat([num_codes, [0]], 0))
         label_indices = top.indices[:, :num_returned]
         returned = tf.range(num_returned)[tf.newaxis, :] < num_codes[:, tf.newaxis]
@@ -208,7 +217,11 @@ class Coder(tf.Module):
         ]
     )
     def serve(self, token_ids, lengths):
-        return self._code(token_ids, lengths)
+        return self._code(token_ids, lengths, self.threshold)
+
+    def signatures(self) -> dict:
+        """The SavedModel's signatures: name -> concrete function."""
+        return {"serving_default": self.serve.get_concrete_function()}
 
 
 class TextCoder(Coder):
@@ -223,13 +236,26 @@ class TextCoder(Coder):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(self, text):
+        return self.codes_from(text, self.threshold)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([], tf.float32, name="min_probability"),
+        ]
+    )
+    def codes_from(self, text, min_probability):
+        """`serve`'s outputs for the codes reaching `min_probability` (module docstring)."""
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
         )
         token_ids, starts, ends = self.tokenizer.tokenize_with_offsets(text)
         matches = None if self.matcher is None else self.matcher(text)
         outputs = self._code(
-            token_ids.to_tensor(), tf.cast(token_ids.row_lengths(), tf.int32), matches
+            token_ids.to_tensor(),
+            tf.cast(token_ids.row_lengths(), tf.int32),
+            min_probability,
+            matches,
         )
         index = outputs["evidence_token_index"]
         for name, offsets in (("evidence_start", starts), ("evidence_end", ends)):
@@ -240,3 +266,6 @@ class TextCoder(Coder):
             found = tf.gather(dense, tf.maximum(index, 0), batch_dims=1)
             outputs[name] = tf.where(index >= 0, found, tf.constant(-1, tf.int64))
         return outputs
+
+    def signatures(self) -> dict:
+        return {**super().signatures(), CODES_FROM: self.codes_from.get_concrete_function()}

@@ -1,5 +1,5 @@
 """Serving SavedModels of finished runs: `export(model_dir, export_dir, inputs)` saves a
-`coder.TextCoder` (`inputs="text"`) or `coder.Coder` (`"token_ids"`) with its signature.
+`coder.TextCoder` (`inputs="text"`) or `coder.Coder` (`"token_ids"`) with its signatures.
 
 Folders follow TensorFlow Serving's layout: `export_dir` named by a number
 (`exports/coder/3`) is that version; any other `export_dir` is a model base
@@ -118,9 +118,7 @@ def export(
         files.atomic_dir(target, (*files.SAVED_MODEL_ENTRIES, EXPORT_INFO)) as temporary,
     ):
         _attach_code_files(module, trained, scratch)
-        tf.saved_model.save(
-            module, temporary, signatures={"serving_default": module.serve.get_concrete_function()}
-        )
+        tf.saved_model.save(module, temporary, signatures=module.signatures())
         info = dict(
             model_dir=os.path.abspath(model_dir),
             inputs=inputs,

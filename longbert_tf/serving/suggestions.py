@@ -10,7 +10,7 @@ import dataclasses
 
 from longbert_tf.data import descriptions, tokenization
 from longbert_tf.framework import tf
-from longbert_tf.serving import export
+from longbert_tf.serving import coder, export
 
 # Near misses: the most probable codes under the threshold, at least this fraction of it.
 NEAR_MISS_FRACTION = 0.5
@@ -51,12 +51,19 @@ class Suggester:
     def __init__(self, export_dir: str, extra_descriptions: dict | None = None):
         self.path = export.latest_version(export_dir)
         self._loaded = tf.saved_model.load(self.path)
-        self._serving = self._loaded.signatures["serving_default"]
-        if "text" not in self._serving.structured_input_signature[1]:
+        signatures = self._loaded.signatures
+        if "text" not in signatures["serving_default"].structured_input_signature[1]:
             raise ValueError(
                 f"{export_dir} takes token ids: predict and review need a text-input export "
                 "(experiments.export --inputs=text)"
             )
+        if coder.CODES_FROM not in signatures:
+            raise ValueError(
+                f"{self.path} was exported by an older version of longbert_tf, without the "
+                f"{coder.CODES_FROM} signature that gives the near misses: export the run again "
+                "(python -m experiments.export)"
+            )
+        self._codes_from = signatures[coder.CODES_FROM]
         self.code_descriptions, self.code_system = export.code_descriptions(self._loaded)
         self.code_descriptions.update(extra_descriptions or {})
         self.labels = [code.decode() for code in self._loaded.labels.numpy()]
@@ -66,9 +73,9 @@ class Suggester:
             bool(self._loaded.do_lower_case.numpy()),
         )
         self.fingerprint = tf.saved_model.experimental.read_fingerprint(self.path).singleprint()
-        # In this process only, the export returns codes (and their evidence) down to the
-        # near misses; `codes` keeps those reaching the stored threshold, as it serves them.
-        self._loaded.threshold.assign(self.threshold * NEAR_MISS_FRACTION)
+        # The export returns codes (and their evidence) down to the near misses; `codes` keeps
+        # those reaching the stored threshold, as serving_default serves them.
+        self._min_probability = tf.constant(self.threshold * NEAR_MISS_FRACTION, tf.float32)
 
     def describe(self, code: str) -> str:
         return descriptions.describe(code, self.code_descriptions, self.code_system)
@@ -85,7 +92,9 @@ class Suggester:
         found = []
         for first in range(0, len(utf8), BATCH_NOTES):
             batch = utf8[first : first + BATCH_NOTES]
-            outputs = self._serving(text=tf.constant(batch))
+            outputs = self._codes_from(
+                text=tf.constant(batch), min_probability=self._min_probability
+            )
             outputs = {key: value.numpy() for key, value in outputs.items()}
             found += [self._note(outputs, row, text) for row, text in enumerate(batch)]
         return found
