@@ -4,9 +4,11 @@ that evidence is, and its exports, built once and only when a test asks for them
 
 import dataclasses
 import os
+import shutil
 
-from longbert_tf import configs
+from longbert_tf import configs, files, run_folder
 from longbert_tf.data import dataset, synthetic
+from longbert_tf.lexical import fitting
 from longbert_tf.serving import export
 from longbert_tf.training import loop
 
@@ -56,7 +58,7 @@ def train(root: str) -> tuple:
 
 class Exports:
     """The run's exports in `root`, each written on first use (under `lock()`, by whichever
-    process asks first): `text(dtype)`, `token_ids(dtype)`."""
+    process asks first): `text(dtype)`, `token_ids(dtype)`, `fused_text()`."""
 
     def __init__(self, config: configs.ExperimentConfig, root: str, lock):
         self.config, self.root, self.lock = config, root, lock
@@ -73,6 +75,23 @@ class Exports:
 
     def token_ids(self, dtype: str = "float32") -> str:
         return self._export("token_ids", dtype)
+
+    def fused_text(self) -> str:
+        """The float32 text export of a copy of the run fused with term matching, fitted as
+        `experiments.fuse` fits it (with 2 folds, the fewest); the run itself stays unfused."""
+        base = f"{self.root}/fused_text"
+        with self.lock():
+            if not os.path.isdir(base):
+                model_dir = f"{self.root}/fused_run"
+                shutil.rmtree(model_dir, ignore_errors=True)  # a copy whose fitting failed
+                shutil.copytree(self.config.model_dir, model_dir)
+                # The copy's config names its own folder (where a run lives may change: it is a
+                # runtime field), so nothing reaches the shared run through it.
+                moved = dataclasses.replace(run_folder.saved_config(model_dir), model_dir=model_dir)
+                files.write_json(os.path.join(model_dir, run_folder.CONFIG_FILE), moved.to_dict())
+                fitting.fit_run_fusion(model_dir, folds=2)
+                export.export(model_dir, base, "text", compute_dtype="float32")
+            return export.latest_version(base)
 
     def run_config(self, dtype: str) -> configs.ExperimentConfig:
         """The run's config with products in `dtype`: the in-memory twin of `text(dtype)`."""

@@ -87,23 +87,27 @@ class SplitMatches:
         return tf.scatter_nd(scatter_index, tf.gather(self.features, note_index).flat_values, shape)
 
 
-def match_split(matcher: term_matcher.TermMatcher, texts: list) -> SplitMatches:
-    """Every note's matches (the pairs with any non-zero feature)."""
+def match_splits(matcher: term_matcher.TermMatcher, split_texts: dict) -> dict:
+    """`{split: SplitMatches}` of `{split: texts}`: every note's matches (the pairs with any
+    non-zero feature). The matcher is traced once, for every split."""
     match = tf.function(matcher, input_signature=[tf.TensorSpec([None], tf.string)])
-    codes, features = [], []
-    for start in range(0, len(texts), MATCH_BATCH):
-        batch = match(tf.constant(texts[start : start + MATCH_BATCH]))["features"].numpy()
-        for note in batch:
-            found = np.flatnonzero(note.any(axis=1))
-            codes.append(found.astype(np.int32))
-            features.append(note[found])
-    return SplitMatches(
-        tf.ragged.constant(codes, dtype=tf.int32, ragged_rank=1),
-        tf.RaggedTensor.from_row_lengths(
-            tf.constant(np.concatenate(features).reshape(-1, len(term_matcher.MATCH_FEATURES))),
-            [len(note) for note in codes],
-        ),
-    )
+    matches = {}
+    for split, texts in split_texts.items():
+        codes, features = [], []
+        for start in range(0, len(texts), MATCH_BATCH):
+            batch = match(tf.constant(texts[start : start + MATCH_BATCH]))["features"].numpy()
+            for note in batch:
+                found = np.flatnonzero(note.any(axis=1))
+                codes.append(found.astype(np.int32))
+                features.append(note[found])
+        flat_features = np.concatenate(features).reshape(-1, len(term_matcher.MATCH_FEATURES))
+        matches[split] = SplitMatches(
+            tf.ragged.constant(codes, dtype=tf.int32, ragged_rank=1),
+            tf.RaggedTensor.from_row_lengths(
+                tf.constant(flat_features), [len(note) for note in codes]
+            ),
+        )
+    return matches
 
 
 class FusedModel(tf.Module):
@@ -175,10 +179,10 @@ def _matched_run(model_dir: str, splits: tuple) -> tuple:
         time.time() - started,
     )
     matcher = term_matcher.TermMatcher(index, len(experiment.labels))
-    matches = {
-        split: match_split(matcher, list(dataset.read_notes(config.dataset_dir, split).text))
-        for split in splits
-    }
+    matches = match_splits(
+        matcher,
+        {split: list(dataset.read_notes(config.dataset_dir, split).text) for split in splits},
+    )
     return experiment, best, index, matches
 
 
