@@ -2,6 +2,7 @@
 (`longbert_tf.lexical.term_matcher`): its words and offsets, and a brute-force match."""
 
 import re
+import unicodedata
 
 import numpy as np
 
@@ -15,9 +16,15 @@ def reference_words(text: str) -> list:
     def byte_offset(chars: int) -> int:
         return len(text[:chars].encode())
 
+    # Runs of letters, combining marks and digits; each newline and full stop on its own.
+    kinds = ["w" if unicodedata.category(c)[0] in "LMN" else c if c in "\n." else " " for c in text]
     pieces = [
-        (m.group().lower(), byte_offset(m.start()), byte_offset(m.end()))
-        for m in re.finditer(r"[^\W_]+|[\n.]", text)
+        (
+            unicodedata.normalize("NFC", text[m.start() : m.end()]).lower(),
+            byte_offset(m.start()),
+            byte_offset(m.end()),
+        )
+        for m in re.finditer(r"w+|[\n.]", "".join(kinds))
     ]
     kept, sentence, sentences = [], 0, []
     for piece, _, _ in pieces:

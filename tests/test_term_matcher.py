@@ -39,15 +39,34 @@ def test_words_follow_the_documented_rules():
 # Characters whose UTF-8 length changes when lower-cased (U+0130 2 -> 3 bytes, the Kelvin sign
 # 3 -> 1), a NUL byte, a combining accent, a 4-byte emoji and a CRLF line end.
 AWKWARD = "İ \u212a ß \x00 e\u0301 😀\r\n"
-# Per code, a term as a note writes it: Spanish, an eszett, a Kelvin sign for K, a Turkish İ.
-WRITTEN = ("Fractura de fémur IZQUIERDO", "GROßE Zehe", "\u212aAPOSI Sarcoma", "İSHAL")
-# Their words lower-cased by hand (Unicode lower-cases İ to i and a combining dot above).
+# Per code, a term as a note writes it: Spanish, an eszett, a Kelvin sign for K, a Turkish İ,
+# an accent written as a combining mark (U+0301 after the U).
+WRITTEN = (
+    "Fractura de fémur IZQUIERDO",
+    "GROßE Zehe",
+    "\u212aAPOSI Sarcoma",
+    "İSHAL",
+    "U\u0301LCERA",
+)
+# Their words lower-cased by hand (Unicode lower-cases İ to i and a combining dot above), an
+# accent composed (NFC).
 AWKWARD_INDEX = tm.TermIndex(
-    ["de", "fractura", "fémur", "izquierdo", "große", "zehe", "kaposi", "sarcoma", "i\u0307shal"],
-    ["0 1 2 3", "4 5", "6 7", "8"],
-    np.arange(4, dtype=np.int32),
-    np.arange(4, dtype=np.int32),
-    np.ones([4, len(tm.PAIR_VALUES)], np.float32),
+    [
+        "de",
+        "fractura",
+        "fémur",
+        "izquierdo",
+        "große",
+        "zehe",
+        "kaposi",
+        "sarcoma",
+        "i\u0307shal",
+        "\u00falcera",
+    ],
+    ["0 1 2 3", "4 5", "6 7", "8", "9"],
+    np.arange(5, dtype=np.int32),
+    np.arange(5, dtype=np.int32),
+    np.ones([5, len(tm.PAIR_VALUES)], np.float32),
 )
 
 
@@ -67,7 +86,7 @@ def awkward_note(parts: list) -> tuple:
 
 AWKWARD_NOTES = [
     awkward_note([AWKWARD, "Paciente con ", 0, ".\r\nSin fiebre."]),
-    awkward_note(["\x00" * 3, 2, "\r\n", AWKWARD * 2, 1]),
+    awkward_note(["\x00" * 3, 2, "\r\n", AWKWARD * 2, 1, ". Con ", 4, "."]),
     awkward_note(["😀", 3, "\x00", 0, " e\u0301\r\n", 2, " İ ", 1, " ", AWKWARD]),
     awkward_note([AWKWARD, "no ", 0, ".\r\n\u212a ", 3]),
 ]
@@ -85,7 +104,9 @@ def test_words_and_offsets_of_awkward_text_follow_the_rules():
         assert negated[row].numpy().tolist() == [w[2] for w in expected]
         assert starts[row].numpy().tolist() == [w[3] for w in expected]
         assert ends[row].numpy().tolist() == [w[4] for w in expected]
-    assert [w.decode() for w in words[1].numpy()][-2:] == ["große", "zehe"]  # after the NULs
+    # After the NULs; a combining accent composed.
+    words_1 = [w.decode() for w in words[1].numpy()]
+    assert words_1[-4:] == ["große", "zehe", "con", "\u00falcera"]
 
 
 def test_spans_are_the_terms_as_the_note_writes_them():

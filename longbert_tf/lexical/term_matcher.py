@@ -1,10 +1,11 @@
 """In-graph lexical code matching: a note's words against an index of code terms.
 
-A note is split into words at every character that is not a letter or digit,
-and the words are lower-cased; a newline or full stop ends a sentence. Plural
-`s` endings are dropped (`fractures` -> `fracture`, but not `-ss`, `-is`,
-`-us`: `abscess`, `sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and negation cues
-(`NEGATION_CUES`) mark the next `NEGATION_WINDOW` words of their sentence as
+A note is split into words at every character that is not a letter, combining
+mark or digit, and the words are composed (NFC: `u` and a combining acute are
+`ú`) and lower-cased; a newline or full stop ends a sentence. Plural `s`
+endings are dropped (`fractures` -> `fracture`, but not `-ss`, `-is`, `-us`:
+`abscess`, `sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and
+negation cues (`NEGATION_CUES`) mark the next `NEGATION_WINDOW` words of their sentence as
 negated. A window is 1 to `MAX_TERM_WORDS` consecutive remaining words of one
 sentence; its key is its words' vocabulary ids, sorted, so word order does not
 matter (`left femur fracture` matches `fracture of femur, left`). A window whose
@@ -14,7 +15,8 @@ Per note and code the matcher gives `MATCH_FEATURES`: the largest of each
 `PAIR_VALUES` over the affirmed (not negated) matches, and whether a title term
 or a training variant matched only under negation; and the byte span of the
 code's first affirmed match, its evidence: UTF-8 byte offsets into the note as
-given (not into its lower-cased form, whose characters may be longer or shorter).
+given (not into its composed, lower-cased form, whose characters may be longer or
+shorter).
 """
 
 import dataclasses
@@ -96,11 +98,15 @@ def normalized_words(texts) -> tuple:
     # rest of the note and its offsets.
     texts = tf.strings.regex_replace(texts, r"\x00", " ")
     pieces, starts, ends = tf_text.regex_split_with_offsets(
-        texts, r"[^\p{L}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
+        texts, r"[^\p{L}\p{M}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
     )
-    # Lowered after the split, so the offsets are the note's own: lower-casing changes some
-    # characters' UTF-8 lengths (U+0130 "İ" 2 -> 3 bytes, the Kelvin sign 3 -> 1).
-    pieces = tf.ragged.map_flat_values(tf.strings.lower, pieces, encoding="utf-8")
+    # Composed and lowered after the split, so the offsets are the note's own: both change
+    # some characters' UTF-8 lengths (U+0130 "İ" 2 -> 3 bytes, the Kelvin sign 3 -> 1, "u" and
+    # a combining acute 3 -> "ú" 2).
+    pieces = tf.ragged.map_flat_values(
+        lambda flat: tf.strings.lower(tf_text.normalize_utf8(flat, "NFC"), encoding="utf-8"),
+        pieces,
+    )
     is_break = tf.strings.regex_full_match(pieces, r"[\n.]")
     sentence = tf.math.cumsum(tf.cast(is_break, tf.int32), axis=1)
     is_cue = _member(pieces, NEGATION_CUES)
