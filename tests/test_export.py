@@ -359,15 +359,16 @@ def test_suggestions_leave_the_loaded_exports_threshold_alone(exports, trained_r
     assert near_misses_seen > 0
 
 
-def test_suggestions_ask_to_export_again_an_export_without_codes_from(
-    trained_run, tmp_path, monkeypatch
-):
-    # An export made before text exports had codes_from: serving_default only.
-    monkeypatch.setattr(coder.TextCoder, "signatures", coder.Coder.signatures)
-    old = export.export(trained_run.model_dir, str(tmp_path / "old"), "text")
+def test_suggestions_ask_to_export_again_an_export_without_codes_from(exports, tmp_path):
+    # As exports were made before text exports had codes_from: serving_default only.
+    loaded = tf.saved_model.load(exports.text("float32"))
+    old = str(tmp_path / "old" / "1")
+    tf.saved_model.save(
+        loaded, old, signatures={"serving_default": loaded.signatures["serving_default"]}
+    )
     assert list(tf.saved_model.load(old).signatures) == ["serving_default"]
     with pytest.raises(ValueError, match=r"old/1 was exported by an older .* export the run again"):
-        suggestions.Suggester(old)
+        suggestions.Suggester(str(tmp_path / "old"))
 
 
 def test_only_finished_longbert_runs_export(tmp_path, trained_run):
