@@ -38,6 +38,32 @@ def test_write_then_read_round_trips(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ds"]  # no temporary folder left behind
 
 
+def test_evidence_round_trips_and_notes_without_it_have_none(tmp_path):
+    notes = pd.DataFrame(
+        dict(
+            note_id=["a", "b"],
+            subject_id=["a", "b"],
+            text=["Fiebre y dolor torácico.", "Tos."],
+            codes=[["R50.9", "R07.9"], ["R05"]],
+            evidence=[
+                [dict(code="R50.9", spans=[[0, 6]]), dict(code="R07.9", spans=[[9, 14], [15, 23]])],
+                None,
+            ],
+        )
+    )
+    dataset_dir = dataset.write_dataset(
+        str(tmp_path / "ds"), {"train": notes}, ["R05", "R07.9", "R50.9"]
+    )
+    read = dataset.read_notes(dataset_dir, "train")
+    assert read.evidence[0] == notes.evidence[0] and read.evidence[1] is None
+    with gzip.open(dataset.notes_path(dataset_dir, "train"), "rt") as notes_file:
+        assert "evidence" not in json.loads(notes_file.readlines()[1])  # absent, not null
+    bad = notes.assign(evidence=[[dict(code="R50.9", spans=[[0, 99]])], None])
+    with pytest.raises(ValueError, match=r"train notes to write, line 1: evidence 1: span"):
+        dataset.write_dataset(str(tmp_path / "ds"), {"train": bad}, ["R05", "R07.9", "R50.9"])
+    assert dataset.read_notes(dataset_dir, "train").evidence[0] == notes.evidence[0]  # kept
+
+
 def test_write_dataset_refuses_unknown_codes_and_keeps_the_old_folder(tmp_path):
     good = pd.DataFrame(dict(note_id=["1"], subject_id=["1"], text=["x"], codes=[["A"]]))
     dataset_dir = dataset.write_dataset(str(tmp_path / "ds"), {"train": good}, ["A"])
@@ -58,6 +84,27 @@ def test_write_dataset_refuses_unknown_codes_and_keeps_the_old_folder(tmp_path):
         ),
         (_note(note_id="2", codes="401.9"), r"line 2: field 'codes' must be a list of strings"),
         (_note(), r"line 2: note_id '1' repeats line 1"),
+        (_note(note_id="2", evidence={}), r"line 2: field 'evidence' must be a list"),
+        (
+            _note(note_id="2", evidence=[dict(code="I10", spans=[[0, 5]])]),
+            r"line 2: evidence 1: code 'I10' is not one of the note's codes",
+        ),
+        (
+            _note(note_id="2", evidence=[dict(code="401.9", spans=[[6, 11]])]),
+            r"line 2: evidence 1: span \[6, 11\] is not .* <= 10 \(the text's length",
+        ),
+        (
+            _note(note_id="2", evidence=[dict(code="401.9", spans=[[3, 3]])]),
+            r"evidence 1: span \[3, 3\] is not \[start, end\] with 0 <= start < end",
+        ),
+        (
+            _note(note_id="2", evidence=[dict(code="401.9", spans=[])]),
+            r"evidence 1: 'spans' must be a non-empty list",
+        ),
+        (
+            _note(note_id="2", evidence=[dict(code="401.9", words="pain")]),
+            r"evidence 1 must be an object with 'code' and 'spans'",
+        ),
     ],
 )
 def test_read_notes_names_file_and_line_of_bad_rows(tmp_path, line, message):

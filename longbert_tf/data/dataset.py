@@ -7,9 +7,12 @@ Every training code is listed in `labels.txt`; dev and test notes may hold codes
 outside it (a label space their own codes did not choose), which stay gold codes
 that every metric counts as missed. An empty text is allowed (it becomes a single
 `[CLS] [SEP]` segment), and so is an empty code list (a note with no codes is a
-negative for every code). Optionally `descriptions.tsv`: each code's
-description (see `longbert_tf.data.descriptions`). Every `data_prep` module writes
-this format.
+negative for every code). A note may also hold `evidence`: the words behind its
+codes, one object per mention, `{"code": str, "spans": [[start, end], ...]}`
+(the mention's fragments as Unicode code point offsets into `text`, each
+non-empty; the code one of the note's `codes`), as annotators mark them (CodiEsp's
+X files). Optionally `descriptions.tsv`: each code's description (see
+`longbert_tf.data.descriptions`). Every `data_prep` module writes this format.
 """
 
 import gzip
@@ -25,6 +28,7 @@ from longbert_tf.data import descriptions
 
 SPLITS = ("train", "dev", "test")
 NOTE_COLUMNS = ("note_id", "subject_id", "text", "codes")
+EVIDENCE = "evidence"  # the optional column of the module docstring
 LABELS_FILE = "labels.txt"
 # Derived from the notes and kept when a dataset is written again (see `token_cache`).
 TOKEN_CACHE_DIR = "token_cache"
@@ -66,10 +70,37 @@ def _check_note(record, path: str, line_number: int) -> None:
     codes = record["codes"]
     if not isinstance(codes, list) or not all(isinstance(code, str) for code in codes):
         raise ValueError(f"{where}: field 'codes' must be a list of strings, got {codes!r:.80}")
+    if record.get(EVIDENCE) is not None:
+        _check_evidence(record, where)
+
+
+def _check_evidence(record: dict, where: str) -> None:
+    mentions = record[EVIDENCE]
+    if not isinstance(mentions, list):
+        raise ValueError(f"{where}: field 'evidence' must be a list, got {mentions!r:.80}")
+    length, codes = len(record["text"]), set(record["codes"])
+    for number, mention in enumerate(mentions, start=1):
+        at = f"{where}: evidence {number}"
+        if not isinstance(mention, dict) or set(mention) != {"code", "spans"}:
+            raise ValueError(f"{at} must be an object with 'code' and 'spans', got {mention!r:.80}")
+        if mention["code"] not in codes:
+            raise ValueError(f"{at}: code {mention['code']!r:.40} is not one of the note's codes")
+        spans = mention["spans"]
+        if not isinstance(spans, list) or not spans:
+            raise ValueError(f"{at}: 'spans' must be a non-empty list of [start, end]")
+        for span in spans:
+            valid = isinstance(span, list) and len(span) == 2
+            valid = valid and all(isinstance(offset, int) for offset in span)
+            if not valid or not 0 <= span[0] < span[1] <= length:
+                raise ValueError(
+                    f"{at}: span {span!r:.40} is not [start, end] with 0 <= start < end <= "
+                    f"{length:,} (the text's length in code points)"
+                )
 
 
 def read_notes(dataset_dir: str, split: str) -> pd.DataFrame:
-    """Reads one split: columns `note_id`, `subject_id`, `text` (str) and `codes` (list of str)."""
+    """Reads one split: columns `note_id`, `subject_id`, `text` (str) and `codes` (list of str),
+    and `evidence` (list, or None for a note without) when a note of the split has it."""
     path = notes_path(dataset_dir, split)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -91,8 +122,9 @@ def read_notes(dataset_dir: str, split: str) -> pd.DataFrame:
                     f"{first_line[note_id]}"
                 )
             first_line[note_id] = line_number
-            records.append([record[column] for column in NOTE_COLUMNS])
-    return pd.DataFrame(records, columns=list(NOTE_COLUMNS))
+            records.append([record.get(column) for column in (*NOTE_COLUMNS, EVIDENCE)])
+    notes = pd.DataFrame(records, columns=[*NOTE_COLUMNS, EVIDENCE])
+    return notes if notes[EVIDENCE].notna().any() else notes.drop(columns=EVIDENCE)
 
 
 def read_labels(dataset_dir: str) -> list:
@@ -183,9 +215,13 @@ def write_dataset(
                 temporary, {code: code_descriptions.get(code, "") for code in labels}
             )
         for split, notes in splits.items():
+            columns = [*NOTE_COLUMNS, *([EVIDENCE] if EVIDENCE in notes.columns else [])]
             with gzip.open(notes_path(temporary, split), "wt", encoding="utf-8") as notes_file:
-                records = notes[list(NOTE_COLUMNS)].to_dict("records")
-                for row, record in enumerate(records, start=1):
+                for row, record in enumerate(notes[columns].to_dict("records"), start=1):
+                    if pd.api.types.is_scalar(record.get(EVIDENCE)) and pd.isna(
+                        record.get(EVIDENCE)
+                    ):
+                        record.pop(EVIDENCE, None)  # a note without evidence
                     _check_note(record, f"{split} notes to write", row)
                     notes_file.write(json.dumps(record, ensure_ascii=False) + "\n")
         for cache in (TOKEN_CACHE_DIR, descriptions.EMBEDDING_CACHE_DIR):
