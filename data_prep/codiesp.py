@@ -1,12 +1,24 @@
-"""CodiEsp clinical cases (English translation) with ICD-10-CM diagnosis codes: `codiesp_dx`.
+"""CodiEsp clinical cases with ICD-10-CM diagnosis codes: `codiesp_dx`.
 
     python -m data_prep.codiesp --codiesp_dir=../shared/data/codiesp --out_dir=data
+    python -m data_prep.codiesp --codiesp_dir=../shared/data/codiesp --language=es
 
 Reads the CodiEsp release layout (Miranda-Escalada et al., CLEF eHealth 2020;
-CC BY 4.0): `train/`, `dev/`, `test/`, any subset of them, each with
-`text_files_en/<case-id>.txt` and `<split>D.tsv` (case id, code; no header).
-A document is one case (`note_id` = `subject_id` = case id); codes are
-upper-cased (`n44.8` -> `N44.8`).
+CC BY 4.0): `train/`, `dev/`, `test/`, any subset of them, each with the cases'
+texts, `text_files_en/<case-id>.txt` (the organisers' English translation,
+`--language=en`) or `text_files/<case-id>.txt` (the Spanish originals, `es`),
+and `<split>D.tsv` (case id, code; no header). A document is one case
+(`note_id` = `subject_id` = case id); codes are upper-cased (`n44.8` -> `N44.8`).
+
+The Spanish notes carry the annotators' evidence when the split has
+`<split>X.tsv` (case id, `DIAGNOSTICO` or `PROCEDIMIENTO`, code, the quoted
+words, their character offsets as `start end` fragments joined by `;`): each
+diagnosis line becomes a mention of the dataset's `evidence`. Its fragments must
+cut the quoted words out of the text (white space runs counted as one space,
+empty fragments dropped); a fragment whose edges hold a space or a
+punctuation mark the quote leaves out (a handful of lines of the release) is
+trimmed to the words, and counted; any other difference is an error naming the
+file and line. The English translation has no offsets, so no evidence.
 
 The label space never depends on dev or test (`--label_space`): `train`
 (default), the codes of the release's `train/`; or `icd10cm`, every code a
@@ -41,6 +53,11 @@ from longbert_tf.data import dataset, dataset_summary, descriptions
 
 HELD_OUT_SHARE = 0.2
 LABEL_SPACES = ("icd10cm", "train")
+TEXT_FOLDERS = {"en": "text_files_en", "es": "text_files"}
+TEXT_NAMES = {
+    "en": "the organisers' English translation",
+    "es": "the Spanish originals, with the X files' evidence",
+}
 
 
 def icd10cm_space() -> list:
@@ -74,8 +91,11 @@ def read_utf8(path: str) -> str:
         ) from None
 
 
-def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter) -> pd.DataFrame:
-    """Notes of one release split, in case-id order."""
+def read_release_split(
+    codiesp_dir: str, split: str, skipped: tables.SkipCounter, language: str = "en"
+) -> pd.DataFrame:
+    """Notes of one release split in `language` (`TEXT_FOLDERS`), in case-id order, with the
+    `evidence` of `<split>X.tsv` for the Spanish notes when the split has it."""
     split_dir = os.path.join(codiesp_dir, split)
     labels_path = os.path.join(split_dir, f"{split}D.tsv")
     if not os.path.exists(labels_path):
@@ -96,18 +116,98 @@ def read_release_split(codiesp_dir: str, split: str, skipped: tables.SkipCounter
             skipped[f"{split}: duplicate code of a case"] += 1
         else:
             codes[case_id].append(code)
-    texts = {
+    folder = os.path.join(split_dir, TEXT_FOLDERS[language])
+    paths = {
         os.path.basename(path)[: -len(".txt")]: path
-        for path in glob.glob(os.path.join(split_dir, "text_files_en", "*.txt"))
+        for path in glob.glob(os.path.join(folder, "*.txt"))
     }
-    if not texts:
-        raise FileNotFoundError(f"{split_dir}/text_files_en/ holds no .txt files")
-    skipped[f"{split}: coded case without a text file"] += len(set(codes) - set(texts))
+    if not paths:
+        raise FileNotFoundError(f"{folder}/ holds no .txt files")
+    skipped[f"{split}: coded case without a text file"] += len(set(codes) - set(paths))
+    # Texts as written, edges stripped; `lead` counts what the start lost (offsets move by it).
+    raw = {case_id: read_utf8(path) for case_id, path in paths.items()}
+    texts = {case_id: text.strip() for case_id, text in raw.items()}
+    lead = {case_id: len(text) - len(text.lstrip()) for case_id, text in raw.items()}
+    evidence_path = os.path.join(split_dir, f"{split}X.tsv")
+    evidence = None
+    if language == "es" and os.path.exists(evidence_path):
+        evidence = read_evidence(evidence_path, texts, lead, codes, skipped)
     rows = []
     for case_id in sorted(texts):
-        text = read_utf8(texts[case_id]).strip()
-        rows.append([case_id, case_id, text, sorted(codes.get(case_id, []))])
-    return pd.DataFrame(rows, columns=list(dataset.NOTE_COLUMNS))
+        row = [case_id, case_id, texts[case_id], sorted(codes.get(case_id, []))]
+        rows.append(row if evidence is None else [*row, evidence.get(case_id, [])])
+    columns = [*dataset.NOTE_COLUMNS, *([] if evidence is None else [dataset.EVIDENCE])]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def read_evidence(
+    path: str, texts: dict, lead: dict, codes: dict, skipped: tables.SkipCounter
+) -> dict:
+    """`{case_id: [{code, spans}]}`: the diagnosis lines of an X file, as offsets into
+    `texts` (stripped of `lead[case_id]` leading characters). Raises ValueError naming the
+    line when it is malformed, names a case without text or a code its case lacks, or cuts
+    other words than it quotes (beyond a trimmable edge, see the module docstring)."""
+    evidence = {}
+    lines = read_utf8(path).replace("\r\n", "\n").split("\n")
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {line_number}"
+        fields = line.split("\t")
+        if len(fields) != 5:
+            raise ValueError(f"{where}: expected case-id, type, code, words and offsets (5 fields)")
+        case_id, kind, code, words, offsets = fields
+        if kind != "DIAGNOSTICO":
+            continue
+        code = code.strip().upper()
+        if case_id not in texts:
+            raise ValueError(f"{where}: case {case_id!r} has no text file")
+        if code not in codes.get(case_id, []):
+            raise ValueError(f"{where}: code {code} is not among case {case_id}'s codes")
+        try:
+            spans = [
+                [int(offset) - lead[case_id] for offset in fragment.split()]
+                for fragment in offsets.split(";")
+            ]
+        except ValueError:
+            spans = []
+        if not spans or any(len(span) != 2 for span in spans):
+            raise ValueError(
+                f"{where}: offsets {offsets!r} are not 'start end' fragments joined by ';'"
+            )
+        text = texts[case_id]
+        if any(not 0 <= start <= end <= len(text) for start, end in spans):
+            raise ValueError(
+                f"{where}: offsets {offsets!r} fall outside the text ({len(text):,} characters)"
+            )
+        fragments = [span for span in spans if span[0] < span[1]]  # empty ones are noise
+        if _cut(text, fragments) != _cut(words, [[0, len(words)]]):
+            fragments = [span for span in map(functools.partial(_trimmed, text), spans) if span]
+            if _cut(text, fragments) != _cut(words, [[0, len(words)]]):
+                raise ValueError(
+                    f"{where}: offsets {offsets!r} cut {_cut(text, spans)!r}, not the quoted "
+                    f"words {words!r}"
+                )
+            skipped["evidence: fragment edges trimmed to the quoted words"] += 1
+        if not fragments:
+            raise ValueError(f"{where}: offsets {offsets!r} cut no words")
+        evidence.setdefault(case_id, []).append(dict(code=code, spans=fragments))
+    return evidence
+
+
+def _cut(text: str, spans: list) -> str:
+    """The words `spans` cut out of `text`, white space runs as one space."""
+    return " ".join(" ".join(text[start:end] for start, end in spans).split())
+
+
+def _trimmed(text: str, span: list) -> list:
+    """`span` without the spaces and punctuation at its edges ([] when nothing is left)."""
+    start, end = span
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    return [start, end] if start < end else []
 
 
 def _held_out(case_id: str, split: str) -> bool:
@@ -138,9 +238,11 @@ def prepare(
     label_space_kind: str = "train",
     code_text=("title",),
     dev_trains: bool = False,
+    language: str = "en",
 ) -> dict:
-    """Writes `out_dir/codiesp_dx` with the `label_space_kind` label space and descriptions
-    made of the `code_text` parts (`descriptions.icd10cm_code_text`); returns its summary.
+    """Writes `out_dir/codiesp_dx` of the `language` notes (`TEXT_FOLDERS`) with the
+    `label_space_kind` label space and descriptions made of the `code_text` parts
+    (`descriptions.icd10cm_code_text`); returns its summary.
     With `dev_trains`, dev's notes train too (and join the label space's source): the final
     model of a recipe chosen on dev, whose dev figures are then not held out."""
     if not os.path.isdir(os.path.join(codiesp_dir, "train")):
@@ -152,8 +254,9 @@ def prepare(
     preparation = {}
     for split in dataset.SPLITS:
         if os.path.isdir(os.path.join(codiesp_dir, split)):
-            splits[split] = read_release_split(codiesp_dir, split, skipped)
+            splits[split] = read_release_split(codiesp_dir, split, skipped, language)
             preparation[split] = f"release {split}/"
+    preparation["text"] = f"{TEXT_NAMES[language]} ({TEXT_FOLDERS[language]}/)"
     annotated, source = splits["train"], "release train/"
     if dev_trains and "dev" in splits:
         annotated, source = pd.concat([splits["train"], splits["dev"]]), "release train/ and dev/"
@@ -187,6 +290,7 @@ def main(argv):
         flags.FLAGS.label_space,
         flags.FLAGS.code_text,
         flags.FLAGS.dev_trains,
+        flags.FLAGS.language,
     )
     dataset_dir = os.path.join(flags.FLAGS.out_dir, "codiesp_dx")
     print(dataset_summary.format_summary(dataset_dir, result))
@@ -212,6 +316,13 @@ if __name__ == "__main__":
         "What a code's description (descriptions.tsv, which label attention reads with "
         "label_init=descriptions) holds, in the order title, category, block, inclusion: the "
         "code's title, its category's title, its block's title, its inclusion terms.",
+    )
+    flags.DEFINE_enum(
+        "language",
+        "en",
+        list(TEXT_FOLDERS),
+        "en: the organisers' English translation (text_files_en/); es: the Spanish originals "
+        "(text_files/), with the annotators' evidence of the X files.",
     )
     flags.DEFINE_bool(
         "dev_trains",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,99 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"trainD.tsv: not UTF-8 at byte 17"):
         codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out/codiesp_dx")  # nothing half-written
+
+
+SPANISH = "\n  Varón de 37 años con teste derecho aumentado (20%) y fiebre.\n"
+# Each line: case, type, code, the quoted words, offsets into SPANISH as written (before the
+# three leading characters are stripped): an exact fragment, a fragment whose edges hold
+# punctuation the quote leaves out, two fragments with an empty one between, a procedure.
+EVIDENCE_LINES = [
+    "a\tDIAGNOSTICO\tn44.8\tteste derecho aumentado\t24 47",
+    "a\tDIAGNOSTICO\tr50.9\tfiebre\t56 63",
+    "a\tDIAGNOSTICO\tn44.8\tteste  aumentado\t24 29;40 40;38 47",
+    "a\tPROCEDIMIENTO\tbw03zzz\tRx\t0 2",
+]
+
+
+def write_spanish(root, evidence_lines) -> None:
+    """A train-only release with SPANISH as case `a` (and its English), and its X file."""
+    write_release(root, {"train": {"a": ("Male, 37.", ["n44.8", "r50.9"])}})
+    os.makedirs(f"{root}/train/text_files")
+    with open(f"{root}/train/text_files/a.txt", "w", encoding="utf-8") as text_file:
+        text_file.write(SPANISH)
+    with open(f"{root}/train/trainX.tsv", "w", encoding="utf-8") as evidence_file:
+        evidence_file.writelines(f"{line}\n" for line in evidence_lines)
+
+
+def test_spanish_notes_carry_the_annotators_evidence(tmp_path):
+    write_spanish(tmp_path / "release", EVIDENCE_LINES)
+    result = codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "es"), language="es")
+    notes = dataset.read_notes(f"{tmp_path}/es/codiesp_dx", "train")
+    notes = notes if len(notes) else dataset.read_notes(f"{tmp_path}/es/codiesp_dx", "test")
+    (note,) = [row for row in notes.itertuples() if row.note_id == "a"]
+    assert note.text == SPANISH.strip()
+    cut = [[note.text[start:end] for start, end in mention["spans"]] for mention in note.evidence]
+    assert [mention["code"] for mention in note.evidence] == ["N44.8", "R50.9", "N44.8"]
+    assert cut == [["teste derecho aumentado"], ["fiebre"], ["teste", "aumentado"]]
+    assert result["preparation"]["skipped"] == {
+        "evidence: fragment edges trimmed to the quoted words": 1
+    }
+    codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "en"))  # the translation
+    english = dataset.read_notes(f"{tmp_path}/en/codiesp_dx", "test")
+    english = english if len(english) else dataset.read_notes(f"{tmp_path}/en/codiesp_dx", "train")
+    assert "evidence" not in english.columns and english.text[0] == "Male, 37."
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("a\tDIAGNOSTICO\tn44.8\tteste izquierdo\t24 47", "cut 'teste derecho aumentado', not"),
+        ("a\tDIAGNOSTICO\ti10\tfiebre\t56 62", "code I10 is not among case a's codes"),
+        ("b\tDIAGNOSTICO\tn44.8\tfiebre\t56 62", "case 'b' has no text file"),
+        ("a\tDIAGNOSTICO\tr50.9\tfiebre\t56 99", "fall outside the text (60 characters)"),
+        ("a\tDIAGNOSTICO\tr50.9\tfiebre\t56-62", "are not 'start end' fragments"),
+        ("a\tDIAGNOSTICO\tr50.9\tfiebre", "expected case-id, type, code, words and offsets"),
+    ],
+)
+def test_evidence_that_does_not_fit_its_note_is_named(tmp_path, line, message):
+    write_spanish(tmp_path / "release", [*EVIDENCE_LINES, line])
+    with pytest.raises(ValueError, match=rf"trainX.tsv, line 5: .*{re.escape(message)}"):
+        codiesp.prepare(str(tmp_path / "release"), str(tmp_path / "out"), language="es")
+    assert not os.path.exists(tmp_path / "out/codiesp_dx")
+
+
+@needs_codiesp
+@pytest.mark.slow
+def test_real_spanish_release_holds_every_diagnosis_mention(tmp_path):
+    """Checked against the X files read here: every diagnosis line is a mention, in order,
+    cutting its quoted words (white space aside)."""
+    result = run_main(
+        "data_prep.codiesp",
+        f"--codiesp_dir={CODIESP_DIR}",
+        f"--out_dir={tmp_path}",
+        "--language=es",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset_dir = f"{tmp_path}/codiesp_dx"
+    notes = {
+        row.note_id: row
+        for split in dataset.SPLITS
+        for row in dataset.read_notes(dataset_dir, split).itertuples()
+    }
+    for split in ("train", "dev"):
+        with open(f"{CODIESP_DIR}/{split}/{split}X.tsv", encoding="utf-8") as evidence_file:
+            lines = [line.rstrip("\n").split("\t") for line in evidence_file if line.strip()]
+        diagnoses = [fields for fields in lines if fields[1] == "DIAGNOSTICO"]
+        cases = {case_id for case_id, *_ in diagnoses}
+        mentions = [m for case_id in cases for m in notes[case_id].evidence]
+        assert len(mentions) == len(diagnoses)
+        by_case = {}
+        for case_id, _, code, words, _ in diagnoses:
+            by_case.setdefault(case_id, []).append((code.upper(), words))
+        for case_id, expected in by_case.items():
+            note = notes[case_id]
+            for (code, words), mention in zip(expected, note.evidence):
+                cut = " ".join(note.text[start:end] for start, end in mention["spans"])
+                assert mention["code"] == code, (case_id, code, mention)
+                assert cut.split() == words.split(), (case_id, code, words, cut)
+    assert notes["S0004-06142005000700014-1"].text.startswith("Describimos el caso de un varón")
