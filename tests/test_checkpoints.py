@@ -26,20 +26,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_run(data_dir, tmp_path, **overrides) -> configs.ExperimentConfig:
-    """A small synthetic run in float32 (3 steps, one validation), `overrides` replaced."""
+    """`tiny_config` with an H-64 encoder, two segments, 3 steps and one validation."""
     values = dict(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=str(tmp_path / "run"),
         encoder="random:L-1_H-64_A-2",
         segments=configs.SegmentConfig(256, 128),
         batch_size=2,
-        learning_rate=1e-3,
         train_steps=3,
         eval_every=3,
-        compute_dtype="float32",
     )
-    return configs.ExperimentConfig(**{**values, **overrides})
+    return tiny_config(data_dir, str(tmp_path / "run"), **{**values, **overrides})
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])

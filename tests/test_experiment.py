@@ -8,6 +8,7 @@ import pytest
 from longbert_tf import configs
 from longbert_tf.data import dataset
 from longbert_tf.training.experiment import build_experiment
+from tests.conftest import tiny_config
 
 LABELS = ["A", "B", "C", "D"]
 
@@ -39,18 +40,13 @@ def outside_codes_data(tmp_path):
 
 def config_for(data_dir: str, encoder: str, model_dir: str, **overrides):
     values = dict(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=model_dir,
         encoder=encoder,
         segments=configs.SegmentConfig(128, 64),
         batch_size=2,
-        learning_rate=1e-3,
         train_steps=1,
         eval_every=1,
-        compute_dtype="float32",
     )
-    return configs.ExperimentConfig(**{**values, **overrides})
+    return tiny_config(data_dir, model_dir, **{**values, **overrides})
 
 
 def test_inputs_hold_every_splits_codes_counted_from_the_notes(

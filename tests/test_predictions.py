@@ -14,7 +14,7 @@ from longbert_tf.evaluation import predictions
 from longbert_tf.framework import tf
 from longbert_tf.training import loop
 from longbert_tf.training.experiment import build_experiment
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC, tiny_config
 
 
 @pytest.mark.slow
@@ -24,17 +24,12 @@ def test_a_run_streams_every_notes_top_codes_to_the_predictions_file(
     """20 codes, so that each line holds the 15 best and not every code."""
     data_dir = str(tmp_path / "data")
     synthetic.prepare(data_dir, dataclasses.replace(TINY_SYNTHETIC, num_codes=20))
-    config = configs.ExperimentConfig(
-        dataset="synthetic",
-        data_dir=data_dir,
-        model_dir=str(tmp_path / "run"),
+    config = tiny_config(
+        data_dir,
+        str(tmp_path / "run"),
         encoder=deterministic_encoder,
         segments=configs.SegmentConfig(256, 128),
         batch_size=3,
-        learning_rate=1e-3,
-        train_steps=2,
-        eval_every=2,
-        compute_dtype="float32",
     )
     path = tmp_path / "predictions.jsonl"
     loop.train_and_evaluate(config, predictions_file=str(path))
