@@ -253,7 +253,8 @@ def note_for_api(note: NoteSuggestions) -> dict:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """Routes of the module docstring for `server.reviewer`, admitted by `server.access`."""
+    """Routes of the module docstring for `server.reviewer`, admitted by `server.access`.
+    It answers HTTP/1.0: every connection closes after its answer (a refused body unread)."""
 
     server_version = "longbert-review"
     timeout = TIMEOUT_SECONDS  # of every read and write on the connection
@@ -294,9 +295,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             name, content_type = PAGE_FILES[url.path]
             self._send(200, self._page(name), content_type)
         except RequestError as error:
-            self._refuse(error)
+            self._json(error.status, dict(error=str(error)))
         except (ConnectionError, TimeoutError):
-            self.close_connection = True  # the client left or went silent: no one to answer
+            pass  # the client left or went silent: no one to answer
         except Exception as error:  # answered as a 500, logged without its message
             request_id = secrets.token_hex(6)
             where = "; ".join(
@@ -304,7 +305,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 for frame in traceback.extract_tb(error.__traceback__)
             )
             logging.error("request %s: %s at %s", request_id, type(error).__name__, where)
-            self.close_connection = True
             self._json(
                 500,
                 dict(
@@ -313,11 +313,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     request_id=request_id,
                 ),
             )
-
-    def _refuse(self, error: RequestError) -> None:
-        if self.command == "POST":
-            self.close_connection = True  # its body is unread
-        self._json(error.status, dict(error=str(error)))
 
     def _admitted(self, method: str, url) -> bool:
         """Whether the request may go on (`access.Access`); a sign-in with the access token
