@@ -181,9 +181,10 @@ def read_evidence(
                 f"{where}: offsets {offsets!r} fall outside the text ({len(text):,} characters)"
             )
         fragments = [span for span in spans if span[0] < span[1]]  # empty ones are noise
-        if _cut(text, fragments) != _cut(words, [[0, len(words)]]):
+        quoted = " ".join(words.split())
+        if _cut(text, fragments) != quoted:
             fragments = [span for span in map(functools.partial(_trimmed, text), spans) if span]
-            if _cut(text, fragments) != _cut(words, [[0, len(words)]]):
+            if _cut(text, fragments) != quoted:
                 raise ValueError(
                     f"{where}: offsets {offsets!r} cut {_cut(text, spans)!r}, not the quoted "
                     f"words {words!r}"
