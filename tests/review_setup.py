@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 from longbert_tf.data import dataset
+from longbert_tf.review import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,6 +79,12 @@ def coded(url: str, texts: list, at_least: int) -> list:
     """`(index, API answer)` of each of `texts` the server gives at least `at_least` codes."""
     answers = [call(url, "/api/code", dict(text=text))[1] for text in texts]
     return [(i, answer) for i, answer in enumerate(answers) if len(answer["codes"]) >= at_least]
+
+
+def made_up(note_id: str, pad: str = "") -> dict:
+    """A record with every field `records.Reader` requires, `pad` making it long."""
+    fields = {field: [] for field in records.RECORD_FIELDS}
+    return dict(fields, note_id=note_id, text_sha256="0" * 64, pad=pad)
 
 
 def page_secret(url: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from longbert_tf.review import access, records, server
 from longbert_tf.serving.suggestions import NoteSuggestions, Suggestion
-from tests.review_setup import call, page_secret, wait_until
+from tests.review_setup import call, made_up, page_secret, wait_until
 
 TOKEN = "a-token-of-enough-characters-0123"
 REVIEW = dict(note_id="note_a.txt", text="fever and cough", accepted=["R50.9"])
@@ -277,8 +277,7 @@ def test_a_note_evicted_while_another_is_coded_is_still_answered(tmp_path):
 
 def test_a_damaged_records_line_is_reported_and_the_server_serves(tmp_path, caplog):
     records_path = tmp_path / "records.jsonl"
-    good = dict({field: [] for field in records.RECORD_FIELDS}, note_id="note_a.txt")
-    good["text_sha256"] = records.text_sha256("fever and cough")
+    good = dict(made_up("note_a.txt"), text_sha256=records.text_sha256("fever and cough"))
     records_path.write_text('{"note_id": "torn\n' + json.dumps(good) + "\n")
     with serving(tmp_path) as (url, _):
         assert f"{records_path}:1 is not a JSON record" in caplog.text

@@ -14,6 +14,7 @@ import pytest
 
 from longbert_tf.review import records as review_records
 from longbert_tf.serving.suggestions import NoteSuggestions, Suggestion
+from tests.review_setup import made_up
 
 
 def suggestion(code: str, probability: float) -> Suggestion:
@@ -64,12 +65,6 @@ def test_a_record_holds_the_suggestions_and_the_decisions():
 def test_contradictory_decisions_are_refused(decisions, message):
     with pytest.raises(ValueError, match=message):
         record("n1", **decisions)
-
-
-def made_up(note_id: str, pad: str = "") -> dict:
-    """A record with every field `records.Reader` requires, `pad` making it long."""
-    fields = {field: [] for field in review_records.RECORD_FIELDS}
-    return dict(fields, note_id=note_id, text_sha256="0" * 64, pad=pad)
 
 
 def _append_many(path: str, writer: int, count: int) -> None:
