@@ -258,6 +258,7 @@ def prepare(
             splits[split] = read_release_split(codiesp_dir, split, skipped, language)
             preparation[split] = f"release {split}/"
     preparation["text"] = f"{TEXT_NAMES[language]} ({TEXT_FOLDERS[language]}/)"
+    preparation["language"] = language
     annotated, source = splits["train"], "release train/"
     if dev_trains and "dev" in splits:
         annotated, source = pd.concat([splits["train"], splits["dev"]]), "release train/ and dev/"

@@ -3,8 +3,9 @@
 
     python -m experiments.fuse --model_dir=runs/codiesp_dx
 
-Writes `MODEL_DIR/fusion/` (the term index and the fitted fusion with its
-metrics), which `experiments.export` then serves. Dev metrics are
+Writes `MODEL_DIR/fusion/` (the term index, the fitted fusion with its
+metrics and the evidence dictionary's, and the fused rankings), which
+`experiments.export` then serves. Dev metrics are
 cross-validated over dev's notes (`--folds`); test is scored by the fusion
 fitted on all of dev, at the threshold tuned on dev.
 
@@ -38,13 +39,18 @@ def main(argv):
         results["dev"] = results["selection_dev"]
     else:
         results = fitting.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
-    for split in ("dev", "test"):
-        scores = results[split]
-        print(
-            f"{split}: micro F1 {scores['micro_f1']:.4f} (P {scores['micro_precision']:.3f}, "
-            f"R {scores['micro_recall']:.3f}), MAP {scores['map']:.4f}, unseen-code recall "
-            f"{scores.get('unseen_code_recall', float('nan')):.3f}"
-        )
+    rows = [("", results)]
+    if "dictionary" in results:
+        rows.append(("evidence dictionary alone, ", results["dictionary"]))
+    for name, row in rows:
+        for split in ("dev", "test"):
+            scores = row[split]
+            print(
+                f"{name}{split}: micro F1 {scores['micro_f1']:.4f} (P "
+                f"{scores['micro_precision']:.3f}, R {scores['micro_recall']:.3f}), MAP "
+                f"{scores['map']:.4f}, unseen-code recall "
+                f"{scores.get('unseen_code_recall', float('nan')):.3f}"
+            )
     dev = f"dev is {FLAGS.folds}-fold cross-validated"
     if FLAGS.selection_dir:
         dev = f"dev is {FLAGS.selection_dir}'s, cross-validated"

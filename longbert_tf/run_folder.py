@@ -8,7 +8,9 @@
     metrics.json       dev and test metrics at the threshold tuned on dev (`METRICS_FILE`),
                        written when the run is finished
     fusion/            its lexical fusion, once fitted (`experiments.fuse`, `FUSION_DIR`):
-                       term_index.json (`TERM_INDEX_FILE`) and fusion.json (`FUSION_FILE`)
+                       term_index.json (`TERM_INDEX_FILE`), fusion.json (`FUSION_FILE`) and
+                       rankings.jsonl.gz (`RANKINGS_FILE`: dev's out-of-fold and test's
+                       fused codes, ranked)
 
 Training writes them (`training.runs`, `training.checkpoints`, `training.loop`,
 `lexical.fitting`); serving, the benchmarks and a resumed run read them. A base
@@ -27,6 +29,7 @@ BEST_DIR = "best"
 FUSION_DIR = "fusion"
 TERM_INDEX_FILE = "term_index.json"
 FUSION_FILE = "fusion.json"
+RANKINGS_FILE = "rankings.jsonl.gz"
 
 
 def saved_config(model_dir: str) -> ExperimentConfig | None:

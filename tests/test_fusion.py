@@ -12,10 +12,12 @@ def numpy_inputs(logits, matches, train_notes):
     logit = np.clip(logits, -12, 12)
     notes = np.broadcast_to(train_notes.astype(np.float32), logit.shape)
     trained = (notes > 0).astype(np.float32)
-    title, words, variant = (
-        matches[..., MATCH_FEATURES.index(name)]
-        for name in ("title", "title_words", "variant_precision")
-    )
+    title, words = (matches[..., MATCH_FEATURES.index(name)] for name in ("title", "title_words"))
+    # A term of the code found, affirmed or negated.
+    found = np.zeros(logit.shape, bool)
+    for name in ("title", "variant_precision", "evidence_precision"):
+        for kind in (name, name.split("_")[0] + "_negated"):
+            found |= matches[..., MATCH_FEATURES.index(kind)] > 0
     inputs = np.concatenate(
         [
             np.stack([logit, trained, np.log1p(notes)], -1),
@@ -24,14 +26,14 @@ def numpy_inputs(logits, matches, train_notes):
         ],
         axis=-1,
     )
-    return inputs, (logit > fusion.CANDIDATE_LOGIT) | (title > 0) | (variant > 0)
+    return inputs, (logit > fusion.CANDIDATE_LOGIT) | found
 
 
 def random_case(seed=0, batch=3, num_labels=40):
     rng = np.random.default_rng(seed)
     logits = rng.normal(-5, 6, [batch, num_labels]).astype(np.float32)
     matches = rng.uniform(0, 3, [batch, num_labels, len(MATCH_FEATURES)]).astype(np.float32)
-    matches *= rng.uniform(size=[batch, num_labels, 1]) < 0.3
+    matches *= rng.uniform(size=matches.shape) < 0.05
     train_notes = rng.integers(0, 4, num_labels)
     return logits, matches, train_notes
 

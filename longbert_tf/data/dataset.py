@@ -177,6 +177,21 @@ def label_ids(notes: pd.DataFrame, labels: list) -> list:
     return [sorted({index[code] for code in codes if code in index}) for codes in notes.codes]
 
 
+def mention_texts(notes: pd.DataFrame, labels: list) -> list:
+    """`(label index, words)` of every evidence mention of a code in `labels` (none without the
+    evidence column): the mention's fragments of the note's text, joined by a space."""
+    if EVIDENCE not in notes.columns:
+        return []
+    index = {code: position for position, code in enumerate(labels)}
+    return [
+        (index[mention["code"]], " ".join(text[start:end] for start, end in mention["spans"]))
+        for text, mentions in zip(notes.text, notes[EVIDENCE])
+        if isinstance(mentions, list)
+        for mention in mentions
+        if mention["code"] in index
+    ]
+
+
 def outside_codes(notes: pd.DataFrame, labels: list) -> np.ndarray:
     """int64 `[notes]`: each note's distinct codes outside `labels` (gold codes no score covers)."""
     space = set(labels)

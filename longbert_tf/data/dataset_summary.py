@@ -1,5 +1,7 @@
 """What a prepared dataset holds: notes, codes and lengths per split, saved as `summary.json`."""
 
+import json
+import os
 import re
 
 import numpy as np
@@ -43,6 +45,15 @@ def summarize(dataset_dir: str, preparation: dict) -> dict:
     summary = dict(labels=len(labels), splits=splits, preparation=preparation)
     files.write_json(f"{dataset_dir}/summary.json", summary)
     return summary
+
+
+def language(dataset_dir: str) -> str:
+    """The notes' language as its preparation recorded it (`preparation.language`), else `en`."""
+    path = f"{dataset_dir}/summary.json"
+    if not os.path.exists(path):
+        return "en"
+    with open(path) as summary_file:
+        return json.load(summary_file).get("preparation", {}).get("language", "en")
 
 
 def format_summary(dataset_dir: str, summary: dict) -> str:

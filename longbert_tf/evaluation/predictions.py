@@ -15,7 +15,8 @@ class PredictionsWriter:
 
     A line per note: `split`, `note_id`, `codes` (its true codes) and
     `top_codes` (`[code, probability]` pairs, most probable first). The file
-    appears complete at `close()` (written to a temporary name, then renamed).
+    appears complete at `close()` (written to a temporary name, then renamed), gzipped when
+    `path` ends in `.gz`.
     With `path` None nothing is written (the other tasks of a distributed run).
     """
 
@@ -28,7 +29,8 @@ class PredictionsWriter:
         self._replacing = contextlib.ExitStack()  # renames the file into place when closed
         if path:
             temporary = self._replacing.enter_context(files.atomic_file(path))
-            self._file = open(temporary, "w", encoding="utf-8")
+            opener = gzip.open if path.endswith(".gz") else open
+            self._file = opener(temporary, "wt", encoding="utf-8")
 
     def write(self, split: str, top_codes, top_probabilities, note_index) -> None:
         """One batch: int `[batch, k]` codes, float `[batch, k]` probabilities, int `[batch]`."""

@@ -7,9 +7,22 @@ fits the fusion on the dev notes' candidate pairs under the run's best
 weights. Dev is scored by `folds`-fold cross-validation over its notes: each
 note's fused scores come from a regression fitted on the other folds, and the
 threshold is tuned on those out-of-fold scores. The fusion written for test and
-serving is fitted on all of dev. Everything goes to `model_dir/fusion/`
-(`run_folder.FUSION_DIR`): `term_index.json`, `fusion.json` (weights, threshold,
-the metrics, the checkpoint fitted on).
+serving is fitted on all of dev.
+
+When dev's notes carry evidence (annotated mentions), they are training data
+for the dictionary too, as they are for a final model trained on train and
+dev: each dev fold is matched with an index mined from train and the other
+folds, and test and serving with one mined from train and all of dev. The
+dictionary alone is scored on the same matches: a code's score is the
+precision of its best evidence term found in the note, affirmed or negated
+(`dictionary_logits`).
+
+Everything goes to `model_dir/fusion/` (`run_folder.FUSION_DIR`):
+`term_index.json`, `fusion.json` (weights, threshold, the metrics, the
+dictionary's, the checkpoint fitted on) and `rankings.jsonl.gz`, every dev
+(out-of-fold) and test note's `RANKED_CODES` best fused codes in the
+`PredictionsWriter` format, for scorers that read rankings (CodiEsp's,
+`experiments.codiesp_score`).
 """
 
 import dataclasses
@@ -18,16 +31,19 @@ import os
 import time
 
 import numpy as np
+import pandas as pd
 from absl import logging
 
 from longbert_tf import presets, run_folder
-from longbert_tf.data import dataset, descriptions
+from longbert_tf.data import dataset, dataset_summary, descriptions
 from longbert_tf.evaluation import split_metrics
+from longbert_tf.evaluation.predictions import PredictionsWriter
 from longbert_tf.framework import tf
-from longbert_tf.lexical import code_terms, fusion, term_matcher
+from longbert_tf.lexical import code_terms, fusion, languages, term_matcher
 from longbert_tf.training import experiment as experiment_lib
 
 MATCH_BATCH = 16
+RANKED_CODES = 1000  # per note in the rankings file: the depth CodiEsp's MAP reads
 
 
 def stale_fusion(model_dir: str) -> str:
@@ -60,13 +76,19 @@ def code_texts(dataset_dir: str, labels: list, code_system: str) -> list:
     return texts
 
 
-def build_index(dataset_dir: str, labels: list, code_system: str) -> term_matcher.TermIndex:
-    """The term index of a dataset's label space, mined from its training notes only."""
-    train = dataset.read_notes(dataset_dir, "train")
+def build_index(
+    dataset_dir: str, labels: list, code_system: str, notes=None
+) -> term_matcher.TermIndex:
+    """The term index of a dataset's label space, in its notes' language
+    (`dataset_summary.language`), mined from `notes` and their evidence (default: the
+    training notes)."""
+    notes = dataset.read_notes(dataset_dir, "train") if notes is None else notes
     return code_terms.build(
         code_texts(dataset_dir, labels, code_system),
-        list(train.text),
-        dataset.label_ids(train, labels),
+        list(notes.text),
+        dataset.label_ids(notes, labels),
+        languages.named(dataset_summary.language(dataset_dir)),
+        dataset.mention_texts(notes, labels),
     )
 
 
@@ -85,6 +107,18 @@ class SplitMatches:
         scatter_index = tf.stack([rows, codes.flat_values], axis=1)
         shape = [tf.shape(note_index)[0], num_labels, len(term_matcher.MATCH_FEATURES)]
         return tf.scatter_nd(scatter_index, tf.gather(self.features, note_index).flat_values, shape)
+
+    @classmethod
+    def merged(cls, parts: list, positions: list) -> "SplitMatches":
+        """One split's matches from `parts` (`SplitMatches` of subsets of its notes), whose
+        notes are at `positions` (int arrays) of the split."""
+        order = np.argsort(np.concatenate(positions))
+        return cls(
+            *(
+                tf.gather(tf.concat([getattr(part, name) for part in parts], axis=0), order)
+                for name in ("codes", "features")
+            )
+        )
 
 
 def match_splits(matcher: term_matcher.TermMatcher, split_texts: dict) -> dict:
@@ -108,6 +142,32 @@ def match_splits(matcher: term_matcher.TermMatcher, split_texts: dict) -> dict:
             ),
         )
     return matches
+
+
+_EVIDENCE = [
+    term_matcher.MATCH_FEATURES.index(name) for name in ("evidence_precision", "evidence_negated")
+]
+
+
+def dictionary_logits(matches):
+    """Match features `[batch, num_labels, MATCH_FEATURES]` -> the dictionary's logits
+    `[batch, num_labels]`: the logit of its best evidence precision, -30 without a match."""
+    precision = tf.reduce_max(tf.gather(matches, _EVIDENCE, axis=-1), axis=-1)
+    logit = tf.math.log(precision) - tf.math.log1p(-tf.minimum(precision, 1 - 1e-6))
+    return tf.where(precision > 0, logit, fusion.NON_CANDIDATE_SHIFT)
+
+
+class DictionaryModel(tf.Module):
+    """The evidence dictionary alone over a split's matches: `(features) -> [batch,
+    num_labels]` `dictionary_logits`."""
+
+    def __init__(self, matches: SplitMatches, num_labels: int):
+        super().__init__(name="dictionary_model")
+        self.matches, self.num_labels = matches, num_labels
+
+    def __call__(self, features, training=False):
+        note_index = tf.cast(features["note_index"], tf.int32)
+        return dictionary_logits(self.matches.dense(note_index, self.num_labels))
 
 
 class FusedModel(tf.Module):
@@ -161,28 +221,46 @@ def candidate_rows(experiment, split: str, matches: SplitMatches) -> tuple:
     return tuple(np.concatenate([batch[part].numpy() for batch in found]) for part in range(3))
 
 
-def _matched_run(model_dir: str, splits: tuple) -> tuple:
+def _matched_run(model_dir: str, splits: tuple, fold_of_dev=None) -> tuple:
     """`(experiment, best, index, matches)` of a finished run: its experiment under its best
-    checkpoint `best`, its term index, and `splits`' `SplitMatches`."""
+    checkpoint `best`, its term index, and `splits`' `SplitMatches`. With `fold_of_dev` (a fold
+    per dev note) and evidence in dev, dev folds and the index are mined as the module
+    docstring says."""
     config = run_folder.saved_config(model_dir)
     if config is None or not os.path.exists(os.path.join(model_dir, run_folder.METRICS_FILE)):
         raise FileNotFoundError(f"{model_dir} holds no finished run (no {run_folder.METRICS_FILE})")
     experiment = experiment_lib.build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
-    started = time.time()
-    index = build_index(config.dataset_dir, experiment.labels, config.preset.code_system)
-    logging.info(
-        "Term index: %d terms, %d pairs in %.1f s",
-        len(index.term_keys),
-        len(index.pair_codes),
-        time.time() - started,
-    )
-    matcher = term_matcher.TermMatcher(index, len(experiment.labels))
-    matches = match_splits(
-        matcher,
-        {split: list(dataset.read_notes(config.dataset_dir, split).text) for split in splits},
-    )
+    notes = {split: dataset.read_notes(config.dataset_dir, split) for split in splits}
+    train = dataset.read_notes(config.dataset_dir, "train")
+    dev = notes.get("dev")
+    matches = {}
+
+    def index_of(mined):
+        started = time.time()
+        index = build_index(config.dataset_dir, experiment.labels, config.preset.code_system, mined)
+        logging.info(
+            "Term index of %d notes: %d terms, %d pairs in %.1f s",
+            len(mined),
+            len(index.term_keys),
+            len(index.pair_codes),
+            time.time() - started,
+        )
+        return index, term_matcher.TermMatcher(index, len(experiment.labels))
+
+    if fold_of_dev is not None and dev is not None and dataset.EVIDENCE in dev.columns:
+        parts, positions = [], []
+        for fold in np.unique(fold_of_dev):
+            held_out = fold_of_dev == fold
+            _, matcher = index_of(pd.concat([train, dev[~held_out]], ignore_index=True))
+            parts.append(match_splits(matcher, {"dev": list(dev.text[held_out])})["dev"])
+            positions.append(np.flatnonzero(held_out))
+        matches["dev"] = SplitMatches.merged(parts, positions)
+        train = pd.concat([train, dev], ignore_index=True)
+    index, matcher = index_of(train)
+    rest = {split: list(notes[split].text) for split in splits if split not in matches}
+    matches.update(match_splits(matcher, rest))
     return experiment, best, index, matches
 
 
@@ -197,11 +275,13 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
     """Fits and scores a finished run's fusion (module docstring); returns its metrics."""
     if folds < 2:
         raise ValueError(f"folds={folds}: cross-validating the fusion on dev needs at least 2")
-    experiment, best, index, matches = _matched_run(model_dir, ("dev", "test"))
+    config = run_folder.saved_config(model_dir)
+    num_notes = len(dataset.read_notes(config.dataset_dir, "dev")) if config else 0
+    fold_of_note = np.random.default_rng(config.seed if config else 0).permutation(num_notes)
+    fold_of_note %= folds
+    experiment, best, index, matches = _matched_run(model_dir, ("dev", "test"), fold_of_note)
     train_notes = experiment.train_label_counts
     inputs, labels, note_index = candidate_rows(experiment, "dev", matches["dev"])
-    num_notes = experiment.inputs.splits["dev"].num_notes
-    fold_of_note = np.random.default_rng(experiment.config.seed).permutation(num_notes) % folds
     note_weights = np.zeros([num_notes, len(fusion.FUSION_INPUTS)], np.float32)
     note_biases = np.zeros([num_notes], np.float32)
     for fold in range(folds):
@@ -211,30 +291,69 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
         note_biases[fold_of_note == fold] = fold_fit.bias
     fitted = fusion.fit(inputs, labels, train_notes)
 
-    def evaluate(split, **weights):
-        fused = FusedModel(experiment.model, matches[split], fitted, **weights)
-        scored = experiment_lib.Experiment(experiment.inputs, fused, experiment.strategy)
-        return scored, scored.count(split)
+    def scored(model):
+        return experiment_lib.Experiment(experiment.inputs, model, experiment.strategy)
 
-    scored, dev_counts = evaluate("dev", note_weights=note_weights, note_biases=note_biases)
-    fitted.threshold, _ = split_metrics.tune_threshold(dev_counts)
+    def measured(split, model, threshold=None):
+        """`(metrics, threshold)` of `model` on `split`, at `threshold` or at the one tuned on
+        the split (dev)."""
+        counts = scored(model).count(split)
+        if threshold is None:
+            threshold, _ = split_metrics.tune_threshold(counts)
+        return scored(model).metrics(split, counts, threshold), threshold
+
+    num_labels = len(experiment.labels)
+    dev_fused = FusedModel(experiment.model, matches["dev"], fitted, note_weights, note_biases)
+    dev_metrics, fitted.threshold = measured("dev", dev_fused)
+    dictionary_dev, dictionary_threshold = measured(
+        "dev", DictionaryModel(matches["dev"], num_labels)
+    )
     results = dict(
-        dev=scored.metrics("dev", dev_counts, fitted.threshold),
+        dev=dev_metrics,
         folds=folds,
         candidate_pairs=int(labels.size),
         checkpoint=best,
+        dictionary=dict(
+            dev=dictionary_dev,
+            test=measured(
+                "test", DictionaryModel(matches["test"], num_labels), dictionary_threshold
+            )[0],
+        ),
     )
-    scored, test_counts = evaluate("test")
-    results["test"] = scored.metrics("test", test_counts, fitted.threshold)
+    test_fused = FusedModel(experiment.model, matches["test"], fitted)
+    results["test"] = measured("test", test_fused, fitted.threshold)[0]
     _save(model_dir, index, fitted, results)
+    write_rankings(
+        os.path.join(model_dir, run_folder.FUSION_DIR, run_folder.RANKINGS_FILE),
+        experiment,
+        dict(dev=dev_fused, test=test_fused),
+    )
     return results
+
+
+def write_rankings(path: str, experiment, models: dict) -> None:
+    """Writes each `{split: model}`'s `RANKED_CODES` best codes of every note, with their
+    probabilities (`PredictionsWriter`)."""
+    writer = PredictionsWriter(path, experiment.labels, experiment.config.dataset_dir)
+    depth = min(RANKED_CODES, len(experiment.labels))
+    for split, model in models.items():
+
+        @tf.function(reduce_retracing=True)
+        def ranked(features, model=model):
+            top = tf.math.top_k(model(features), k=depth)
+            return top.indices, tf.sigmoid(top.values), features["note_index"]
+
+        for features, _ in experiment.dataset(split):
+            writer.write(split, *(tensor.numpy() for tensor in ranked(features)))
+    writer.close()
 
 
 def carry_fusion(model_dir: str, selection_dir: str) -> dict:
     """Gives a final run (whose dev notes trained) the fusion and threshold of the run that
     chose its recipe with dev held out (`selection_dir`, fused): the final run's own term index
     and training-note counts, the selection's regression weights and threshold. Scores test;
-    the `dev` figures are the selection's (cross-validated), kept under `selection_dev`."""
+    the `dev` figures are the selection's (cross-validated), kept under `selection_dev`.
+    Writes test's rankings."""
     selection_path = os.path.join(selection_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
     selection = fusion.Fusion.load(selection_path)
     with open(selection_path) as selection_file:
@@ -243,11 +362,8 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
     carried = fusion.Fusion(
         selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
     )
-    scored = experiment_lib.Experiment(
-        experiment.inputs,
-        FusedModel(experiment.model, matches["test"], carried),
-        experiment.strategy,
-    )
+    test_fused = FusedModel(experiment.model, matches["test"], carried)
+    scored = experiment_lib.Experiment(experiment.inputs, test_fused, experiment.strategy)
     results = dict(
         test=scored.metrics("test", scored.count("test"), carried.threshold),
         selection_dev=selection_dev,
@@ -255,4 +371,9 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
         checkpoint=best,
     )
     _save(model_dir, index, carried, results)
+    write_rankings(
+        os.path.join(model_dir, run_folder.FUSION_DIR, run_folder.RANKINGS_FILE),
+        experiment,
+        dict(test=test_fused),
+    )
     return results

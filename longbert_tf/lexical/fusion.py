@@ -1,10 +1,11 @@
 """The neural logits fused with the term matcher's features (`term_matcher.MATCH_FEATURES`).
 
 A (note, code) pair is a candidate when the model's logit exceeds
-`CANDIDATE_LOGIT` or a code-book term or training variant of the code is
-affirmed in the note. A candidate's fused logit is a logistic regression over
-`FUSION_INPUTS`; every other pair keeps its logit shifted by
-`NON_CANDIDATE_SHIFT`, below the candidates, in the model's order. The
+`CANDIDATE_LOGIT` or the matcher found a code-book term, training variant or
+evidence term of the code in the note, affirmed or negated. A candidate's fused
+logit is a logistic regression over `FUSION_INPUTS`; every other pair keeps its
+logit shifted by `NON_CANDIDATE_SHIFT`, below the candidates, in the model's
+order. The
 regression is fitted on held-out notes (`fit`), never on the notes it is
 measured on.
 """
@@ -17,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 
 from longbert_tf import files
 from longbert_tf.framework import tf
-from longbert_tf.lexical.term_matcher import MATCH_FEATURES
+from longbert_tf.lexical.term_matcher import MATCH_FEATURES, NEGATED_FEATURES
 
 CANDIDATE_LOGIT = -6.0
 NON_CANDIDATE_SHIFT = -30.0
@@ -32,9 +33,12 @@ FUSION_INPUTS = (
     "trained_x_title",
     "trained_x_title_words",
 )
-_TITLE, _WORDS, _VARIANT = (
-    MATCH_FEATURES.index(name) for name in ("title", "title_words", "variant_precision")
-)
+_TITLE, _WORDS = (MATCH_FEATURES.index(name) for name in ("title", "title_words"))
+# A match of any kind, affirmed or negated.
+_FOUND = [
+    MATCH_FEATURES.index(name)
+    for name in ("title", "variant_precision", "evidence_precision", *NEGATED_FEATURES)
+]
 
 
 def fusion_inputs(logits, match_features, train_notes) -> tuple:
@@ -61,7 +65,8 @@ def fusion_inputs(logits, match_features, train_notes) -> tuple:
         ],
         axis=-1,
     )
-    candidate = (logit > CANDIDATE_LOGIT) | (title > 0) | (match_features[..., _VARIANT] > 0)
+    found = tf.reduce_any(tf.gather(match_features, _FOUND, axis=-1) > 0, axis=-1)
+    candidate = (logit > CANDIDATE_LOGIT) | found
     return inputs, candidate
 
 

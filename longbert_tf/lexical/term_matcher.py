@@ -2,21 +2,23 @@
 
 A note is split into words at every character that is not a letter, combining
 mark or digit, and the words are composed (NFC: `u` and a combining acute are
-`ú`) and lower-cased; a newline or full stop ends a sentence. Plural `s`
-endings are dropped (`fractures` -> `fracture`, but not `-ss`, `-is`, `-us`:
-`abscess`, `sepsis`, `humerus`). Stop words (`STOP_WORDS`) are skipped and
-negation cues (`NEGATION_CUES`) mark the next `NEGATION_WINDOW` words of their sentence as
+`ú`), lower-cased and, in a language that folds them, stripped of accents
+(`languages.Language`); a newline or full stop ends a sentence. Plural endings
+are dropped (`fractures` -> `fracture`, `lesiones` -> `lesion`). Stop words and
+terminators are skipped; negation and uncertainty cues are skipped and mark the words in their
+scope, up to `CUE_SCOPE` words after a forward cue or before a backward one,
+within a clause (a sentence, cut at terminators such as `but` or `pero`), as
 negated. A window is 1 to `MAX_TERM_WORDS` consecutive remaining words of one
 sentence; its key is its words' vocabulary ids, sorted, so word order does not
 matter (`left femur fracture` matches `fracture of femur, left`). A window whose
 key is a term of the index matches every code the term names (`TermIndex`).
 
 Per note and code the matcher gives `MATCH_FEATURES`: the largest of each
-`PAIR_VALUES` over the affirmed (not negated) matches, and whether a title term
-or a training variant matched only under negation; and the byte span of the
-code's first affirmed match, its evidence: UTF-8 byte offsets into the note as
-given (not into its composed, lower-cased form, whose characters may be longer or
-shorter).
+`PAIR_VALUES` over the affirmed (not negated) matches, and the largest of each
+`NEGATED_FEATURES` value over the negated ones; and the byte
+span of the code's first affirmed match, its evidence: UTF-8 byte offsets into
+the note as given (not into its normalized form, whose characters may be longer
+or shorter).
 """
 
 import dataclasses
@@ -26,34 +28,45 @@ import numpy as np
 
 from longbert_tf import files
 from longbert_tf.framework import tf, tf_text
+from longbert_tf.lexical import languages
 
-STOP_WORDS = frozenset(
-    """a an and are as at be been by due elsewhere for from has have in into is its nec nos not
-    of on or other site specified than that the their this to type unspecified was were which
-    with""".split()
-)
-NEGATION_CUES = frozenset(
-    "absence absent denied denies excluded free negative no none ruled without".split()
-)
-NEGATION_WINDOW = 5
+CUE_SCOPE = 5
 MAX_TERM_WORDS = 5
 # Per (term, code) pair: a code-book term names the code; its content words; 1 / the codes the
-# term names; for a variant mined from training notes, its precision and log support.
-PAIR_VALUES = ("title", "title_words", "title_specificity", "variant_precision", "variant_support")
-MATCH_FEATURES = (*PAIR_VALUES, "title_negated", "variant_negated")
-_NEGATABLE = (PAIR_VALUES.index("title"), PAIR_VALUES.index("variant_precision"))
-_PLURAL = r"^(.{2,}[^isu])s$"
+# term names; for a variant mined from training notes, its precision and log support; for an
+# annotated mention of the training notes, its precision where affirmed, log support, and
+# precision where only negated.
+PAIR_VALUES = (
+    "title",
+    "title_words",
+    "title_specificity",
+    "variant_precision",
+    "variant_support",
+    "evidence_precision",
+    "evidence_support",
+    "evidence_negated_precision",
+)
+# The features of a code's negated-only matches: per kind, the largest of this pair value.
+NEGATED_FEATURES = {
+    "title_negated": "title",
+    "variant_negated": "variant_precision",
+    "evidence_negated": "evidence_negated_precision",
+}
+MATCH_FEATURES = (*PAIR_VALUES, *NEGATED_FEATURES)
+_NEGATED_VALUES = tuple(PAIR_VALUES.index(name) for name in NEGATED_FEATURES.values())
 
 
 @dataclasses.dataclass
 class TermIndex:
     """Terms as sorted word-id keys and the codes they name.
 
-    `words`: the vocabulary (a word's id is its position); `term_keys`: per term
-    its sorted word ids joined by spaces; `pair_terms`, `pair_codes` int32
-    `[num_pairs]` sorted by term; `pair_values` float32 `[num_pairs, PAIR_VALUES]`.
+    `language`: the name of the notes' `languages.Language`; `words`: the
+    vocabulary (a word's id is its position); `term_keys`: per term its sorted
+    word ids joined by spaces; `pair_terms`, `pair_codes` int32 `[num_pairs]`
+    sorted by term; `pair_values` float32 `[num_pairs, PAIR_VALUES]`.
     """
 
+    language: str
     words: list
     term_keys: list
     pair_terms: np.ndarray
@@ -64,6 +77,7 @@ class TermIndex:
         files.write_json(
             path,
             dict(
+                language=self.language,
                 words=self.words,
                 term_keys=self.term_keys,
                 pair_terms=self.pair_terms.tolist(),
@@ -83,6 +97,7 @@ class TermIndex:
                 f"{list(PAIR_VALUES)}; rebuild the index"
             )
         return cls(
+            saved["language"],
             saved["words"],
             saved["term_keys"],
             np.asarray(saved["pair_terms"], np.int32),
@@ -91,35 +106,47 @@ class TermIndex:
         )
 
 
-def normalized_words(texts) -> tuple:
+def normalized_words(texts, language: languages.Language) -> tuple:
     """Texts `[batch]` -> ragged `[batch, (words)]` words, sentence numbers, negated flags and
-    `starts`/`ends` (byte offsets into `texts`); stop words and negation cues are left out."""
+    `starts`/`ends` (byte offsets into `texts`); stop words, cues and terminators are left
+    out."""
     # tensorflow-text's regex split ends a note at a NUL byte: a space, as long, keeps the
     # rest of the note and its offsets.
     texts = tf.strings.regex_replace(texts, r"\x00", " ")
     pieces, starts, ends = tf_text.regex_split_with_offsets(
         texts, r"[^\p{L}\p{M}\p{N}]", keep_delim_regex_pattern=r"[\n.]"
     )
-    # Composed and lowered after the split, so the offsets are the note's own: both change
-    # some characters' UTF-8 lengths (U+0130 "İ" 2 -> 3 bytes, the Kelvin sign 3 -> 1, "u" and
-    # a combining acute 3 -> "ú" 2).
-    pieces = tf.ragged.map_flat_values(
-        lambda flat: tf.strings.lower(tf_text.normalize_utf8(flat, "NFC"), encoding="utf-8"),
-        pieces,
-    )
+    # Composed, lowered and folded after the split, so the offsets are the note's own: each
+    # changes some characters' UTF-8 lengths (U+0130 "İ" 2 -> 3 bytes, the Kelvin sign 3 -> 1,
+    # "u" and a combining acute 3 -> "ú" 2, "ú" -> "u" 1).
+    pieces = tf.ragged.map_flat_values(lambda flat: _normalized(flat, language), pieces)
     is_break = tf.strings.regex_full_match(pieces, r"[\n.]")
     sentence = tf.math.cumsum(tf.cast(is_break, tf.int32), axis=1)
-    is_cue = _member(pieces, NEGATION_CUES)
-    negated = tf.zeros_like(is_cue)
-    for distance in range(1, NEGATION_WINDOW + 1):
-        negated |= _shift_right(is_cue, distance) & tf.equal(
-            _shift_right(sentence, distance, fill=-1), sentence
-        )
-    words = tf.strings.regex_replace(pieces, _PLURAL, r"\1")
-    keep = ~is_break & ~is_cue & ~_member(pieces, STOP_WORDS)
+    is_terminator = _member(pieces, language.terminators)
+    clause = tf.math.cumsum(tf.cast(is_break | is_terminator, tf.int32), axis=1)
+    forward = _member(pieces, language.forward_cues)
+    backward = _member(pieces, language.backward_cues)
+    negated = tf.zeros_like(forward)
+    for distance in range(1, CUE_SCOPE + 1):
+        for cues, shift in ((forward, distance), (backward, -distance)):
+            negated |= _shifted(cues, shift) & tf.equal(_shifted(clause, shift, fill=-1), clause)
+    words = tf.strings.regex_replace(pieces, language.plural, r"\1")
+    keep = ~(is_break | is_terminator | forward | backward | _member(pieces, language.stop_words))
     return tuple(
         tf.ragged.boolean_mask(values, keep) for values in (words, sentence, negated, starts, ends)
     )
+
+
+_FOLDED = (("[áàâä]", "a"), ("[éèêë]", "e"), ("[íìîï]", "i"), ("[óòôö]", "o"), ("[úùûü]", "u"))
+
+
+def _normalized(words, language: languages.Language):
+    """Flat words `[n]` composed, lower-cased and, if the language folds them, unaccented."""
+    words = tf.strings.lower(tf_text.normalize_utf8(words, "NFC"), encoding="utf-8")
+    if language.fold_accents:
+        for accented, plain in _FOLDED:
+            words = tf.strings.regex_replace(words, accented, plain)
+    return words
 
 
 def _member(words: tf.RaggedTensor, vocabulary) -> tf.RaggedTensor:
@@ -130,11 +157,15 @@ def _member(words: tf.RaggedTensor, vocabulary) -> tf.RaggedTensor:
     )
 
 
-def _shift_right(values: tf.RaggedTensor, distance: int, fill=False) -> tf.RaggedTensor:
-    """Each row moved `distance` places to the right, `fill` coming in at its start."""
+def _shifted(values: tf.RaggedTensor, distance: int, fill=False) -> tf.RaggedTensor:
+    """Each row moved `distance` places to the right (to the left if negative), `fill` coming
+    in at the row's start (end)."""
     dense = values.to_tensor(fill)
-    padding = tf.fill([tf.shape(dense)[0], distance], tf.constant(fill, dense.dtype))
-    shifted = tf.concat([padding, dense], axis=1)[:, : tf.shape(dense)[1]]
+    padding = tf.fill([tf.shape(dense)[0], abs(distance)], tf.constant(fill, dense.dtype))
+    if distance > 0:
+        shifted = tf.concat([padding, dense], axis=1)[:, : tf.shape(dense)[1]]
+    else:
+        shifted = tf.concat([dense, padding], axis=1)[:, -distance:]
     return tf.RaggedTensor.from_tensor(shifted, lengths=values.row_lengths())
 
 
@@ -171,10 +202,10 @@ def position_table(keys: list) -> tf.lookup.StaticHashTable:
     )
 
 
-def note_words(texts, vocabulary: tf.lookup.StaticHashTable) -> tuple:
+def note_words(texts, vocabulary: tf.lookup.StaticHashTable, language: languages.Language) -> tuple:
     """`normalized_words` of `texts` `[batch]` with each word replaced by its id in
     `vocabulary` (`position_table` of the index's words): the arguments of `windows`, ragged."""
-    words, *rest = normalized_words(texts)
+    words, *rest = normalized_words(texts, language)
     return (tf.ragged.map_flat_values(vocabulary.lookup, words), *rest)
 
 
@@ -184,6 +215,7 @@ class TermMatcher(tf.Module):
     def __init__(self, index: TermIndex, num_labels: int):
         super().__init__(name="term_matcher")
         self.num_labels = num_labels
+        self.language = languages.named(index.language)
         self.vocabulary = position_table(index.words)
         self.terms = position_table(index.term_keys)
         # The pairs of term t are rows pair_starts[t] to pair_ends[t] (`pair_terms` is sorted).
@@ -196,8 +228,8 @@ class TermMatcher(tf.Module):
     def __call__(self, texts) -> dict:
         """`features` float32 `[batch, num_labels, MATCH_FEATURES]`, `start`/`end` int64
         `[batch, num_labels]` (the bytes of the code's longest affirmed match, the first of
-        those; -1 where none)."""
-        columns = note_words(texts, self.vocabulary)
+        those; without one, of its longest negated match; -1 where none)."""
+        columns = note_words(texts, self.vocabulary, self.language)
         num_labels, num_features = self.num_labels, len(MATCH_FEATURES)
 
         def one_note(note):
@@ -215,16 +247,16 @@ class TermMatcher(tf.Module):
             values = tf.gather(self.pair_values, pairs)
             affirmed = tf.gather(tf.boolean_mask(found["affirmed"], matched), window)
             weight = tf.cast(affirmed, tf.float32)[:, tf.newaxis]
-            negated = tf.gather(values, _NEGATABLE, axis=1) * (1.0 - weight)
+            negated = tf.gather(values, _NEGATED_VALUES, axis=1) * (1.0 - weight)
             features = tf.math.unsorted_segment_max(
                 tf.concat([values * weight, negated], axis=1), codes, num_labels
             )
             features = tf.maximum(features, 0.0)  # codes without a match get 0, not -inf
-            order = tf.where(affirmed, window, tf.int32.max)
-            first = tf.math.unsorted_segment_min(order, codes, num_labels)
-            # A -1 after the matched windows' offsets answers codes without an affirmed match.
+            # Windows are longest first, then in text order: affirmed ones come before.
             no_match = tf.shape(terms)[0]
-            first = tf.where(first < tf.int32.max, first, no_match)
+            order = window + tf.where(affirmed, 0, no_match)
+            first = tf.math.unsorted_segment_min(order, codes, num_labels)
+            first = tf.where(first < tf.int32.max, first % tf.maximum(no_match, 1), no_match)
             spans = [
                 tf.gather(tf.concat([tf.boolean_mask(found[side], matched), [-1]], axis=0), first)
                 for side in ("start", "end")
