@@ -4,21 +4,26 @@
 
 Runs, from the repository root, the commands it prints: `data_prep.codiesp`
 (train to fit, dev to pick the checkpoint and threshold; the release's
-`test/` when present, else a fifth of train held out), then
-`experiments.run --dataset=codiesp_dx` with the preset's recipe (MiniLM,
+`test/` when present, else a fifth of train held out; `--language`: the
+Spanish originals with the annotators' evidence, or the English translation),
+then `experiments.run --dataset=codiesp_dx` with the preset's recipe (MiniLM,
 description-conditioned label attention, fine-tuning schedule; see
 `presets.PRESETS`). In-domain masked-LM pretraining of MiniLM on the training
 notes and the release's unannotated `background/` cases comes first when
 `--pretrain_steps` is above 0 (it lowered dev micro F1 in
 `benchmarks/codiesp_table.py`, so the best row does not pretrain). Then
 `experiments.fuse` fuses the run's codes with lexical code matching (code-book
-terms and variants mined from the training notes), fitted on dev: its dev
-figures are cross-validated over dev's notes (`--nofusion` skips it). Ends by
-printing `dev micro F1: X` and `dev MAP: X` and, when the release has `test/`,
-the same two lines for test, each part's minutes, and with `--export_dir`, the
-serving export (raw text in; the fused coder) is written last, as the next
-version of that model base folder (or as the version it names; see
-`experiments.export`). Steps already done in `--work_dir` are reused.
+terms, variants mined from the training notes and, in Spanish, the dictionary
+of the annotators' mentions), fitted on dev: its dev figures are
+cross-validated over dev's notes (`--nofusion` skips it), the dictionary of
+each dev fold mined from train and the other folds. Ends by printing `dev
+micro F1: X` and `dev MAP: X` and, when the release has `test/`, the same two
+lines for test; `experiments.codiesp_score` writes the CodiEsp-D run files of
+those splits and prints their scores by the shared task's rules; then each
+part's minutes, and with `--export_dir`, the serving export (raw text in; the
+fused coder) is written last, as the next version of that model base folder
+(or as the version it names; see `experiments.export`). Steps already done in
+`--work_dir` are reused.
 
 By default (`--final`) that run only selects: the final model then trains on train
 and dev (the CodiEsp protocol allows it) for the selection run's best step
@@ -35,6 +40,7 @@ import time
 
 from absl import app, flags
 
+from data_prep import codiesp
 from longbert_tf import run_folder
 from longbert_tf.lexical import fitting
 
@@ -47,12 +53,20 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "label_space", "train", ["train", "icd10cm"], "data_prep.codiesp's --label_space."
 )
+flags.DEFINE_enum(
+    "language",
+    "es",
+    ["es", "en"],
+    "data_prep.codiesp's --language: the Spanish originals with the annotators' evidence, or "
+    "the English translation.",
+)
 flags.DEFINE_multi_string(
     "run_flag",
     [],
     "Passed on to experiments.run (e.g. --run_flag=--train_steps=500) after the preset's recipe.",
 )
 flags.DEFINE_bool("fusion", True, "Fuse the run's codes with term matching (experiments.fuse).")
+flags.DEFINE_integer("folds", 5, "experiments.fuse's --folds: cross-validation folds over dev.")
 flags.DEFINE_bool(
     "final",
     True,
@@ -105,6 +119,7 @@ def train_final(codiesp_dir: str, data_dir: str, selection_dir: str, encoder: li
             f"--codiesp_dir={codiesp_dir}",
             f"--out_dir={final_data}",
             f"--label_space={FLAGS.label_space}",
+            f"--language={FLAGS.language}",
             "--dev_trains",
         )
     final_dir = f"{selection_dir}_final"
@@ -133,16 +148,18 @@ def main(argv):
         )
     codiesp_dir = os.path.abspath(FLAGS.codiesp_dir)
     work_dir = os.path.abspath(FLAGS.work_dir)
-    data_dir = os.path.join(work_dir, f"data_{FLAGS.label_space}")
+    name = f"{FLAGS.label_space}_{FLAGS.language}"
+    data_dir = os.path.join(work_dir, f"data_{name}")
     if not os.path.exists(os.path.join(data_dir, "codiesp_dx", "descriptions.tsv")):
         run(
             "data_prep.codiesp",
             f"--codiesp_dir={codiesp_dir}",
             f"--out_dir={data_dir}",
             f"--label_space={FLAGS.label_space}",
+            f"--language={FLAGS.language}",
         )
     encoder = []
-    background = os.path.join(codiesp_dir, "background", "text_files_en")
+    background = os.path.join(codiesp_dir, "background", codiesp.TEXT_FOLDERS[FLAGS.language])
     if FLAGS.pretrain_steps and os.path.isdir(background):
         pretrain_dir = os.path.join(work_dir, "pretrain")
         encoder_dir = os.path.join(pretrain_dir, "encoder")
@@ -157,7 +174,7 @@ def main(argv):
                 f"--train_steps={FLAGS.pretrain_steps}",
             )
         encoder = [f"--encoder={encoder_dir}"]
-    model_dir = os.path.join(work_dir, f"run_{FLAGS.label_space}")
+    model_dir = os.path.join(work_dir, f"run_{name}")
     run(
         "experiments.run",
         "--dataset=codiesp_dx",
@@ -170,9 +187,10 @@ def main(argv):
     if FLAGS.fusion:
         results_file = fusion_file(model_dir)
         if needs_fusion(model_dir):
-            run("experiments.fuse", f"--model_dir={model_dir}")
+            run("experiments.fuse", f"--model_dir={model_dir}", f"--folds={FLAGS.folds}")
     with open(results_file) as metrics_file:
         results = json.load(metrics_file)
+    selection_dir = model_dir
     if FLAGS.final:
         model_dir = train_final(codiesp_dir, data_dir, model_dir, encoder)
         with open(fusion_file(model_dir)) as metrics_file:
@@ -181,6 +199,18 @@ def main(argv):
     for split in splits:
         print(f"{split} micro F1: {results[split]['micro_f1']:.4f}")
         print(f"{split} MAP: {results[split]['map']:.4f}")
+    if FLAGS.fusion:  # the dev lines' run, and the test lines'
+        scored = {selection_dir: ["dev"]}
+        scored.setdefault(model_dir, []).extend(splits[1:])
+        for scored_dir, scored_splits in scored.items():
+            if not scored_splits:
+                continue
+            run(
+                "experiments.codiesp_score",
+                f"--model_dir={scored_dir}",
+                f"--codiesp_dir={codiesp_dir}",
+                f"--splits={','.join(scored_splits)}",
+            )
     if FLAGS.export_dir:
         run(
             "experiments.export",

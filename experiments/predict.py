@@ -46,7 +46,8 @@ def evidence_passage(text: bytes, spans: list) -> str:
     start = max(0, min(s for s, _ in spans) - CONTEXT_BYTES)
     end = min(len(text), max(e for _, e in spans) + CONTEXT_BYTES)
     pieces, cursor = [], start
-    for span_start, span_end in sorted(set(spans)):
+    # Of spans starting together the longest is marked (a matched term over its tokens).
+    for span_start, span_end in sorted(set(spans), key=lambda span: (span[0], -span[1])):
         if span_start < cursor:
             continue
         pieces += [text[cursor:span_start], b"[[", text[span_start:span_end], b"]]"]

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
+from data_prep import codiesp
 from longbert_tf import run_folder
 from longbert_tf.data import dataset
+from longbert_tf.evaluation import codiesp_scoring
 from longbert_tf.framework import tf
+from longbert_tf.review import server
 from longbert_tf.serving import export
+from longbert_tf.serving.suggestions import Suggester
 from tests.conftest import predict_json
 from tests.entry_points import InProcessStages, load, run_main
 from tests.test_codiesp import write_release
@@ -21,42 +25,68 @@ from tests.test_codiesp import write_release
 pytestmark = pytest.mark.slow  # trains, fits and exports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Codes and how the generated notes word them (each phrase holds a code-book term's words).
+# Codes and the ways the generated Spanish notes word them: accents dropped, plurals, capitals.
 PHRASES = {
-    "I10": "essential hypertension",
-    "E11.9": "diabetes mellitus type 2",
-    "J18.9": "pneumonia",
-    "N39.0": "urinary tract infection",
-    "D64.9": "anemia",
-    "R50.9": "fever",
-    "I48.91": "atrial fibrillation",
-    "R11.10": "vomiting",
+    "I10": ("hipertensión esencial", "Hipertension esencial"),
+    "E11.9": ("diabetes mellitus tipo 2", "diabetes tipo 2"),
+    "J18.9": ("neumonía", "neumonías"),
+    "N39.0": ("infección del tracto urinario", "infecciones del tracto urinario"),
+    "D64.9": ("anemia", "ANEMIA"),
+    "R50.9": ("fiebre", "fiebres"),
+    "I48.91": ("fibrilación auricular", "fibrilacion auricular"),
+    "R11.10": ("vómitos", "vómito"),
 }
 FILLER = [
-    "The patient was admitted for observation.",
-    "Laboratory tests were requested on arrival.",
-    "She was discharged after five days.",
-    "Physical examination showed a soft abdomen.",
+    "El paciente ingresó para observación.",
+    "Se solicitaron análisis de laboratorio.",
+    "Fue dada de alta a los cinco días.",
+    "La exploración física mostró un abdomen blando.",
 ]
 
 
 def generated_cases(rng, count: int, prefix: str) -> dict:
-    """`{case_id: (text, codes)}`: each code is mentioned in 85% of its notes, and other codes
-    appear negated ("no fever") in a quarter of the notes."""
+    """`{case_id: (text, codes, mentions)}`: each code is mentioned (`(code, start, end)`, in
+    characters) in 85% of its notes, and other codes appear negated ("Sin fiebre") in a
+    quarter of the notes."""
     codes = sorted(PHRASES)
     cases = {}
     for case in range(count):
         chosen = list(rng.choice(codes, rng.integers(1, 4), replace=False))
-        sentences = list(rng.choice(FILLER, 2))
-        for code in chosen:
-            if rng.uniform() < 0.85:
-                sentences.append(f"She presented with {PHRASES[code]}.")
-        for code in set(codes) - set(chosen):
-            if rng.uniform() < 0.25:
-                sentences.append(f"There was no {PHRASES[code]}.")
-        order = rng.permutation(len(sentences))
-        cases[f"{prefix}{case}"] = ("\n".join(sentences[i] for i in order), chosen)
+        sentences = [(filler, None, False) for filler in rng.choice(FILLER, 2)]
+        sentences += [("Presentaba ", code, True) for code in chosen if rng.uniform() < 0.85]
+        others = sorted(set(codes) - set(chosen))
+        sentences += [("Sin ", code, False) for code in others if rng.uniform() < 0.25]
+        text, mentions = "", []
+        for position in rng.permutation(len(sentences)):
+            words, code, coded = sentences[position]
+            text += "\n" * bool(text) + words
+            if code:
+                phrase = PHRASES[code][rng.integers(2)]
+                if coded:
+                    mentions.append((code, len(text), len(text) + len(phrase)))
+                text += phrase + "."
+        cases[f"{prefix}{case}"] = (text, chosen, mentions)
     return cases
+
+
+def write_spanish_release(root: str, splits: dict) -> None:
+    """A CodiEsp-layout release of `generated_cases`: the Spanish texts (and the same as the
+    English), the D files and the X files' diagnosis lines."""
+    write_release(
+        root, {s: {c: case[:2] for c, case in cases.items()} for s, cases in splits.items()}
+    )
+    for split, cases in splits.items():
+        os.makedirs(f"{root}/{split}/text_files")
+        lines = []
+        for case_id, (text, _, mentions) in cases.items():
+            with open(f"{root}/{split}/text_files/{case_id}.txt", "w", encoding="utf-8") as file:
+                file.write(text)
+            lines += [
+                f"{case_id}\tDIAGNOSTICO\t{code.lower()}\t{text[start:end]}\t{start} {end}\n"
+                for code, start, end in mentions
+            ]
+        with open(f"{root}/{split}/{split}X.tsv", "w", encoding="utf-8") as evidence_file:
+            evidence_file.writelines(lines)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +97,7 @@ def fused(tmp_path_factory):
         split: generated_cases(rng, count, split)
         for split, count in (("train", 60), ("dev", 40), ("test", 30))
     }
-    write_release(str(root / "release"), splits)
+    write_spanish_release(str(root / "release"), splits)
     command = load("benchmarks.codiesp_best")
     with pytest.MonkeyPatch.context() as patch:  # its stages run in this process too
         patch.setattr(command, "subprocess", InProcessStages("benchmarks.codiesp_best"))
@@ -77,6 +107,8 @@ def fused(tmp_path_factory):
             f"--work_dir={root / 'work'}",
             f"--export_dir={root / 'export'}",
             "--final",
+            "--language=es",
+            "--folds=2",  # each fold's dictionary is mined and traced anew
             "--run_flag=--encoder=random:L-1_H-16_A-2",
             "--run_flag=--seq_len=128",
             "--run_flag=--segment_length=128",
@@ -87,7 +119,7 @@ def fused(tmp_path_factory):
         )
     assert result.returncode == 0, result.stderr[-3000:]
     selection_dir, model_dir = (
-        str(root / "work" / run) for run in ("run_train", "run_train_final")
+        str(root / "work" / run) for run in ("run_train_es", "run_train_es_final")
     )
     with open(os.path.join(selection_dir, "fusion", "fusion.json")) as fusion_file:
         selection = json.load(fusion_file)
@@ -98,25 +130,48 @@ def fused(tmp_path_factory):
             assert f"{split} {name}: {printed[split][key]:.4f}" in result.stdout
     assert "experiments.fuse: " in result.stdout  # the parts' minutes
     export_dir = export.latest_version(str(root / "export"))
-    return root, selection_dir, model_dir, results, export_dir
+    return root, selection_dir, model_dir, results, export_dir, result.stdout
 
 
 def test_fusion_beats_the_model_alone_on_dev_by_cross_validation(fused):
-    _, selection_dir, _, _, _ = fused
+    _, selection_dir, *_ = fused
     with open(os.path.join(selection_dir, "metrics.json")) as metrics_file:
         alone = json.load(metrics_file)["dev"]
     with open(os.path.join(selection_dir, "fusion", "fusion.json")) as fusion_file:
         results = json.load(fusion_file)
-    assert results["folds"] == 5
+    assert results["folds"] == 2
     assert results["dev"]["micro_f1"] > alone["micro_f1"] + 0.1
     assert results["dev"]["map"] > alone["map"]
     assert 0 < results["threshold"] < 1
+    # The English code book does not match Spanish notes: the annotators' mentions do.
+    assert results["dictionary"]["dev"]["micro_f1"] > 0.7
+    assert results["dictionary"]["dev"]["micro_f1"] > alone["micro_f1"] + 0.1
+
+
+def test_the_run_files_score_by_the_official_rules_as_the_metrics(fused):
+    root, selection_dir, model_dir, _, _, printed = fused
+    valid_codes = {code.lower() for code in codiesp.icd10cm_space()}
+    for run_dir, split in ((selection_dir, "dev"), (model_dir, "test")):
+        with open(os.path.join(run_dir, "fusion", "fusion.json")) as fusion_file:
+            metrics = json.load(fusion_file)[split]
+        run = codiesp_scoring.read_run(
+            os.path.join(run_dir, "fusion", "codiesp", f"{split}D_run.tsv")
+        )
+        gold = codiesp_scoring.read_gold(os.path.join(root, "release", split, f"{split}D.tsv"))
+        assert sorted(run) == sorted(gold)  # every case, ranked over the whole label space
+        assert {len(codes) for codes in run.values()} == {8}
+        assert codiesp_scoring.mean_average_precision(gold, run, valid_codes) == pytest.approx(
+            metrics["map"], abs=1e-5
+        )
+        (line,) = [line for line in printed.splitlines() if line.startswith(f"{split} (official")]
+        assert f"micro F1 {metrics['micro_f1']:.4f}" in line
+        assert f"P {metrics['micro_precision']:.3f}, R {metrics['micro_recall']:.3f}" in line
 
 
 def test_the_final_model_trains_on_dev_with_the_selections_fusion(fused):
-    root, selection_dir, model_dir, results, _ = fused
+    root, selection_dir, model_dir, results, *_ = fused
     selection = json.loads(open(os.path.join(selection_dir, "fusion", "fusion.json")).read())
-    final_data = os.path.join(root, "work", "data_train_final", "codiesp_dx")
+    final_data = os.path.join(root, "work", "data_train_es_final", "codiesp_dx")
     train = dataset.read_notes(final_data, "train")
     assert len(train) == 100 and set(dataset.read_notes(final_data, "dev").note_id) < set(
         train.note_id
@@ -132,9 +187,9 @@ def test_the_final_model_trains_on_dev_with_the_selections_fusion(fused):
 
 
 def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
-    root, _, model_dir, results, export_dir = fused
+    root, _, model_dir, results, export_dir, _ = fused
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
-    notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
+    notes = dataset.read_notes(os.path.join(root, "work", "data_train_es", "codiesp_dx"), "test")
     labels = dataset.read_labels(model_dir)
     outputs = serve(text=tf.constant(list(notes.text)))
     probabilities = outputs["probabilities"].numpy()
@@ -156,7 +211,7 @@ def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
 
 
 def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
-    _, _, model_dir, _, _ = fused
+    _, _, model_dir, *_ = fused
     fusion_path = os.path.join(model_dir, "fusion", "fusion.json")
     saved = open(fusion_path).read()
     try:
@@ -171,24 +226,35 @@ def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
         open(fusion_path, "w").write(saved)
 
 
-def test_predict_shows_the_matched_term(fused, tmp_path):
-    root, _, _, _, export_dir = fused
-    notes = dataset.read_notes(os.path.join(root, "work", "data_train", "codiesp_dx"), "test")
+def test_predict_and_the_review_page_show_the_spanish_evidence(fused, tmp_path):
+    """The Spanish notes' codes, as predict and the review page's API give them, with the
+    matched evidence on the Spanish words as the note writes them."""
+    root, _, _, _, export_dir, _ = fused
+    notes = dataset.read_notes(os.path.join(root, "work", "data_train_es", "codiesp_dx"), "test")
     paths = []
     for row in range(8):
-        (tmp_path / f"note{row}.txt").write_text(notes.text[row])
+        (tmp_path / f"note{row}.txt").write_text(notes.text[row], encoding="utf-8")
         paths.append(str(tmp_path / f"note{row}.txt"))
+    reviewer = server.Reviewer(Suggester(export_dir), str(tmp_path / "reviews.jsonl"))
+    reviewed = reviewer.code(list(notes.text[:8]))
     checked = 0
     for row, prediction in enumerate(predict_json(export_dir, paths)):
-        for code in prediction["codes"]:
+        page = server.note_for_api(reviewed[row])
+        assert [code["code"] for code in page["codes"]] == [
+            code["code"] for code in prediction["codes"]
+        ]
+        for code, shown in zip(prediction["codes"], page["codes"]):
             if not code["matched_term"]:
                 continue
             checked += 1
-            start, end = code["matched_span"]
-            assert notes.text[row][start:end] == code["matched_term"]
+            start, end = code["matched_span"]  # bytes of the UTF-8 text
+            assert notes.text[row].encode()[start:end].decode() == code["matched_term"]
             assert f"[[{code['matched_term']}" in code["passage"]
+            # The page's offsets are code points.
+            term = [item for item in shown["evidence"] if item["source"] == "term"]
+            assert notes.text[row][term[0]["start"] : term[0]["end"]] == code["matched_term"]
             if code["code"] in notes.codes[row]:
-                assert PHRASES[code["code"]] in code["matched_term"].lower()
+                assert code["matched_term"] in PHRASES[code["code"]]  # as the note writes it
     assert checked >= 8
 
 

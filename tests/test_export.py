@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
+from experiments.predict import evidence_passage
 from longbert_tf.data import dataset, descriptions, synthetic, tokenization
 from longbert_tf.framework import tf
 from longbert_tf.serving import coder, export, suggestions
@@ -450,3 +451,10 @@ def test_predict_refuses_a_token_id_export(ids_export, tmp_path):
     )
     assert result.returncode != 0
     assert "takes token ids: predict and review need a text-input export" in result.stderr
+
+
+def test_the_passage_marks_a_matched_term_over_the_tokens_inside_it():
+    text = b"Presentaba diabetes tipo 2. Sin fiebre."
+    # The matched term, then attention tokens inside it and after it, strongest first.
+    spans = [(0, 26), (0, 10), (25, 26), (32, 38)]
+    assert evidence_passage(text, spans) == "[[Presentaba diabetes tipo 2]]. Sin [[fiebre]]."

@@ -81,13 +81,18 @@ def build_index(
 ) -> term_matcher.TermIndex:
     """The term index of a dataset's label space, in its notes' language
     (`dataset_summary.language`), mined from `notes` and their evidence (default: the
-    training notes)."""
+    training notes). The code book's terms (English) only index English notes."""
     notes = dataset.read_notes(dataset_dir, "train") if notes is None else notes
+    language = languages.named(dataset_summary.language(dataset_dir))
     return code_terms.build(
-        code_texts(dataset_dir, labels, code_system),
+        # The code book is English: notes in another language have no code-book terms, nor
+        # variants of them.
+        code_texts(dataset_dir, labels, code_system)
+        if language == languages.ENGLISH
+        else [[] for _ in labels],
         list(notes.text),
         dataset.label_ids(notes, labels),
-        languages.named(dataset_summary.language(dataset_dir)),
+        language,
         dataset.mention_texts(notes, labels),
     )
 
