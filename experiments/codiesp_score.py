@@ -12,7 +12,9 @@ its codes most likely first, lower-cased (`n44.8`), as deep as MAP reads
 fusion's threshold (tuned on dev). Gold codes are the release's `<split>D.tsv`
 lines of the split's cases (the held-out fifth of train reads `trainD.tsv`).
 Valid codes: `--valid_codes` (the official `codiesp-D_codes.tsv`), else every
-ICD-10-CM code CodiEsp can take (`data_prep.codiesp.icd10cm_space`).
+ICD-10-CM code CodiEsp can take (`data_prep.codiesp.icd10cm_space`) and every
+code its annotators wrote (B20, R99 and others that the `simple-icd-10-cm`
+edition lacks).
 
 Prints, per split, the official MAP (over every case of the run: a case
 without a gold diagnosis code scores 0) and micro F1, P, R; and MAP over the
@@ -93,6 +95,8 @@ def main(argv):
         else {code.lower() for code in codiesp.icd10cm_space()}
     )
     gold = release_gold(FLAGS.codiesp_dir)
+    if not FLAGS.valid_codes:
+        valid_codes |= {code.lower() for codes in gold.values() for code in codes}
     os.makedirs(os.path.join(fusion_dir, RUN_FOLDER), exist_ok=True)
     rankings = read_rankings(rankings_path)
     for split in FLAGS.splits or list(rankings):
