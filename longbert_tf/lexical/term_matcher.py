@@ -126,10 +126,16 @@ def normalized_words(texts, language: languages.Language) -> tuple:
     clause = tf.math.cumsum(tf.cast(is_break | is_terminator, tf.int32), axis=1)
     forward = _member(pieces, language.forward_cues)
     backward = _member(pieces, language.backward_cues)
-    negated = tf.zeros_like(forward)
+    # Scopes on dense rows (padding: no cue, clause -1), each shifted by up to CUE_SCOPE.
+    dense_clause = clause.to_tensor(-1)
+    dense_cues = {1: forward.to_tensor(False), -1: backward.to_tensor(False)}
+    dense_negated = tf.zeros_like(dense_cues[1])
     for distance in range(1, CUE_SCOPE + 1):
-        for cues, shift in ((forward, distance), (backward, -distance)):
-            negated |= _shifted(cues, shift) & tf.equal(_shifted(clause, shift, fill=-1), clause)
+        for direction, cues in dense_cues.items():
+            shift = direction * distance
+            same_clause = tf.equal(_shifted(dense_clause, shift, -1), dense_clause)
+            dense_negated |= _shifted(cues, shift, False) & same_clause
+    negated = tf.RaggedTensor.from_tensor(dense_negated, lengths=pieces.row_lengths())
     words = tf.strings.regex_replace(pieces, language.plural, r"\1")
     keep = ~(is_break | is_terminator | forward | backward | _member(pieces, language.stop_words))
     return tuple(
@@ -157,16 +163,13 @@ def _member(words: tf.RaggedTensor, vocabulary) -> tf.RaggedTensor:
     )
 
 
-def _shifted(values: tf.RaggedTensor, distance: int, fill=False) -> tf.RaggedTensor:
-    """Each row moved `distance` places to the right (to the left if negative), `fill` coming
-    in at the row's start (end)."""
-    dense = values.to_tensor(fill)
+def _shifted(dense: tf.Tensor, distance: int, fill) -> tf.Tensor:
+    """`[batch, length]` rows moved `distance` places to the right (to the left if negative),
+    `fill` coming in."""
     padding = tf.fill([tf.shape(dense)[0], abs(distance)], tf.constant(fill, dense.dtype))
     if distance > 0:
-        shifted = tf.concat([padding, dense], axis=1)[:, : tf.shape(dense)[1]]
-    else:
-        shifted = tf.concat([dense, padding], axis=1)[:, -distance:]
-    return tf.RaggedTensor.from_tensor(shifted, lengths=values.row_lengths())
+        return tf.concat([padding, dense], axis=1)[:, : tf.shape(dense)[1]]
+    return tf.concat([dense, padding], axis=1)[:, -distance:]
 
 
 def windows(word_ids, sentence, negated, starts, ends) -> dict:
