@@ -89,14 +89,12 @@ def main(argv):
     if not os.path.exists(rankings_path):
         raise app.UsageError(f"{rankings_path} is missing: fuse the run first (experiments.fuse)")
     threshold = fusion.Fusion.load(os.path.join(fusion_dir, run_folder.FUSION_FILE)).threshold
-    valid_codes = (
-        codiesp_scoring.read_valid_codes(FLAGS.valid_codes)
-        if FLAGS.valid_codes
-        else {code.lower() for code in codiesp.icd10cm_space()}
-    )
     gold = release_gold(FLAGS.codiesp_dir)
-    if not FLAGS.valid_codes:
-        valid_codes |= {code.lower() for codes in gold.values() for code in codes}
+    if FLAGS.valid_codes:
+        valid_codes = codiesp_scoring.read_valid_codes(FLAGS.valid_codes)
+    else:
+        written = [code for codes in gold.values() for code in codes]
+        valid_codes = {code.lower() for code in [*codiesp.icd10cm_space(), *written]}
     os.makedirs(os.path.join(fusion_dir, RUN_FOLDER), exist_ok=True)
     rankings = read_rankings(rankings_path)
     for split in FLAGS.splits or list(rankings):

@@ -207,16 +207,18 @@ def _evidence_precisions(note_keys: list, train_label_ids, mention_keys) -> dict
     docstring)."""
     notes = collections.Counter()  # (key, affirmed) -> notes
     hits = collections.Counter()  # (key, label, affirmed) -> notes with the label
-    wanted = {key for key, _ in mention_keys}
+    labels_of_key = collections.defaultdict(list)
+    for key, label in mention_keys:
+        labels_of_key[key].append(label)
     for (affirmed, every), labels in zip(note_keys, train_label_ids):
         labels = set(labels)
-        for key in every & wanted:
-            notes[(key, key in affirmed)] += 1
-        for key, label in mention_keys:
-            if label in labels and key in every:
-                hits[(key, label, key in affirmed)] += 1
-    codes_of_key = collections.Counter(key for key, _ in mention_keys)
-    negated_notes = sum(notes[(key, False)] * codes for key, codes in codes_of_key.items())
+        for key in every & labels_of_key.keys():
+            is_affirmed = key in affirmed
+            notes[(key, is_affirmed)] += 1
+            for label in labels_of_key[key]:
+                if label in labels:
+                    hits[(key, label, is_affirmed)] += 1
+    negated_notes = sum(notes[(key, False)] * len(codes) for key, codes in labels_of_key.items())
     negated_hits = sum(count for (_, _, affirmed), count in hits.items() if not affirmed)
     share = negated_hits / negated_notes if negated_notes else 0.0
     return {

@@ -226,11 +226,11 @@ def candidate_rows(experiment, split: str, matches: SplitMatches) -> tuple:
     return tuple(np.concatenate([batch[part].numpy() for batch in found]) for part in range(3))
 
 
-def _matched_run(model_dir: str, splits: tuple, fold_of_dev=None) -> tuple:
-    """`(experiment, best, index, matches)` of a finished run: its experiment under its best
-    checkpoint `best`, its term index, and `splits`' `SplitMatches`. With `fold_of_dev` (a fold
-    per dev note) and evidence in dev, dev folds and the index are mined as the module
-    docstring says."""
+def _matched_run(model_dir: str, splits: tuple, folds: int | None = None) -> tuple:
+    """`(experiment, best, index, matches, fold_of_dev)` of a finished run: its experiment
+    under its best checkpoint `best`, its term index, `splits`' `SplitMatches` and, with
+    `folds`, each dev note's fold (None without). With folds and evidence in dev, dev folds and
+    the index are mined as the module docstring says."""
     config = run_folder.saved_config(model_dir)
     if config is None or not os.path.exists(os.path.join(model_dir, run_folder.METRICS_FILE)):
         raise FileNotFoundError(f"{model_dir} holds no finished run (no {run_folder.METRICS_FILE})")
@@ -241,6 +241,10 @@ def _matched_run(model_dir: str, splits: tuple, fold_of_dev=None) -> tuple:
     train = dataset.read_notes(config.dataset_dir, "train")
     dev = notes.get("dev")
     matches = {}
+    fold_of_dev = None
+    if folds:
+        num_notes = experiment.inputs.splits["dev"].num_notes
+        fold_of_dev = np.random.default_rng(config.seed).permutation(num_notes) % folds
 
     def index_of(mined):
         started = time.time()
@@ -254,7 +258,7 @@ def _matched_run(model_dir: str, splits: tuple, fold_of_dev=None) -> tuple:
         )
         return index, term_matcher.TermMatcher(index, len(experiment.labels))
 
-    if fold_of_dev is not None and dev is not None and dataset.EVIDENCE in dev.columns:
+    if folds and dev is not None and dataset.EVIDENCE in dev.columns:
         parts, positions = [], []
         for fold in np.unique(fold_of_dev):
             held_out = fold_of_dev == fold
@@ -266,7 +270,7 @@ def _matched_run(model_dir: str, splits: tuple, fold_of_dev=None) -> tuple:
     index, matcher = index_of(train)
     rest = {split: list(notes[split].text) for split in splits if split not in matches}
     matches.update(match_splits(matcher, rest))
-    return experiment, best, index, matches
+    return experiment, best, index, matches, fold_of_dev
 
 
 def _save(model_dir: str, index: term_matcher.TermIndex, fitted: fusion.Fusion, results) -> None:
@@ -280,11 +284,8 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
     """Fits and scores a finished run's fusion (module docstring); returns its metrics."""
     if folds < 2:
         raise ValueError(f"folds={folds}: cross-validating the fusion on dev needs at least 2")
-    config = run_folder.saved_config(model_dir)
-    num_notes = len(dataset.read_notes(config.dataset_dir, "dev")) if config else 0
-    fold_of_note = np.random.default_rng(config.seed if config else 0).permutation(num_notes)
-    fold_of_note %= folds
-    experiment, best, index, matches = _matched_run(model_dir, ("dev", "test"), fold_of_note)
+    experiment, best, index, matches, fold_of_note = _matched_run(model_dir, ("dev", "test"), folds)
+    num_notes = len(fold_of_note)
     train_notes = experiment.train_label_counts
     inputs, labels, note_index = candidate_rows(experiment, "dev", matches["dev"])
     note_weights = np.zeros([num_notes, len(fusion.FUSION_INPUTS)], np.float32)
@@ -296,16 +297,14 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
         note_biases[fold_of_note == fold] = fold_fit.bias
     fitted = fusion.fit(inputs, labels, train_notes)
 
-    def scored(model):
-        return experiment_lib.Experiment(experiment.inputs, model, experiment.strategy)
-
     def measured(split, model, threshold=None):
         """`(metrics, threshold)` of `model` on `split`, at `threshold` or at the one tuned on
         the split (dev)."""
-        counts = scored(model).count(split)
+        scored = experiment_lib.Experiment(experiment.inputs, model, experiment.strategy)
+        counts = scored.count(split)
         if threshold is None:
             threshold, _ = split_metrics.tune_threshold(counts)
-        return scored(model).metrics(split, counts, threshold), threshold
+        return scored.metrics(split, counts, threshold), threshold
 
     num_labels = len(experiment.labels)
     dev_fused = FusedModel(experiment.model, matches["dev"], fitted, note_weights, note_biases)
@@ -363,7 +362,7 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
     selection = fusion.Fusion.load(selection_path)
     with open(selection_path) as selection_file:
         selection_dev = json.load(selection_file)["dev"]
-    experiment, best, index, matches = _matched_run(model_dir, ("test",))
+    experiment, best, index, matches, _ = _matched_run(model_dir, ("test",))
     carried = fusion.Fusion(
         selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
     )
