@@ -9,6 +9,13 @@ metrics and the evidence dictionary's, and the fused rankings), which
 cross-validated over dev's notes (`--folds`); test is scored by the fusion
 fitted on all of dev, at the threshold tuned on dev.
 
+    python -m experiments.fuse --model_dir=runs/codiesp_en --match_data_dir=data_es/codiesp_dx
+
+matches and mines another dataset's copy of the run's notes (the same note ids):
+here the Spanish originals with the annotators' evidence, for a run on the
+English translation. That fusion is measured, not exported (an export reads one
+text).
+
     python -m experiments.fuse --model_dir=runs/final --selection_dir=runs/codiesp_dx
 
 gives a final run, whose dev notes trained (`data_prep.codiesp --dev_trains`),
@@ -25,6 +32,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "Folder of a finished experiments.run.", required=True)
 flags.DEFINE_integer("folds", 5, "Cross-validation folds over dev's notes (at least 2).")
 flags.DEFINE_string(
+    "match_data_dir",
+    None,
+    "A dataset of the run's notes in another form (e.g. the Spanish originals with their "
+    "evidence, for a run on the English translation): its texts are matched and its training "
+    "notes mined for the dictionary. Default: the run's dataset.",
+)
+flags.DEFINE_string(
     "selection_dir",
     None,
     "A fused run that held dev out: its weights and threshold are carried to --model_dir "
@@ -35,10 +49,10 @@ flags.DEFINE_string(
 def main(argv):
     del argv
     if FLAGS.selection_dir:
-        results = fitting.carry_fusion(FLAGS.model_dir, FLAGS.selection_dir)
+        results = fitting.carry_fusion(FLAGS.model_dir, FLAGS.selection_dir, FLAGS.match_data_dir)
         results["dev"] = results["selection_dev"]
     else:
-        results = fitting.fit_run_fusion(FLAGS.model_dir, FLAGS.folds)
+        results = fitting.fit_run_fusion(FLAGS.model_dir, FLAGS.folds, FLAGS.match_data_dir)
     rows = [("", results)]
     if "dictionary" in results:
         rows.append(("evidence dictionary alone, ", results["dictionary"]))

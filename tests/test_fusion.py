@@ -1,11 +1,20 @@
 """Fusion of the model's logits with match features, against NumPy and scikit-learn."""
 
+import dataclasses
+import json
+import os
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from longbert_tf.lexical import fusion
+from longbert_tf import files, run_folder
+from longbert_tf.data import dataset, descriptions
+from longbert_tf.lexical import fitting, fusion
 from longbert_tf.lexical.term_matcher import MATCH_FEATURES
+from longbert_tf.serving import coder
 
 
 def numpy_inputs(logits, matches, train_notes):
@@ -101,3 +110,58 @@ def test_fusion_round_trips_and_refuses_other_inputs(tmp_path):
 def test_one_class_is_refused():
     with pytest.raises(ValueError, match="all of one class"):
         fusion.fit(np.ones([4, len(fusion.FUSION_INPUTS)]), np.zeros(4, bool), np.zeros(3))
+
+
+def test_matched_notes_follow_the_runs_order_and_refuse_other_notes(tmp_path):
+    def notes(ids, texts):
+        return pd.DataFrame(
+            dict(note_id=ids, subject_id=ids, text=texts, codes=[["A01"]] * len(ids))
+        )
+
+    run_dir, match_dir, other_dir = (str(tmp_path / name) for name in ("en", "es", "other"))
+    english = notes(["n1", "n2", "n3"], ["fever", "cough", "pain"])
+    dataset.write_dataset(run_dir, dict(train=english), ["A01"])
+    spanish = notes(["n3", "n1", "n2"], ["dolor", "fiebre", "tos"])
+    dataset.write_dataset(match_dir, dict(train=spanish), ["A01"])
+    matched = fitting.matched_notes(match_dir, run_dir, "train")
+    assert list(matched.note_id) == ["n1", "n2", "n3"]
+    assert list(matched.text) == ["fiebre", "tos", "dolor"]
+    dataset.write_dataset(
+        other_dir, dict(train=notes(["n1", "n2", "n4"], ["a", "b", "c"])), ["A01"]
+    )
+    with pytest.raises(ValueError, match=r"other/train.jsonl.gz and .*en/train.jsonl.gz .*'n3'"):
+        fitting.matched_notes(other_dir, run_dir, "train")
+
+
+def test_a_fusion_matching_a_copy_of_the_notes_fits_alike_and_is_not_served(
+    exports, trained_run, tmp_path
+):
+    exports.fused_text()  # fits the fused copy of the run
+    source = os.path.join(exports.root, "fused_run")
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(source, model_dir)
+    moved = dataclasses.replace(run_folder.saved_config(model_dir), model_dir=model_dir)
+    files.write_json(os.path.join(model_dir, run_folder.CONFIG_FILE), moved.to_dict())
+    # The run's own notes in another order: matched by note id, they fit the same fusion.
+    data_dir = trained_run.dataset_dir
+    match_dir = str(tmp_path / "reordered")
+    dataset.write_dataset(
+        match_dir,
+        {s: dataset.read_notes(data_dir, s).iloc[::-1] for s in ("train", "dev", "test")},
+        dataset.read_labels(data_dir),
+        descriptions.read_descriptions(os.path.join(data_dir, descriptions.DESCRIPTIONS_FILE)),
+    )
+    results = fitting.fit_run_fusion(model_dir, folds=2, match_dir=match_dir)
+    fused_file = os.path.join(run_folder.FUSION_DIR, run_folder.FUSION_FILE)
+    with open(os.path.join(source, fused_file)) as fusion_file:
+        expected = json.load(fusion_file)
+    np.testing.assert_allclose(
+        fusion.Fusion.load(os.path.join(model_dir, fused_file)).weights,
+        expected["weights"],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert results["dev"]["micro_f1"] == pytest.approx(expected["dev"]["micro_f1"])
+    assert results["match_data_dir"] == match_dir
+    with pytest.raises(ValueError, match=f"matched the notes of {match_dir}"):
+        coder.load_trained(model_dir)

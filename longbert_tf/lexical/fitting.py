@@ -17,6 +17,11 @@ dictionary alone is scored on the same matches: a code's score is the
 precision of its best evidence term found in the note, affirmed or negated
 (`dictionary_logits`).
 
+The notes matched and mined can be another dataset's copy of the run's notes
+(`match_dir`: the Spanish originals with their evidence for a run on the
+English translation); `fusion.json` then names it, and such a fusion is
+measured, not served (an export reads one text).
+
 Everything goes to `model_dir/fusion/` (`run_folder.FUSION_DIR`):
 `term_index.json`, `fusion.json` (weights, threshold, the metrics, the
 dictionary's, the checkpoint fitted on) and `rankings.jsonl.gz`, every dev
@@ -226,19 +231,41 @@ def candidate_rows(experiment, split: str, matches: SplitMatches) -> tuple:
     return tuple(np.concatenate([batch[part].numpy() for batch in found]) for part in range(3))
 
 
-def _matched_run(model_dir: str, splits: tuple, folds: int | None = None) -> tuple:
+def matched_notes(match_dir: str, dataset_dir: str, split: str) -> pd.DataFrame:
+    """`split`'s notes as `match_dir` holds them (their text, codes and evidence), in the
+    order of `dataset_dir`'s, which must hold the same note ids."""
+    notes = dataset.read_notes(match_dir, split)
+    if match_dir == dataset_dir:
+        return notes
+    order = dataset.read_notes(dataset_dir, split).note_id
+    missing = sorted(set(order) - set(notes.note_id))
+    if missing or len(notes) != len(order):
+        raise ValueError(
+            f"{dataset.notes_path(match_dir, split)} and {dataset.notes_path(dataset_dir, split)} "
+            f"hold different notes ({len(notes)} and {len(order)}; "
+            f"{len(missing)} of the second missing from the first"
+            + (f", e.g. {missing[0]!r})" if missing else ")")
+        )
+    return notes.set_index("note_id", drop=False).loc[list(order)].reset_index(drop=True)
+
+
+def _matched_run(
+    model_dir: str, splits: tuple, folds: int | None = None, match_dir: str | None = None
+) -> tuple:
     """`(experiment, best, index, matches, fold_of_dev)` of a finished run: its experiment
     under its best checkpoint `best`, its term index, `splits`' `SplitMatches` and, with
     `folds`, each dev note's fold (None without). With folds and evidence in dev, dev folds and
-    the index are mined as the module docstring says."""
+    the index are mined as the module docstring says. The notes matched, and mined for the
+    index, are `match_dir`'s (default: the run's dataset)."""
     config = run_folder.saved_config(model_dir)
     if config is None or not os.path.exists(os.path.join(model_dir, run_folder.METRICS_FILE)):
         raise FileNotFoundError(f"{model_dir} holds no finished run (no {run_folder.METRICS_FILE})")
+    match_dir = match_dir or config.dataset_dir
     experiment = experiment_lib.build_experiment(config)
     best = tf.train.latest_checkpoint(os.path.join(model_dir, run_folder.BEST_DIR))
     tf.train.Checkpoint(model=experiment.model).restore(best).expect_partial()
-    notes = {split: dataset.read_notes(config.dataset_dir, split) for split in splits}
-    train = dataset.read_notes(config.dataset_dir, "train")
+    notes = {split: matched_notes(match_dir, config.dataset_dir, split) for split in splits}
+    train = matched_notes(match_dir, config.dataset_dir, "train")
     dev = notes.get("dev")
     matches = {}
     fold_of_dev = None
@@ -248,7 +275,7 @@ def _matched_run(model_dir: str, splits: tuple, folds: int | None = None) -> tup
 
     def index_of(mined):
         started = time.time()
-        index = build_index(config.dataset_dir, experiment.labels, config.preset.code_system, mined)
+        index = build_index(match_dir, experiment.labels, config.preset.code_system, mined)
         logging.info(
             "Term index of %d notes: %d terms, %d pairs in %.1f s",
             len(mined),
@@ -280,11 +307,14 @@ def _save(model_dir: str, index: term_matcher.TermIndex, fitted: fusion.Fusion, 
     fitted.save(os.path.join(fusion_dir, run_folder.FUSION_FILE), **results)
 
 
-def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
-    """Fits and scores a finished run's fusion (module docstring); returns its metrics."""
+def fit_run_fusion(model_dir: str, folds: int = 5, match_dir: str | None = None) -> dict:
+    """Fits and scores a finished run's fusion (module docstring), matching `match_dir`'s
+    notes (`_matched_run`); returns its metrics."""
     if folds < 2:
         raise ValueError(f"folds={folds}: cross-validating the fusion on dev needs at least 2")
-    experiment, best, index, matches, fold_of_note = _matched_run(model_dir, ("dev", "test"), folds)
+    experiment, best, index, matches, fold_of_note = _matched_run(
+        model_dir, ("dev", "test"), folds, match_dir
+    )
     num_notes = len(fold_of_note)
     train_notes = experiment.train_label_counts
     inputs, labels, note_index = candidate_rows(experiment, "dev", matches["dev"])
@@ -317,6 +347,7 @@ def fit_run_fusion(model_dir: str, folds: int = 5) -> dict:
         folds=folds,
         candidate_pairs=int(labels.size),
         checkpoint=best,
+        match_data_dir=match_dir and os.path.abspath(match_dir),
         dictionary=dict(
             dev=dictionary_dev,
             test=measured(
@@ -352,17 +383,17 @@ def write_rankings(path: str, experiment, models: dict) -> None:
     writer.close()
 
 
-def carry_fusion(model_dir: str, selection_dir: str) -> dict:
+def carry_fusion(model_dir: str, selection_dir: str, match_dir: str | None = None) -> dict:
     """Gives a final run (whose dev notes trained) the fusion and threshold of the run that
     chose its recipe with dev held out (`selection_dir`, fused): the final run's own term index
     and training-note counts, the selection's regression weights and threshold. Scores test;
     the `dev` figures are the selection's (cross-validated), kept under `selection_dev`.
-    Writes test's rankings."""
+    Matches `match_dir`'s notes (`_matched_run`). Writes test's rankings."""
     selection_path = os.path.join(selection_dir, run_folder.FUSION_DIR, run_folder.FUSION_FILE)
     selection = fusion.Fusion.load(selection_path)
     with open(selection_path) as selection_file:
         selection_dev = json.load(selection_file)["dev"]
-    experiment, best, index, matches, _ = _matched_run(model_dir, ("test",))
+    experiment, best, index, matches, _ = _matched_run(model_dir, ("test",), match_dir=match_dir)
     carried = fusion.Fusion(
         selection.weights, selection.bias, experiment.train_label_counts, selection.threshold
     )
@@ -373,6 +404,7 @@ def carry_fusion(model_dir: str, selection_dir: str) -> dict:
         selection_dev=selection_dev,
         selection_run=os.path.abspath(selection_dir),
         checkpoint=best,
+        match_data_dir=match_dir and os.path.abspath(match_dir),
     )
     _save(model_dir, index, carried, results)
     write_rankings(

@@ -114,6 +114,14 @@ def load_trained(
         stale = fitting.stale_fusion(model_dir)
         if stale:
             raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
+        with open(fusion_path) as fusion_file:
+            match_data_dir = json.load(fusion_file).get("match_data_dir")
+        if match_data_dir:
+            raise ValueError(
+                f"{fusion_path} matched the notes of {match_data_dir}, not the text the model "
+                "reads, and an export takes one text: export without the fusion, or fuse the "
+                "run's own notes"
+            )
         trained.fusion = Fusion.load(fusion_path)
         trained.term_index = TermIndex.load(os.path.join(fusion_dir, run_folder.TERM_INDEX_FILE))
         trained.threshold = trained.fusion.threshold
