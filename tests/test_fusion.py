@@ -133,6 +133,7 @@ def test_matched_notes_follow_the_runs_order_and_refuse_other_notes(tmp_path):
         fitting.matched_notes(other_dir, run_dir, "train")
 
 
+@pytest.mark.slow  # fits and exports the shared run's fusion
 def test_a_fusion_matching_a_copy_of_the_notes_fits_alike_and_is_not_served(
     exports, trained_run, tmp_path
 ):
