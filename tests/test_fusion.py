@@ -1,20 +1,19 @@
 """Fusion of the model's logits with match features, against NumPy and scikit-learn."""
 
-import dataclasses
 import json
 import os
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from longbert_tf import files, run_folder
+from longbert_tf import run_folder
 from longbert_tf.data import dataset, descriptions
 from longbert_tf.lexical import fitting, fusion
 from longbert_tf.lexical.term_matcher import MATCH_FEATURES
 from longbert_tf.serving import coder
+from tests.trained_run import copy_run
 
 
 def numpy_inputs(logits, matches, train_notes):
@@ -140,9 +139,7 @@ def test_a_fusion_matching_a_copy_of_the_notes_fits_alike_and_is_not_served(
     exports.fused_text()  # fits the fused copy of the run
     source = os.path.join(exports.root, "fused_run")
     model_dir = str(tmp_path / "run")
-    shutil.copytree(source, model_dir)
-    moved = dataclasses.replace(run_folder.saved_config(model_dir), model_dir=model_dir)
-    files.write_json(os.path.join(model_dir, run_folder.CONFIG_FILE), moved.to_dict())
+    copy_run(source, model_dir)
     # The run's own notes in another order: matched by note id, they fit the same fusion.
     data_dir = trained_run.dataset_dir
     match_dir = str(tmp_path / "reordered")

@@ -56,6 +56,15 @@ def train(root: str) -> tuple:
     return config, results
 
 
+def copy_run(source: str, model_dir: str) -> None:
+    """Copies the run folder `source` to `model_dir`, whose config then names its own folder
+    (where a run lives may change: it is a runtime field), so nothing reaches `source` through
+    the copy."""
+    shutil.copytree(source, model_dir)
+    moved = dataclasses.replace(run_folder.saved_config(model_dir), model_dir=model_dir)
+    files.write_json(os.path.join(model_dir, run_folder.CONFIG_FILE), moved.to_dict())
+
+
 class Exports:
     """The run's exports in `root`, each written on first use (under `lock()`, by whichever
     process asks first): `text(dtype)`, `token_ids(dtype)`, `fused_text()`."""
@@ -84,11 +93,7 @@ class Exports:
             if not os.path.isdir(base):
                 model_dir = f"{self.root}/fused_run"
                 shutil.rmtree(model_dir, ignore_errors=True)  # a copy whose fitting failed
-                shutil.copytree(self.config.model_dir, model_dir)
-                # The copy's config names its own folder (where a run lives may change: it is a
-                # runtime field), so nothing reaches the shared run through it.
-                moved = dataclasses.replace(run_folder.saved_config(model_dir), model_dir=model_dir)
-                files.write_json(os.path.join(model_dir, run_folder.CONFIG_FILE), moved.to_dict())
+                copy_run(self.config.model_dir, model_dir)
                 fitting.fit_run_fusion(model_dir, folds=2)
                 export.export(model_dir, base, "text", compute_dtype="float32")
             return export.latest_version(base)
