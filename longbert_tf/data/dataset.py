@@ -30,6 +30,7 @@ SPLITS = ("train", "dev", "test")
 NOTE_COLUMNS = ("note_id", "subject_id", "text", "codes")
 EVIDENCE = "evidence"  # the optional column of the module docstring
 LABELS_FILE = "labels.txt"
+SUMMARY_FILE = "summary.json"  # written by `dataset_summary.summarize`
 # Derived from the notes and kept when a dataset is written again (see `token_cache`).
 TOKEN_CACHE_DIR = "token_cache"
 # What a dataset folder holds: the files above, `descriptions.tsv`, the preparation's
@@ -40,7 +41,7 @@ DATASET_ENTRIES = (
     LABELS_FILE,
     "*.jsonl.gz",
     descriptions.DESCRIPTIONS_FILE,
-    "summary.json",
+    SUMMARY_FILE,
     "token_lengths.png",
     TOKEN_CACHE_DIR,
     descriptions.EMBEDDING_CACHE_DIR,

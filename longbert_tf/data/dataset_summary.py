@@ -43,13 +43,13 @@ def summarize(dataset_dir: str, preparation: dict) -> dict:
             },
         )
     summary = dict(labels=len(labels), splits=splits, preparation=preparation)
-    files.write_json(f"{dataset_dir}/summary.json", summary)
+    files.write_json(os.path.join(dataset_dir, dataset.SUMMARY_FILE), summary)
     return summary
 
 
 def language(dataset_dir: str) -> str:
     """The notes' language as its preparation recorded it (`preparation.language`), else `en`."""
-    path = f"{dataset_dir}/summary.json"
+    path = os.path.join(dataset_dir, dataset.SUMMARY_FILE)
     if not os.path.exists(path):
         return "en"
     with open(path) as summary_file:
