@@ -6,6 +6,11 @@ python -m experiments.export --model_dir=... --export_dir=... --inputs=token_ids
 `exports/coder` is a model base folder, as TensorFlow Serving reads one: each export
 becomes its next version (`exports/coder/1`, `2`, ...); `--export_dir=exports/coder/1`
 writes (or replaces) that version. A folder holding anything else is refused.
+
+A run fused with the terms of another copy of its notes (`experiments.fuse
+--match_data_dir`: a model on CodiEsp's English translation, a dictionary on the
+Spanish originals) exports text inputs as a `coder.TranslationCoder`, taking
+`text` (the note, matched) and `translation` (read by the model).
 """
 
 from absl import app, flags

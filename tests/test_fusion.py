@@ -9,11 +9,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from longbert_tf import run_folder
-from longbert_tf.data import dataset, descriptions
+from longbert_tf.data import dataset
+from longbert_tf.framework import tf
 from longbert_tf.lexical import fitting, fusion
 from longbert_tf.lexical.term_matcher import MATCH_FEATURES
 from longbert_tf.serving import coder
-from tests.trained_run import copy_run
 
 
 def numpy_inputs(logits, matches, train_notes):
@@ -133,33 +133,27 @@ def test_matched_notes_follow_the_runs_order_and_refuse_other_notes(tmp_path):
 
 
 @pytest.mark.slow  # fits and exports the shared run's fusion
-def test_a_fusion_matching_a_copy_of_the_notes_fits_alike_and_is_not_served(
-    exports, trained_run, tmp_path
-):
-    exports.fused_text()  # fits the fused copy of the run
-    source = os.path.join(exports.root, "fused_run")
-    model_dir = str(tmp_path / "run")
-    copy_run(source, model_dir)
+def test_a_fusion_matching_a_copy_of_the_notes_fits_alike_and_serves_both_texts(exports):
     # The run's own notes in another order: matched by note id, they fit the same fusion.
-    data_dir = trained_run.dataset_dir
-    match_dir = str(tmp_path / "reordered")
-    dataset.write_dataset(
-        match_dir,
-        {s: dataset.read_notes(data_dir, s).iloc[::-1] for s in ("train", "dev", "test")},
-        dataset.read_labels(data_dir),
-        descriptions.read_descriptions(os.path.join(data_dir, descriptions.DESCRIPTIONS_FILE)),
-    )
-    results = fitting.fit_run_fusion(model_dir, folds=2, match_dir=match_dir)
+    both = tf.saved_model.load(exports.translation_text())
+    one = tf.saved_model.load(exports.fused_text())
     fused_file = os.path.join(run_folder.FUSION_DIR, run_folder.FUSION_FILE)
-    with open(os.path.join(source, fused_file)) as fusion_file:
-        expected = json.load(fusion_file)
-    np.testing.assert_allclose(
-        fusion.Fusion.load(os.path.join(model_dir, fused_file)).weights,
-        expected["weights"],
-        rtol=1e-5,
-        atol=1e-6,
+    fitted, expected = (
+        json.load(open(os.path.join(exports.root, run, fused_file)))
+        for run in ("translation_run", "fused_run")
     )
-    assert results["dev"]["micro_f1"] == pytest.approx(expected["dev"]["micro_f1"])
-    assert results["match_data_dir"] == match_dir
-    with pytest.raises(ValueError, match=f"matched the notes of {match_dir}"):
-        coder.load_trained(model_dir)
+    np.testing.assert_allclose(fitted["weights"], expected["weights"], rtol=1e-5, atol=1e-6)
+    assert fitted["dev"]["micro_f1"] == pytest.approx(expected["dev"]["micro_f1"])
+    assert fitted["match_data_dir"] == os.path.join(exports.root, "reordered")
+    model_dir = os.path.join(exports.root, "translation_run")
+    with pytest.raises(ValueError, match="serve it as a TranslationCoder"):
+        coder.TextCoder(coder.load_trained(model_dir, "float32"))
+    # Its export takes the note and the text the model reads: given the same, it serves what
+    # the fusion of the run's own notes serves.
+    texts = tf.constant(list(dataset.read_notes(exports.config.dataset_dir, "dev").text[:6]))
+    served = both.signatures["serving_default"](text=texts, translation=texts)
+    expected = one.signatures["serving_default"](text=texts)
+    assert served.keys() == expected.keys()
+    np.testing.assert_allclose(served["probabilities"], expected["probabilities"], rtol=1e-5)
+    for name in ("codes", "match_start", "evidence_start", "evidence_end"):
+        np.testing.assert_array_equal(served[name], expected[name], err_msg=name)

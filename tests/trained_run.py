@@ -7,7 +7,7 @@ import os
 import shutil
 
 from longbert_tf import configs, files, run_folder
-from longbert_tf.data import dataset, synthetic
+from longbert_tf.data import dataset, descriptions, synthetic
 from longbert_tf.lexical import fitting
 from longbert_tf.serving import export
 from longbert_tf.training import loop
@@ -67,7 +67,8 @@ def copy_run(source: str, model_dir: str) -> None:
 
 class Exports:
     """The run's exports in `root`, each written on first use (under `lock()`, by whichever
-    process asks first): `text(dtype)`, `token_ids(dtype)`, `fused_text()`."""
+    process asks first): `text(dtype)`, `token_ids(dtype)`, `fused_text()`,
+    `translation_text()`."""
 
     def __init__(self, config: configs.ExperimentConfig, root: str, lock):
         self.config, self.root, self.lock = config, root, lock
@@ -95,6 +96,29 @@ class Exports:
                 shutil.rmtree(model_dir, ignore_errors=True)  # a copy whose fitting failed
                 copy_run(self.config.model_dir, model_dir)
                 fitting.fit_run_fusion(model_dir, folds=2)
+                export.export(model_dir, base, "text", compute_dtype="float32")
+            return export.latest_version(base)
+
+    def translation_text(self) -> str:
+        """The float32 export of a `coder.TranslationCoder`: a copy of the run fused as in
+        `fused_text`, but matching another copy of its notes (`match_data_dir`, the run's
+        dataset with its notes in reverse order: `translation_run` and `reordered` here)."""
+        base = f"{self.root}/translation_text"
+        with self.lock():
+            if not os.path.isdir(base):
+                model_dir, match_dir = f"{self.root}/translation_run", f"{self.root}/reordered"
+                shutil.rmtree(model_dir, ignore_errors=True)
+                copy_run(self.config.model_dir, model_dir)
+                data_dir = self.config.dataset_dir
+                dataset.write_dataset(
+                    match_dir,
+                    {s: dataset.read_notes(data_dir, s).iloc[::-1] for s in dataset.SPLITS},
+                    dataset.read_labels(data_dir),
+                    descriptions.read_descriptions(
+                        os.path.join(data_dir, descriptions.DESCRIPTIONS_FILE)
+                    ),
+                )
+                fitting.fit_run_fusion(model_dir, folds=2, match_dir=match_dir)
                 export.export(model_dir, base, "text", compute_dtype="float32")
             return export.latest_version(base)
 

@@ -37,6 +37,13 @@ the matcher runs in-graph, and `match_start`/`match_end` int64 `[batch, K]` are
 the byte offsets of each returned code's longest matched term (-1 where none),
 evidence beside the attention's tokens.
 
+A run fused with the terms of another copy of its notes (`experiments.fuse
+--match_data_dir`: a model reading the English translation, a dictionary
+matching the Spanish original) is a `TranslationCoder`: both signatures take
+`text`, the note as written, which the matcher reads and `match_start`/
+`match_end` point into, and `translation` `[batch]`, the same note as the
+model read it in training, which `evidence_start`/`evidence_end` point into.
+
 The label list (`labels`, and the asset `labels.txt`), the `threshold`, the
 segment geometry and the vocabulary are stored in the SavedModel; nothing else
 is needed to serve it. It also carries the dataset's descriptions of its codes
@@ -76,6 +83,8 @@ class TrainedModel:
     threshold: float
     fusion: Fusion | None = None
     term_index: TermIndex | None = None
+    # The fusion matched another copy of the notes than the model read (a translation).
+    reads_translation: bool = False
 
 
 def load_trained(
@@ -115,13 +124,7 @@ def load_trained(
         if stale:
             raise ValueError(f"{stale}: fit it again (experiments.fuse) or export without it")
         with open(fusion_path) as fusion_file:
-            match_data_dir = json.load(fusion_file).get("match_data_dir")
-        if match_data_dir:
-            raise ValueError(
-                f"{fusion_path} matched the notes of {match_data_dir}, not the text the model "
-                "reads, and an export takes one text: export without the fusion, or fuse the "
-                "run's own notes"
-            )
+            trained.reads_translation = bool(json.load(fusion_file).get("match_data_dir"))
         trained.fusion = Fusion.load(fusion_path)
         trained.term_index = TermIndex.load(os.path.join(fusion_dir, run_folder.TERM_INDEX_FILE))
         trained.threshold = trained.fusion.threshold
@@ -237,6 +240,11 @@ class TextCoder(Coder):
 
     def __init__(self, trained: TrainedModel, max_codes: int = MAX_CODES):
         super().__init__(trained, max_codes)
+        if trained.reads_translation and not isinstance(self, TranslationCoder):
+            raise ValueError(
+                "the run's fusion matched another copy of its notes than the model reads (a "
+                "translation): serve it as a TranslationCoder, which takes both texts"
+            )
         self.tokenizer = tokenization.make_tokenizer(trained.vocab)
         self.matcher = None
         if trained.fusion is not None:
@@ -254,11 +262,14 @@ class TextCoder(Coder):
     )
     def codes_from(self, text, min_probability):
         """`serve`'s outputs for the codes reaching `min_probability` (module docstring)."""
-        text = tf.strings.unicode_transcode(
-            text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
-        token_ids, starts, ends = self.tokenizer.tokenize_with_offsets(text)
+        text = valid_utf8(text)
         matches = None if self.matcher is None else self.matcher(text)
+        return self._text_codes(text, min_probability, matches)
+
+    def _text_codes(self, text, min_probability, matches):
+        """`_code`'s outputs for the model's reading of `text` (valid UTF-8 `[batch]`), with
+        the evidence tokens' byte offsets into it."""
+        token_ids, starts, ends = self.tokenizer.tokenize_with_offsets(text)
         outputs = self._code(
             token_ids.to_tensor(),
             tf.cast(token_ids.row_lengths(), tf.int32),
@@ -277,3 +288,44 @@ class TextCoder(Coder):
 
     def signatures(self) -> dict:
         return {**super().signatures(), CODES_FROM: self.codes_from.get_concrete_function()}
+
+
+class TranslationCoder(TextCoder):
+    """Text in twice: the note as written (`text`, matched) and its `translation` (read by
+    the model); see the module docstring."""
+
+    def __init__(self, trained: TrainedModel, max_codes: int = MAX_CODES):
+        if not trained.reads_translation:
+            raise ValueError("the run's fusion matched the notes the model reads: a TextCoder")
+        super().__init__(trained, max_codes)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.string, name="translation"),
+        ]
+    )
+    def serve(self, text, translation):
+        return self.codes_from(text, translation, self.threshold)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="text"),
+            tf.TensorSpec([None], tf.string, name="translation"),
+            tf.TensorSpec([], tf.float32, name="min_probability"),
+        ]
+    )
+    def codes_from(self, text, translation, min_probability):
+        """`serve`'s outputs for the codes reaching `min_probability` (module docstring)."""
+        tf.debugging.assert_equal(
+            tf.size(text), tf.size(translation), message="give one translation per note"
+        )
+        matches = self.matcher(valid_utf8(text))
+        return self._text_codes(valid_utf8(translation), min_probability, matches)
+
+
+def valid_utf8(text):
+    """Strings `[batch]` with invalid UTF-8 replaced (U+FFFD)."""
+    return tf.strings.unicode_transcode(
+        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )

@@ -1,5 +1,7 @@
 """Serving SavedModels of finished runs: `export(model_dir, export_dir, inputs)` saves a
-`coder.TextCoder` (`inputs="text"`) or `coder.Coder` (`"token_ids"`) with its signatures.
+`coder.TextCoder` (`inputs="text"`; a `coder.TranslationCoder`, which takes the note and
+its translation, for a run whose fusion matched another copy of its notes) or
+`coder.Coder` (`"token_ids"`) with its signatures.
 
 Folders follow TensorFlow Serving's layout: `export_dir` named by a number
 (`exports/coder/3`) is that version; any other `export_dir` is a model base
@@ -14,7 +16,14 @@ import tempfile
 from longbert_tf import files
 from longbert_tf.data import dataset, descriptions
 from longbert_tf.framework import tf
-from longbert_tf.serving.coder import MAX_CODES, Coder, TextCoder, TrainedModel, load_trained
+from longbert_tf.serving.coder import (
+    MAX_CODES,
+    Coder,
+    TextCoder,
+    TrainedModel,
+    TranslationCoder,
+    load_trained,
+)
 
 # Beside the SavedModel files: what was exported from which run (marks an export of this package).
 EXPORT_INFO = "longbert_tf_export.json"
@@ -112,7 +121,8 @@ def export(
                 f"{target} is not empty and not an export of this package: it is not replaced"
             )
     trained = load_trained(model_dir, compute_dtype, with_fusion)
-    module = (TextCoder if inputs == "text" else Coder)(trained, max_codes)
+    text_coder = TranslationCoder if trained.reads_translation else TextCoder
+    module = (text_coder if inputs == "text" else Coder)(trained, max_codes)
     with (
         tempfile.TemporaryDirectory() as scratch,
         files.atomic_dir(target, (*files.SAVED_MODEL_ENTRIES, EXPORT_INFO)) as temporary,
@@ -125,6 +135,7 @@ def export(
             max_codes=max_codes,
             compute_dtype=trained.config.compute_dtype,
             fusion=trained.fusion is not None,
+            translation=trained.reads_translation,
         )
         files.write_json(os.path.join(temporary, EXPORT_INFO), info)
     return target

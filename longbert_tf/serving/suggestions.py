@@ -3,7 +3,9 @@ under the threshold, and the evidence of each: what `experiments.predict` prints
 page (`experiments.review`) shows.
 
 Evidence offsets are UTF-8 byte ranges, as the export returns them (the review page's API turns
-them into code points: `review.server.note_for_api`).
+them into code points: `review.server.note_for_api`). An export that reads each note's
+translation too (`coder.TranslationCoder`) takes both: its matched terms are in the note, its
+attention's tokens in the translation.
 """
 
 import dataclasses
@@ -22,8 +24,9 @@ BATCH_NOTES = 16
 @dataclasses.dataclass
 class Suggestion:
     """One code for one note. `byte_spans` `[(start, end)]`, strongest first, with
-    `weights` (its label attention's share, 0-1); `matched_span` the byte range of its
-    longest matched term (fused exports), else None."""
+    `weights` (its label attention's share, 0-1), in the note or, when the export reads one,
+    its translation; `matched_span` the byte range in the note of its longest matched term
+    (fused exports), else None."""
 
     code: str
     probability: float
@@ -36,11 +39,13 @@ class Suggestion:
 @dataclasses.dataclass
 class NoteSuggestions:
     """A note's `codes` (reaching the threshold, most probable first) and `near_misses`
-    (under it); `utf8` is the note as the export read it."""
+    (under it); `utf8` is the note as the export read it, `translation` its translation
+    (UTF-8) when the export reads one, else None."""
 
     utf8: bytes
     codes: list
     near_misses: list
+    translation: bytes | None = None
 
 
 class Suggester:
@@ -52,7 +57,8 @@ class Suggester:
         self.path = export.latest_version(export_dir)
         self._loaded = tf.saved_model.load(self.path)
         signatures = self._loaded.signatures
-        if "text" not in signatures["serving_default"].structured_input_signature[1]:
+        inputs = signatures["serving_default"].structured_input_signature[1]
+        if "text" not in inputs:
             raise ValueError(
                 f"{export_dir} takes token ids: predict and review need a text-input export "
                 "(experiments.export --inputs=text)"
@@ -64,6 +70,8 @@ class Suggester:
                 "(python -m experiments.export)"
             )
         self._codes_from = signatures[coder.CODES_FROM]
+        # A TranslationCoder: the model reads each note's translation, the matcher the note.
+        self.reads_translation = "translation" in inputs
         self.code_descriptions, self.code_system = export.code_descriptions(self._loaded)
         self.code_descriptions.update(extra_descriptions or {})
         self.labels = [code.decode() for code in self._loaded.labels.numpy()]
@@ -80,23 +88,32 @@ class Suggester:
     def describe(self, code: str) -> str:
         return descriptions.describe(code, self.code_descriptions, self.code_system)
 
-    def suggest(self, notes: list) -> list:
+    def suggest(self, notes: list, translations: list | None = None) -> list:
         """`NoteSuggestions` of each note (bytes or str; invalid UTF-8 is replaced, as the
-        export does), `BATCH_NOTES` notes per call of the export."""
-        utf8 = [
-            (note if isinstance(note, bytes) else note.encode("utf-8"))
-            .decode("utf-8", errors="replace")
-            .encode("utf-8")
-            for note in notes
-        ]
+        export does), `BATCH_NOTES` notes per call of the export. `translations`, one per
+        note, are for an export that reads them (`reads_translation`), and only for it."""
+        if self.reads_translation != (translations is not None):
+            raise ValueError(
+                f"{self.path} reads each note's translation too: give one per note"
+                if self.reads_translation
+                else f"{self.path} reads the notes alone: it takes no translations"
+            )
+        if translations is not None and len(translations) != len(notes):
+            raise ValueError(f"{len(notes)} notes but {len(translations)} translations")
+        utf8 = [valid_utf8(note) for note in notes]
+        translated = [valid_utf8(text) for text in translations or []]
         found = []
         for first in range(0, len(utf8), BATCH_NOTES):
             batch = utf8[first : first + BATCH_NOTES]
-            outputs = self._codes_from(
-                text=tf.constant(batch), min_probability=self._min_probability
-            )
+            inputs = dict(text=tf.constant(batch))
+            if translated:
+                inputs["translation"] = tf.constant(translated[first : first + BATCH_NOTES])
+            outputs = self._codes_from(**inputs, min_probability=self._min_probability)
             outputs = {key: value.numpy() for key, value in outputs.items()}
-            found += [self._note(outputs, row, text) for row, text in enumerate(batch)]
+            for row, text in enumerate(batch):
+                note = self._note(outputs, row, text)
+                note.translation = translated[first + row] if translated else None
+                found.append(note)
         return found
 
     def _note(self, outputs: dict, row: int, text: bytes) -> NoteSuggestions:
@@ -129,3 +146,9 @@ class Suggester:
             elif len(near_misses) < MAX_NEAR_MISSES:
                 near_misses.append(suggestion)
         return NoteSuggestions(text, codes, near_misses)
+
+
+def valid_utf8(note) -> bytes:
+    """`note` (bytes or str) as UTF-8 with invalid bytes replaced (U+FFFD), as exports read it."""
+    raw = note if isinstance(note, bytes) else note.encode("utf-8")
+    return raw.decode("utf-8", errors="replace").encode("utf-8")
