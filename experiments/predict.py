@@ -11,9 +11,19 @@ title, codes of other classifications never do) and the
 evidence: the passage around the code's matched term (exports of a run fused
 with term matching, `experiments.fuse`) or else the tokens the code's label
 attention weighs most, with the term and those tokens marked `[[...]]`.
+
+    python -m experiments.predict --export_dir=exports/codiesp \
+        --translation_dir=codiesp/test/text_files_en codiesp/test/text_files/*.txt
+
+gives an export that reads each note's translation too (`coder.TranslationCoder`:
+a model trained on the English translation, a dictionary matching the Spanish
+original) the note of the same file name in `--translation_dir`; the matched
+terms are marked in the note, the attention's tokens in the translation
+(`evidence_in: translation`, `translation_passage`).
 """
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -32,6 +42,12 @@ flags.DEFINE_string(
 flags.DEFINE_enum("format", "text", ["text", "json"], "text for people, json for programs.")
 flags.DEFINE_string(
     "descriptions_file", None, "code<TAB>description lines beside those the export carries."
+)
+flags.DEFINE_string(
+    "translation_dir",
+    None,
+    "For an export that reads each note's translation too: the folder holding them, each "
+    "under its note's file name.",
 )
 CONTEXT_BYTES = 60
 
@@ -63,28 +79,48 @@ def evidence_passage(text: bytes, spans: list) -> str:
 
 def as_json(name: str, note: suggestions.NoteSuggestions) -> dict:
     """The JSON form of a note's codes (byte offsets into its UTF-8 text)."""
+    attended_text = note.utf8 if note.translation is None else note.translation
     codes = []
     for code in note.codes:
         matched = [code.matched_span] if code.matched_span else []
-        codes.append(
-            dict(
-                code=code.code,
-                probability=round(code.probability, 4),
-                description=code.description,
-                evidence=[
-                    note.utf8[s:e].decode("utf-8", errors="replace") for s, e in code.byte_spans
-                ],
-                evidence_spans=code.byte_spans,
-                matched_term="".join(
-                    note.utf8[s:e].decode("utf-8", errors="replace") for s, e in matched
-                ),
-                matched_span=matched[0] if matched else None,
-                passage=evidence_passage(note.utf8, matched + code.byte_spans)
-                if matched + code.byte_spans
-                else "",
-            )
+        attended = code.byte_spans
+        in_note = matched + (attended if note.translation is None else [])
+        result = dict(
+            code=code.code,
+            probability=round(code.probability, 4),
+            description=code.description,
+            evidence=[attended_text[s:e].decode("utf-8", errors="replace") for s, e in attended],
+            evidence_spans=attended,
+            matched_term="".join(
+                note.utf8[s:e].decode("utf-8", errors="replace") for s, e in matched
+            ),
+            matched_span=matched[0] if matched else None,
+            passage=evidence_passage(note.utf8, in_note) if in_note else "",
         )
+        if note.translation is not None:
+            result["evidence_in"] = "translation"
+            result["translation_passage"] = (
+                evidence_passage(note.translation, attended) if attended else ""
+            )
+        codes.append(result)
     return dict(note=name, codes=codes)
+
+
+def read_translations(paths: list) -> list:
+    """The translation of each note file: `--translation_dir`'s file of the same name."""
+    if not FLAGS.translation_dir or not paths:
+        raise app.UsageError(
+            f"{FLAGS.export_dir} reads each note's translation too: name the note files and "
+            "--translation_dir, the folder of their translations"
+        )
+    translations = []
+    for path in paths:
+        translated = os.path.join(FLAGS.translation_dir, os.path.basename(path))
+        if not os.path.exists(translated):
+            raise app.UsageError(f"{path} has no translation: {translated} does not exist")
+        with open(translated, "rb") as translation_file:
+            translations.append(translation_file.read())
+    return translations
 
 
 def main(argv):
@@ -97,10 +133,13 @@ def main(argv):
     if FLAGS.descriptions_file:
         extra = descriptions.read_descriptions(FLAGS.descriptions_file)
     suggester = suggestions.Suggester(FLAGS.export_dir, extra)
-    results = [
-        as_json(name, note)
-        for (name, _), note in zip(notes, suggester.suggest([text for _, text in notes]))
-    ]
+    translations = None
+    if suggester.reads_translation:
+        translations = read_translations(paths)
+    elif FLAGS.translation_dir:
+        raise app.UsageError(f"{suggester.path} reads the notes alone: drop --translation_dir")
+    found = suggester.suggest([text for _, text in notes], translations)
+    results = [as_json(name, note) for (name, _), note in zip(notes, found)]
     if FLAGS.format == "json":
         print(json.dumps(results, indent=2, ensure_ascii=False))
         return
@@ -110,6 +149,8 @@ def main(argv):
             print(f"  {code['code']:<10} {code['probability']:.3f}  {code['description']}")
             if code["passage"]:
                 print(f"             {code['passage']}")
+            if code.get("translation_passage"):
+                print(f"             (translation) {code['translation_passage']}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ rejected or added with one key, every decision kept as a JSON line.
     python -m experiments.review --export_dir=exports/coder --notes_dir=notes \
         --host=10.0.0.5 --access_token_file=token.txt --public_url=https://coding.example.org
     # behind a TLS proxy: open https://coding.example.org/?token=TOKEN once
+    python -m experiments.review --export_dir=exports/codiesp --notes_dir=test/text_files \
+        --translations_dir=test/text_files_en  # an export that reads the translation too
     python -m experiments.review --summary --records=review_records.jsonl
     python -m experiments.review --summary --format=csv > final_codes.csv
 
@@ -26,6 +28,12 @@ from longbert_tf.serving import suggestions
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_dir", None, "A text-input export of experiments.export.")
 flags.DEFINE_string("notes_dir", None, "A folder of notes (.txt, UTF-8) listed on the page.")
+flags.DEFINE_string(
+    "translations_dir",
+    None,
+    "For an export that reads each note's translation too: the folder of the notes' "
+    "translations, each under its note's file name.",
+)
 flags.DEFINE_string("records", "review_records.jsonl", "The review records (JSON lines).")
 flags.DEFINE_string(
     "host", "127.0.0.1", "The address to listen on; one beyond loopback needs --access_token_file."
@@ -108,9 +116,15 @@ def main(argv):
     if FLAGS.descriptions_file:
         extra = descriptions.read_descriptions(FLAGS.descriptions_file)
     suggester = suggestions.Suggester(FLAGS.export_dir, extra)
-    suggester.suggest(["warm-up"])  # the export's first call optimises its graph: seconds
+    # The export's first call optimises its graph: seconds.
+    suggester.suggest(["warm-up"], ["warm-up"] if suggester.reads_translation else None)
     # A damaged records line is logged as FILE:LINE and skipped; the server starts anyway.
-    reviewer = review_server.Reviewer(suggester, FLAGS.records, FLAGS.notes_dir)
+    try:
+        reviewer = review_server.Reviewer(
+            suggester, FLAGS.records, FLAGS.notes_dir, translations_dir=FLAGS.translations_dir
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--translations_dir: {error}") from None
     server = review_server.make_server(reviewer, FLAGS.host, FLAGS.port, token, FLAGS.public_url)
     logging.info("answering for %s", ", ".join(sorted(server.access.hosts)))
     host, port = server.server_address[:2]

@@ -192,10 +192,14 @@ def review_export(exports, trained_run):
     return exports.text("float32"), trained_run.dataset_dir
 
 
-def predict_json(export_dir: str, paths: list) -> list:
+def predict_json(export_dir: str, paths: list, *flags: str) -> list:
     """What `python -m experiments.predict --format=json` prints for the note files `paths`."""
     result = run_main(
-        "experiments.predict", f"--export_dir={export_dir}", "--format=json", *map(str, paths)
+        "experiments.predict",
+        f"--export_dir={export_dir}",
+        "--format=json",
+        *flags,
+        *map(str, paths),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)

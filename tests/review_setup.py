@@ -75,9 +75,13 @@ def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
     raise TimeoutError(f"{what} not met within {timeout} s")
 
 
-def coded(url: str, texts: list, at_least: int) -> list:
-    """`(index, API answer)` of each of `texts` the server gives at least `at_least` codes."""
-    answers = [call(url, "/api/code", dict(text=text))[1] for text in texts]
+def coded(url: str, texts: list, at_least: int, translated=None) -> list:
+    """`(index, API answer)` of each of `texts` the server gives at least `at_least` codes
+    (sent with `translated(text)`, its translation, when given)."""
+    bodies = [dict(text=text) for text in texts]
+    if translated:
+        bodies = [dict(body, translation=translated(body["text"])) for body in bodies]
+    answers = [call(url, "/api/code", body)[1] for body in bodies]
     return [(i, answer) for i, answer in enumerate(answers) if len(answer["codes"]) >= at_least]
 
 

@@ -419,3 +419,60 @@ def test_a_screenshot_of_the_page_for_the_docs(page):
     shutil.move(temporary, SCREENSHOT)
     with open(SCREENSHOT, "rb") as image:
         assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_coder_reading_translations_marks_terms_in_the_note_and_attention_in_its_translation(
+    exports, trained_run, tmp_path
+):
+    export_dir = exports.translation_text()
+    texts = write_notes(trained_run.dataset_dir, str(tmp_path / "notes"))
+    os.makedirs(tmp_path / "en")
+    for name in os.listdir(tmp_path / "notes"):
+        text = (tmp_path / "notes" / name).read_text()
+        (tmp_path / "en" / name).write_text("Translated: " + text)
+    records = tmp_path / "records.jsonl"
+    server = ReviewServer(
+        export_dir, str(records), str(tmp_path / "notes"), f"--translations_dir={tmp_path / 'en'}"
+    )
+    browser = new_browser()
+    try:
+        browser.get(server.url + "/")
+        ready(browser)
+        assert run(browser, "return document.getElementById('paste-translation').hidden") is False
+        # A note with a matched term and the attention's tokens among its codes.
+        index, answer = next(
+            (index, answer)
+            for index, answer in coded(server.url, texts, 1, lambda text: "Translated: " + text)
+            if any(e["source"] == "term" for c in answer["codes"] for e in c["evidence"])
+        )
+        name = f"note_{index:02d}.txt"
+        open_note(browser, name)
+        assert run(browser, "return document.getElementById('translation-text').hidden") is False
+        for code in answer["codes"]:
+            browser.find_element("css selector", f"#codes li[data-code='{code['code']}']").click()
+            for box, within, text in (
+                ("note-text", "text", texts[index]),
+                ("translation-text", "translation", "Translated: " + texts[index]),
+            ):
+                marks = run(
+                    browser,
+                    f"return [...document.querySelectorAll('#{box} mark')].map(m => "
+                    "[Number(m.dataset.start), Array.from(m.textContent).length])",
+                )
+                highlighted = {i for start, length in marks for i in range(start, start + length)}
+                expected = {
+                    i
+                    for e in code["evidence"]
+                    if e["within"] == within
+                    for i in range(e["start"], e["end"])
+                }
+                assert highlighted == expected, (code["code"], within)
+                assert run(browser, f"return document.getElementById('{box}').textContent") == text
+        browser.find_element("id", "save").click()
+        wait_until(
+            lambda: f"Saved {name}" in browser.find_element("id", "status").text, what="save"
+        )
+        assert review_records.read(str(records))[-1]["note_id"] == name
+    finally:
+        browser.quit()
+        server.stop()

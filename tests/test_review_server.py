@@ -299,7 +299,7 @@ def test_eight_clients_with_notes_evicted_get_every_answer(review_export, tmp_pa
     expected = [review_server.note_for_api(note) for note in suggester.suggest(texts)]
     coded_notes = []  # every note the model was asked for: more than 24 when notes were evicted
     suggest = suggester.suggest
-    suggester.suggest = lambda notes: coded_notes.extend(notes) or suggest(notes)
+    suggester.suggest = lambda notes, translations: coded_notes.extend(notes) or suggest(notes)
     server = review_server.make_server(reviewer, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -378,3 +378,43 @@ def test_the_summary_reads_the_records_the_server_wrote(served):
         f"summary-note,{hashlib.sha256(texts[3].encode()).hexdigest()},Q99.9,added"
         in (outputs["csv"])
     )
+
+
+def test_a_coder_reading_translations_takes_one_per_note_and_others_take_none(
+    served, exports, tmp_path
+):
+    server, root, texts = served
+    status, answer = call(server.url, "/api/code", dict(text=texts[0], translation=texts[0]))
+    assert status == 400 and "reads the notes alone" in answer["error"]
+    export_dir = exports.translation_text()
+    with pytest.raises(ValueError, match="reads each note's translation too"):
+        review_server.Reviewer(
+            suggestions.Suggester(export_dir), str(tmp_path / "r.jsonl"), str(root / "notes")
+        )
+    (tmp_path / "en").mkdir()
+    (tmp_path / "en" / "note_00.txt").write_text("Translated: " + texts[0])
+    translating = ReviewServer(
+        export_dir,
+        str(tmp_path / "records.jsonl"),
+        str(root / "notes"),
+        f"--translations_dir={tmp_path / 'en'}",
+    )
+    try:
+        status, answer = call(translating.url, "/api/code", dict(text=texts[0]))
+        assert status == 400 and "send one per note (1)" in answer["error"]
+        status, answer = call(translating.url, "/api/notes/note_00.txt")
+        assert answer == dict(
+            id="note_00.txt", text=texts[0], translation="Translated: " + texts[0]
+        )
+        status, answer = call(translating.url, "/api/notes/note_01.txt")
+        assert status == 404 and "has no translation" in answer["error"]
+        status, answer = call(
+            translating.url, "/api/code", dict(texts=texts[:2], translations=texts[:2])
+        )
+        # Given the note itself as its translation, it codes as the fused export.
+        fused = suggestions.Suggester(exports.fused_text()).suggest(texts[:2])
+        assert status == 200
+        for note, expected in zip(answer["notes"], fused):
+            assert [c["code"] for c in note["codes"]] == [c.code for c in expected.codes]
+    finally:
+        translating.stop()

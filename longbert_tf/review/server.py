@@ -4,7 +4,7 @@ with the model in process (`suggestions.Suggester`, loaded once).
     GET  /                     the page (HTML, CSS and JavaScript of `page/`)
     GET  /api/info             threshold, export fingerprint, limits
     GET  /api/notes            the `.txt` notes of the notes folder: `[{id, reviewed}]`
-    GET  /api/notes/ID         `{id, text}`
+    GET  /api/notes/ID         `{id, text}` (and `translation`, see below)
     GET  /api/search?q=WORDS   codes of the label space by code or description (20 at most)
     POST /api/code             `{"text": T}` -> `{threshold, codes, near_misses}`, or
                                `{"texts": [T, ...]}` -> `{threshold, notes: [{codes, near_misses}]}`
@@ -12,8 +12,13 @@ with the model in process (`suggestions.Suggester`, loaded once).
                                (no note_id: a pasted note, named `pasted-` + its SHA-256)
 
 Who may ask is `access.Access`'s to decide, before a body is read. A code is `{code,
-description, probability, evidence: [{start, end, weight, source}]}` (`note_for_api`); offsets
-are Unicode code points of the text as sent (Python `str` indices). Bodies are limited to
+description, probability, evidence: [{start, end, weight, source, within}]}` (`note_for_api`);
+offsets are Unicode code points of the text as sent (Python `str` indices), of the note
+(`within` "text") or of its translation ("translation"). An export that reads each note's
+translation too (`/api/info`'s `reads_translation`; `coder.TranslationCoder`) takes it beside
+every text: `translation`, `translations` (one per text), read for the notes folder's notes
+from the translations folder under the same name; its matched terms are in the note, its
+attention's tokens in the translation. Bodies are limited to
 `MAX_BODY_BYTES`; errors are `{"error": message}` with a 4xx status, or a 500 naming a request
 id for anything unexpected. The log names requests, never their bodies: no note text reaches it.
 At most `MAX_WORKERS` requests are served at once (more wait to be accepted), and a client
@@ -74,10 +79,19 @@ class Reviewer:
         records_path: str,
         notes_dir: str | None = None,
         cached_notes: int = CACHED_NOTES,
+        translations_dir: str | None = None,
     ):
+        if suggester.reads_translation and notes_dir and not translations_dir:
+            raise ValueError(
+                f"{suggester.path} reads each note's translation too: give the folder of the "
+                "notes' translations"
+            )
+        if translations_dir and not suggester.reads_translation:
+            raise ValueError(f"{suggester.path} reads the notes alone: it takes no translations")
         self.suggester = suggester
         self.records_path = records_path
         self.notes_dir = notes_dir
+        self.translations_dir = translations_dir
         self._labels = set(suggester.labels)
         self._described = [(code, suggester.describe(code)) for code in suggester.labels]
         self._cached_notes = cached_notes
@@ -88,19 +102,26 @@ class Reviewer:
         self._records_lock = threading.Lock()
         self._read_records()  # a damaged line is reported now, at start
 
-    def code(self, texts: list) -> list:
-        """`NoteSuggestions` of every text, one call of the model for those not cached; the
-        `cached_notes` notes used last are kept."""
-        keys = [records.text_sha256(text) for text in texts]
+    def code(self, texts: list, translations: list | None = None) -> list:
+        """`NoteSuggestions` of every text (and its translation, for an export that reads
+        them), one call of the model for those not cached; the `cached_notes` notes used last
+        are kept."""
+        pairs = list(zip(texts, translations or [""] * len(texts)))
+        keys = [tuple(map(records.text_sha256, pair)) for pair in pairs]
         found = {}
         with self._cache_lock:
             for key in keys:
                 if key in self._cache:
                     self._cache.move_to_end(key)
                     found[key] = self._cache[key]
-        missing = {key: text for key, text in zip(keys, texts) if key not in found}
+        missing = {key: pair for key, pair in zip(keys, pairs) if key not in found}
         if missing:
-            found.update(zip(missing, self.suggester.suggest(list(missing.values()))))
+            missing_texts, missing_translations = zip(*missing.values())
+            if translations is None:
+                missing_translations = None
+            found.update(
+                zip(missing, self.suggester.suggest(list(missing_texts), missing_translations))
+            )
             with self._cache_lock:
                 for key in missing:
                     self._cache[key] = found[key]
@@ -132,16 +153,34 @@ class Reviewer:
             for name in self._note_names()
         ]
 
-    def note_text(self, note_id: str) -> str:
+    def note(self, note_id: str) -> dict:
+        """`{id, text}` of a note of the notes folder, with its `translation` when the export
+        reads one."""
         if note_id not in self._note_names():
             raise RequestError(404, f"no note {note_id!r} in the notes folder")
-        path = os.path.join(self.notes_dir, note_id)
-        with open(path, "rb") as note_file:
-            raw = note_file.read()
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise RequestError(400, f"{path} is not valid UTF-8 (byte {error.start})") from None
+        note = dict(id=note_id, text=read_note(os.path.join(self.notes_dir, note_id)))
+        if self.suggester.reads_translation:
+            path = os.path.join(self.translations_dir, note_id)
+            if not os.path.exists(path):
+                raise RequestError(404, f"note {note_id!r} has no translation: no {path}")
+            note["translation"] = read_note(path)
+        return note
+
+    def translations(self, body: dict, count: int) -> list | None:
+        """The request's translations of its `count` texts (`translation` or
+        `translations`), for an export that reads them; else None."""
+        if not self.suggester.reads_translation:
+            if "translation" in body or "translations" in body:
+                raise RequestError(400, "this coder reads the notes alone: send no translation")
+            return None
+        if count == 1 and "translation" in body:
+            return [checked_text(body["translation"], "translation")]
+        given = body.get("translations")
+        if not isinstance(given, list) or len(given) != count:
+            raise RequestError(
+                400, f"this coder reads each note's translation too: send one per note ({count})"
+            )
+        return [checked_text(text, f"translations[{i}]") for i, text in enumerate(given)]
 
     def search(self, query: str) -> list:
         """Codes whose code starts with `query` (dots ignored) or whose description holds
@@ -174,7 +213,7 @@ class Reviewer:
         note_id = body.get("note_id") or f"pasted-{records.text_sha256(text)[:12]}"
         if not isinstance(note_id, str) or len(note_id) > 300:
             raise RequestError(400, "note_id must be a string of at most 300 characters")
-        (note,) = self.code([text])
+        (note,) = self.code([text], self.translations(body, 1))
         try:
             record = records.make_record(
                 note_id,
@@ -189,6 +228,16 @@ class Reviewer:
             raise RequestError(400, str(error)) from None
         records.append(self.records_path, record)
         return record
+
+
+def read_note(path: str) -> str:
+    """A note file's text, or a RequestError naming it when it is not UTF-8."""
+    with open(path, "rb") as note_file:
+        raw = note_file.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestError(400, f"{path} is not valid UTF-8 (byte {error.start})") from None
 
 
 def checked_text(text, field: str) -> str:
@@ -214,32 +263,37 @@ def chars_before_bytes(utf8: bytes) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(lead_bytes)])
 
 
-def evidence_items(suggestion: Suggestion, chars_before: np.ndarray) -> list:
-    """`[{start, end, weight, source}]` of a code, in code points of its note (`chars_before`
-    of the note): the matched term (weight 1, source "term") then the attention's tokens
-    (source "attention")."""
+def evidence_items(suggestion: Suggestion, chars_before: dict) -> list:
+    """`[{start, end, weight, source, within}]` of a code, in code points (`chars_before` of
+    "text", the note, and "translation", the text the attention read when it is not the
+    note): the matched term (weight 1, source "term") then the attention's tokens (source
+    "attention")."""
     items = []
     if suggestion.matched_span is not None:
-        items.append((suggestion.matched_span, 1.0, "term"))
+        items.append((suggestion.matched_span, 1.0, "term", "text"))
+    attended = "translation" if "translation" in chars_before else "text"
     items += [
-        (span, weight, "attention")
+        (span, weight, "attention", attended)
         for span, weight in zip(suggestion.byte_spans, suggestion.weights)
     ]
     return [
         dict(
-            start=int(chars_before[start]),
-            end=int(chars_before[end]),
+            start=int(chars_before[within][start]),
+            end=int(chars_before[within][end]),
             weight=round(float(weight), 4),
             source=source,
+            within=within,
         )
-        for (start, end), weight, source in items
+        for (start, end), weight, source, within in items
     ]
 
 
 def note_for_api(note: NoteSuggestions) -> dict:
     """`{codes, near_misses}` of a note, each `[{code, description, probability, evidence}]`;
     the note's code point offsets are worked out once for all its codes."""
-    chars_before = chars_before_bytes(note.utf8)
+    chars_before = dict(text=chars_before_bytes(note.utf8))
+    if note.translation is not None:
+        chars_before["translation"] = chars_before_bytes(note.translation)
 
     def one(suggestion: Suggestion) -> dict:
         return dict(
@@ -345,8 +399,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if url.path == "/api/notes":
             return reviewer.notes()
         if url.path.startswith("/api/notes/"):
-            note_id = urllib.parse.unquote(url.path.removeprefix("/api/notes/"))
-            return dict(id=note_id, text=reviewer.note_text(note_id))
+            return reviewer.note(urllib.parse.unquote(url.path.removeprefix("/api/notes/")))
         if url.path == "/api/search":
             return reviewer.search(urllib.parse.parse_qs(url.query).get("q", [""])[0])
         raise RequestError(404, f"no endpoint {url.path}")
@@ -362,9 +415,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(body["texts"], list) or not body["texts"]:
                 raise RequestError(400, "texts must be a non-empty list of notes")
             texts = [checked_text(text, f"texts[{i}]") for i, text in enumerate(body["texts"])]
-            notes = [note_for_api(note) for note in reviewer.code(texts)]
+            found = reviewer.code(texts, reviewer.translations(body, len(texts)))
+            notes = [note_for_api(note) for note in found]
             return dict(threshold=float(reviewer.suggester.threshold), notes=notes)
-        (note,) = reviewer.code([checked_text(body.get("text"), "text")])
+        text = checked_text(body.get("text"), "text")
+        (note,) = reviewer.code([text], reviewer.translations(body, 1))
         return dict(threshold=float(reviewer.suggester.threshold), **note_for_api(note))
 
     def _body(self) -> dict:
@@ -454,5 +509,6 @@ def make_server(
         max_body_bytes=MAX_BODY_BYTES,
         offsets="unicode code points",
         notes_dir=bool(reviewer.notes_dir),
+        reads_translation=suggester.reads_translation,
     )
     return server

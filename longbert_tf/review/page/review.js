@@ -7,6 +7,8 @@ const state = {
   noteIndex: -1,      // the current note in `notes`, -1 for a pasted note
   noteId: null,       // null: a pasted note (the server names it)
   text: "",
+  translation: null,  // the note's translation, for an export that reads one (info.reads_translation)
+  readsTranslation: false,
   result: null,       // /api/code's answer for `text`
   decisions: new Map(),  // code -> "accepted" | "rejected" (suggestions and near misses)
   added: [],          // [{code, description, in_label_space}] from the search
@@ -71,18 +73,18 @@ async function openNote(index) {
   try {
     const note = await api(`/api/notes/${encodeURIComponent(state.notes[index].id)}`);
     state.noteIndex = index;
-    await codeNote(note.id, note.text);
+    await codeNote(note.id, note.text, note.translation ?? null);
   } catch (error) {
     setStatus(error.message, true);
   }
   renderNotes();
 }
 
-async function codeNote(noteId, text) {
+async function codeNote(noteId, text, translation) {
   setStatus("Coding…");
   const started = performance.now();
-  const result = await api("/api/code", {text});
-  Object.assign(state, {noteId, text, result, decisions: new Map(), added: [], selected: 0});
+  const result = await api("/api/code", translation === null ? {text} : {text, translation});
+  Object.assign(state, {noteId, text, translation, result, decisions: new Map(), added: [], selected: 0});
   render();
   const seconds = (performance.now() - started) / 1000;
   document.body.dataset.codedIn = String(seconds);
@@ -94,10 +96,14 @@ async function codePasted() {
   state.noteIndex = -1;
   renderNotes();
   try {
-    await codeNote(null, text);
+    await codeNote(null, text, pastedTranslation());
   } catch (error) {
     setStatus(error.message, true);
   }
+}
+
+function pastedTranslation() {
+  return state.readsTranslation ? $("paste-translation").value : null;
 }
 
 async function dropFile(event) {
@@ -110,7 +116,7 @@ async function dropFile(event) {
     $("paste").value = text;
     state.noteIndex = -1;
     renderNotes();
-    await codeNote(file.name, text);
+    await codeNote(file.name, text, pastedTranslation());
   } catch (error) {
     setStatus(error instanceof TypeError ? `${file.name} is not valid UTF-8` : error.message, true);
   }
@@ -181,12 +187,22 @@ function decide(value) {
 
 // ---- evidence ----
 
+// The note, and the translation the model read (when it reads one), each with the selected
+// code's evidence that lies in it marked.
 function renderText() {
-  const box = $("note-text");
-  const chars = Array.from(state.text);  // evidence offsets count code points
+  const hasTranslation = state.translation !== null;
+  $("translation-title").hidden = $("translation-text").hidden = !hasTranslation;
+  const first = renderMarked($("note-text"), state.text, "text");
+  const second = hasTranslation ? renderMarked($("translation-text"), state.translation, "translation") : null;
+  (first || second)?.scrollIntoView({block: "center"});
+}
+
+// Marks `within`'s evidence in `text` inside `box`; returns the strongest span's first mark.
+function renderMarked(box, text, within) {
+  const chars = Array.from(text);  // evidence offsets count code points
   const codes = shownCodes();
   const code = codes[state.selected];
-  const spans = code ? code.evidence : [];
+  const spans = code ? code.evidence.filter((s) => s.within === within) : [];
   const cuts = new Set([0, chars.length]);
   for (const span of spans) { cuts.add(span.start); cuts.add(span.end); }
   const points = [...cuts].sort((a, b) => a - b);
@@ -202,7 +218,7 @@ function renderText() {
     const mark = element("mark", "evidence", text);
     mark.style.setProperty("--weight", (0.25 + 0.75 * weight / (strongest || 1)).toFixed(3));
     mark.dataset.start = String(start);
-    mark.title = supportingCodes(codes, start, end);
+    mark.title = supportingCodes(codes, within, start, end);
     if (weight === strongest) {
       mark.classList.add("strongest");
       first = first || mark;
@@ -210,11 +226,11 @@ function renderText() {
     pieces.push(mark);
   }
   box.replaceChildren(...pieces);
-  if (first) first.scrollIntoView({block: "center"});
+  return first;
 }
 
-function supportingCodes(codes, start, end) {
-  return codes.filter((c) => c.evidence.some((s) => s.start < end && start < s.end))
+function supportingCodes(codes, within, start, end) {
+  return codes.filter((c) => c.evidence.some((s) => s.within === within && s.start < end && start < s.end))
     .map((c) => `${c.code} ${c.description}`).join("\n");
 }
 
@@ -273,6 +289,7 @@ async function save() {
   const review = {
     note_id: state.noteId,
     text: state.text,
+    ...(state.translation === null ? {} : {translation: state.translation}),
     accepted: chosen("accepted").filter((c) => suggested.has(c)),
     rejected: chosen("rejected").filter((c) => suggested.has(c)),
     // An accepted near miss is a code the model did not suggest: the coder adds it.
@@ -334,6 +351,8 @@ async function start() {
   try {
     const info = await api("/api/info");
     $("model-info").textContent = `${info.num_labels} codes · export ${info.export_fingerprint.split("/")[0]}`;
+    state.readsTranslation = Boolean(info.reads_translation);
+    $("paste-translation").hidden = !state.readsTranslation;
     await loadNotes();
     if (state.notes.length) await openNote(0);
     else setStatus("Paste or drop a note");
