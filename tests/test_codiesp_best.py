@@ -1,7 +1,8 @@
 """`benchmarks/codiesp_best.py --final` on a small CodiEsp-layout release: a selection run
-fused with term matching, cross-validated on dev; a final model trained on train and dev
-that carries its fusion and threshold, scored on test; and an export and
-`experiments.predict` that give the codes and metrics it printed."""
+on the English translation fused with term matching on the Spanish notes, cross-validated
+on dev; a final model trained on train and dev that carries its fusion and threshold,
+scored on test; and an export of both texts and `experiments.predict` that give the codes
+and metrics it printed."""
 
 import json
 import os
@@ -69,11 +70,23 @@ def generated_cases(rng, count: int, prefix: str) -> dict:
     return cases
 
 
+def translated(text: str) -> str:
+    """The release's "English translation" of a generated note: the same words, moved."""
+    return TRANSLATION_HEADER + text
+
+
+TRANSLATION_HEADER = "Machine translation.\n"
+
+
 def write_spanish_release(root: str, splits: dict) -> None:
-    """A CodiEsp-layout release of `generated_cases`: the Spanish texts (and the same as the
-    English), the D files and the X files' diagnosis lines."""
+    """A CodiEsp-layout release of `generated_cases`: the Spanish texts and their
+    `translated` English, the D files and the X files' diagnosis lines."""
     write_release(
-        root, {s: {c: case[:2] for c, case in cases.items()} for s, cases in splits.items()}
+        root,
+        {
+            split: {c: (translated(text), codes) for c, (text, codes, _) in cases.items()}
+            for split, cases in splits.items()
+        },
     )
     for split, cases in splits.items():
         os.makedirs(f"{root}/{split}/text_files")
@@ -119,7 +132,8 @@ def fused(tmp_path_factory):
         )
     assert result.returncode == 0, result.stderr[-3000:]
     selection_dir, model_dir = (
-        str(root / "work" / run) for run in ("run_train_es", "run_train_es_final")
+        str(root / "work" / run)
+        for run in ("run_train_es_translation", "run_train_es_translation_final")
     )
     with open(os.path.join(selection_dir, "fusion", "fusion.json")) as fusion_file:
         selection = json.load(fusion_file)
@@ -171,7 +185,10 @@ def test_the_run_files_score_by_the_official_rules_as_the_metrics(fused):
 def test_the_final_model_trains_on_dev_with_the_selections_fusion(fused):
     root, selection_dir, model_dir, results, *_ = fused
     selection = json.loads(open(os.path.join(selection_dir, "fusion", "fusion.json")).read())
-    final_data = os.path.join(root, "work", "data_train_es_final", "codiesp_dx")
+    final_data = os.path.join(root, "work", "data_train_en_final", "codiesp_dx")
+    assert run_folder.saved_config(model_dir).dataset_dir == final_data  # the translation
+    assert selection["match_data_dir"] == os.path.join(root, "work", "data_train_es", "codiesp_dx")
+    assert results["match_data_dir"] == final_data.replace("_en_", "_es_")
     train = dataset.read_notes(final_data, "train")
     assert len(train) == 100 and set(dataset.read_notes(final_data, "dev").note_id) < set(
         train.note_id
@@ -191,7 +208,10 @@ def test_the_export_gives_the_test_metrics_codiesp_best_printed(fused):
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
     notes = dataset.read_notes(os.path.join(root, "work", "data_train_es", "codiesp_dx"), "test")
     labels = dataset.read_labels(model_dir)
-    outputs = serve(text=tf.constant(list(notes.text)))
+    outputs = serve(
+        text=tf.constant(list(notes.text)),
+        translation=tf.constant([translated(text) for text in notes.text]),
+    )
     probabilities = outputs["probabilities"].numpy()
     truth = np.array([[code in codes for code in labels] for codes in notes.codes])
     threshold = json.loads(open(os.path.join(model_dir, "fusion", "fusion.json")).read())[
@@ -228,22 +248,45 @@ def test_a_fusion_fitted_on_another_checkpoint_is_not_served(fused, tmp_path):
 
 def test_predict_and_the_review_page_show_the_spanish_evidence(fused, tmp_path):
     """The Spanish notes' codes, as predict and the review page's API give them, with the
-    matched evidence on the Spanish words as the note writes them."""
+    matched evidence on the Spanish words as the note writes them, and the attention's in
+    the translation the model read."""
     root, _, _, _, export_dir, _ = fused
     notes = dataset.read_notes(os.path.join(root, "work", "data_train_es", "codiesp_dx"), "test")
+    english = [translated(text) for text in notes.text[:8]]
+    (tmp_path / "en").mkdir()
     paths = []
     for row in range(8):
         (tmp_path / f"note{row}.txt").write_text(notes.text[row], encoding="utf-8")
+        (tmp_path / "en" / f"note{row}.txt").write_text(english[row], encoding="utf-8")
         paths.append(str(tmp_path / f"note{row}.txt"))
-    reviewer = server.Reviewer(Suggester(export_dir), str(tmp_path / "reviews.jsonl"))
-    reviewed = reviewer.code(list(notes.text[:8]))
-    checked = 0
-    for row, prediction in enumerate(predict_json(export_dir, paths)):
+    suggester = Suggester(export_dir)
+    assert suggester.reads_translation
+    with pytest.raises(ValueError, match="reads each note's translation too"):
+        suggester.suggest(list(notes.text[:8]))
+    reviewer = server.Reviewer(
+        suggester,
+        str(tmp_path / "reviews.jsonl"),
+        str(tmp_path),
+        translations_dir=str(tmp_path / "en"),
+    )
+    assert reviewer.note("note0.txt") == dict(
+        id="note0.txt", text=notes.text[0], translation=english[0]
+    )
+    reviewed = reviewer.code(list(notes.text[:8]), english)
+    predicted = predict_json(export_dir, paths, f"--translation_dir={tmp_path / 'en'}")
+    checked = attended = 0
+    for row, prediction in enumerate(predicted):
         page = server.note_for_api(reviewed[row])
         assert [code["code"] for code in page["codes"]] == [
             code["code"] for code in prediction["codes"]
         ]
         for code, shown in zip(prediction["codes"], page["codes"]):
+            attention = [item for item in shown["evidence"] if item["source"] == "attention"]
+            assert code["evidence_in"] == "translation" and len(attention) == len(code["evidence"])
+            for item, words in zip(attention, code["evidence"]):
+                assert item["within"] == "translation"
+                assert english[row][item["start"] : item["end"]] == words
+                attended += 1
             if not code["matched_term"]:
                 continue
             checked += 1
@@ -255,7 +298,7 @@ def test_predict_and_the_review_page_show_the_spanish_evidence(fused, tmp_path):
             assert notes.text[row][term[0]["start"] : term[0]["end"]] == code["matched_term"]
             if code["code"] in notes.codes[row]:
                 assert code["matched_term"] in PHRASES[code["code"]]  # as the note writes it
-    assert checked >= 8
+    assert checked >= 8 and attended >= 8
 
 
 def test_the_final_model_needs_a_fusion_to_carry(tmp_path):
