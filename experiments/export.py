@@ -13,6 +13,9 @@ Spanish originals) exports text inputs as a `coder.TranslationCoder`, taking
 `text` (the note, matched) and `translation` (read by the model).
 """
 
+import json
+import os
+
 from absl import app, flags
 
 from longbert_tf import configs
@@ -60,7 +63,10 @@ def main(argv):
         FLAGS.compute_dtype,
         FLAGS.fusion,
     )
-    print(f"Wrote {export_dir}: serving_default takes {FLAGS.inputs}")
+    with open(os.path.join(export_dir, export.EXPORT_INFO)) as info_file:
+        translation = json.load(info_file)["translation"]
+    inputs = "text and translation" if translation else FLAGS.inputs
+    print(f"Wrote {export_dir}: serving_default takes {inputs}")
 
 
 if __name__ == "__main__":
