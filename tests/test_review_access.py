@@ -28,6 +28,7 @@ class StandInSuggester:
     fingerprint = "stand-in/0"
     code_system = ""
     path = "/nowhere/export"
+    reads_translation = False
 
     def __init__(self):
         self.calls = []
@@ -36,7 +37,8 @@ class StandInSuggester:
     def describe(self, code: str) -> str:
         return f"title of {code}"
 
-    def suggest(self, texts: list) -> list:
+    def suggest(self, texts: list, translations: list | None = None) -> list:
+        assert translations is None
         if self.failure:
             raise self.failure
         self.calls += texts
@@ -258,11 +260,11 @@ def test_a_note_evicted_while_another_is_coded_is_still_answered(tmp_path):
     in_model, evicted = threading.Event(), threading.Event()
     suggest = suggester.suggest
 
-    def slow_suggest(texts):
+    def slow_suggest(texts, translations):
         if texts == ["new x"]:
             in_model.set()
             evicted.wait(10)
-        return suggest(texts)
+        return suggest(texts, translations)
 
     suggester.suggest = slow_suggest
     answers = []
