@@ -228,6 +228,18 @@ def read_architecture(saved_model_dir: str):
     return BertArchitecture(**values)
 
 
+def own_architecture(saved_model_dir: str, needed_by: str) -> BertArchitecture:
+    """The `BertArchitecture` of an encoder this package built or converted, else a ValueError
+    saying what needs one (`needed_by`, e.g. "pretraining writes back")."""
+    arch = read_architecture(saved_model_dir)
+    if arch is None:
+        raise ValueError(
+            f"{saved_model_dir} has no {ARCHITECTURE_FILE}: {needed_by} encoders this package "
+            "built or converted (random:, Hugging Face folders, their truncations)"
+        )
+    return arch
+
+
 def read_compute_dtype(saved_model_dir: str) -> str:
     """What a SavedModel of this package computes in ("float32" when it does not say)."""
     path = os.path.join(saved_model_dir, ARCHITECTURE_FILE)

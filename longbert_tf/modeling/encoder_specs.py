@@ -182,12 +182,7 @@ def build_random_encoder(
 
 def truncate(saved_model_dir: str, num_layers: int, out_dir: str) -> str:
     """Saves the first `num_layers` blocks of a SavedModel this package built or converted."""
-    arch = bert.read_architecture(saved_model_dir)
-    if arch is None:
-        raise ValueError(
-            f"{saved_model_dir} has no {bert.ARCHITECTURE_FILE}: keeping only some layers works "
-            "for encoders this package built or converted (random:, Hugging Face folders)"
-        )
+    arch = bert.own_architecture(saved_model_dir, "keeping only some layers works for")
     if not 1 <= num_layers <= arch.num_layers:
         raise ValueError(f"num_layers={num_layers}: {saved_model_dir} has {arch.num_layers} layers")
     loaded = hub.load(saved_model_dir)
@@ -205,12 +200,7 @@ def with_vocab(handle: str, vocab_tokens: list, out_dir: str) -> str:
     """Saves to `out_dir` a copy of an encoder this package built or converted that reads
     `vocab_tokens` (lower-cased as the encoder is): its word embeddings are
     `transferred_embeddings`, every other weight is the encoder's own."""
-    arch = bert.read_architecture(handle)
-    if arch is None:
-        raise ValueError(
-            f"{handle} has no {bert.ARCHITECTURE_FILE}: a new vocabulary works for encoders this "
-            "package built or converted (random:, Hugging Face folders, their truncations)"
-        )
+    arch = bert.own_architecture(handle, "a new vocabulary works for")
     loaded = hub.load(handle)
     weights, vocab = _weights(loaded), tokenization.vocab_of(loaded, handle)
     (name,) = [name for name in weights if name.endswith(WORD_EMBEDDINGS)]

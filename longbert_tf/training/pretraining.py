@@ -213,12 +213,7 @@ def masked_lm_loss(logits, targets, weights):
 def save_encoder(layer: hub.KerasLayer, handle: str, vocab, out_dir: str) -> str:
     """Writes the (trained) encoder of `layer` as a TF-Hub-format SavedModel, atomically, in
     float32 whatever dtype it trained in (a run picks its own)."""
-    arch = bert.read_architecture(handle)
-    if arch is None:
-        raise ValueError(
-            f"{handle} has no {bert.ARCHITECTURE_FILE}: pretraining writes back encoders this "
-            "package built or converted (random:, Hugging Face folders, their truncations)"
-        )
+    arch = bert.own_architecture(handle, "pretraining writes back")
     model = bert.build_bert_encoder(arch)
     bert.assign_weights(
         model, {variable.name.removesuffix(":0"): variable.numpy() for variable in layer.weights}
