@@ -118,10 +118,11 @@ def needs_fusion(model_dir: str) -> bool:
     return not os.path.exists(fusion_file(model_dir)) or bool(fitting.stale_fusion(model_dir))
 
 
-def prepared(codiesp_dir: str, work_dir: str, language: str, *flags: str) -> str:
-    """The data folder of `data_prep.codiesp` in `language` (with `flags`), prepared once."""
+def prepared(codiesp_dir: str, work_dir: str, language: str, final: bool = False) -> str:
+    """The data folder of `data_prep.codiesp` in `language` (`final`: with dev joined to
+    train, `--dev_trains`), prepared once."""
     data_dir = os.path.join(work_dir, f"data_{FLAGS.label_space}_{language}")
-    data_dir += "_final" if "--dev_trains" in flags else ""
+    data_dir += "_final" if final else ""
     if not os.path.exists(os.path.join(data_dir, "codiesp_dx", "descriptions.tsv")):
         run(
             "data_prep.codiesp",
@@ -129,16 +130,16 @@ def prepared(codiesp_dir: str, work_dir: str, language: str, *flags: str) -> str
             f"--out_dir={data_dir}",
             f"--label_space={FLAGS.label_space}",
             f"--language={language}",
-            *flags,
+            *(["--dev_trains"] if final else []),
         )
     return data_dir
 
 
-def match_flags(codiesp_dir: str, work_dir: str, *flags: str) -> list:
+def match_flags(codiesp_dir: str, work_dir: str, final: bool = False) -> list:
     """`experiments.fuse`'s `--match_data_dir` when the model reads a translation."""
     if FLAGS.model_language == FLAGS.language:
         return []
-    match_dir = prepared(codiesp_dir, work_dir, FLAGS.language, *flags)
+    match_dir = prepared(codiesp_dir, work_dir, FLAGS.language, final)
     return [f"--match_data_dir={os.path.join(match_dir, 'codiesp_dx')}"]
 
 
@@ -147,7 +148,7 @@ def train_final(codiesp_dir: str, work_dir: str, selection_dir: str, encoder: li
     carries its fusion and threshold (`experiments.fuse --selection_dir`); returns its folder."""
     with open(os.path.join(selection_dir, run_folder.METRICS_FILE)) as metrics_file:
         steps = json.load(metrics_file)["best_step"]
-    final_data = prepared(codiesp_dir, work_dir, FLAGS.model_language, "--dev_trains")
+    final_data = prepared(codiesp_dir, work_dir, FLAGS.model_language, final=True)
     final_dir = f"{selection_dir}_final"
     run(
         "experiments.run",
@@ -164,7 +165,7 @@ def train_final(codiesp_dir: str, work_dir: str, selection_dir: str, encoder: li
             "experiments.fuse",
             f"--model_dir={final_dir}",
             f"--selection_dir={selection_dir}",
-            *match_flags(codiesp_dir, work_dir, "--dev_trains"),
+            *match_flags(codiesp_dir, work_dir, final=True),
         )
     return final_dir
 

@@ -111,12 +111,11 @@ class Suggester:
             outputs = self._codes_from(**inputs, min_probability=self._min_probability)
             outputs = {key: value.numpy() for key, value in outputs.items()}
             for row, text in enumerate(batch):
-                note = self._note(outputs, row, text)
-                note.translation = translated[first + row] if translated else None
-                found.append(note)
+                translation = translated[first + row] if translated else None
+                found.append(self._note(outputs, row, text, translation))
         return found
 
-    def _note(self, outputs: dict, row: int, text: bytes) -> NoteSuggestions:
+    def _note(self, outputs: dict, row: int, text: bytes, translation) -> NoteSuggestions:
         codes, near_misses = [], []
         for k in range(outputs["num_codes"][row]):
             probability = outputs["code_probabilities"][row, k]
@@ -145,7 +144,7 @@ class Suggester:
                 codes.append(suggestion)
             elif len(near_misses) < MAX_NEAR_MISSES:
                 near_misses.append(suggestion)
-        return NoteSuggestions(text, codes, near_misses)
+        return NoteSuggestions(text, codes, near_misses, translation)
 
 
 def valid_utf8(note) -> bytes:
